@@ -1,0 +1,1 @@
+"""One module per ``blina`` command (see adapter.cli)."""

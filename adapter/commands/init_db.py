@@ -1,0 +1,31 @@
+"""``blina init-db``: create the OMOP CDM v5.4 tables and load the study vocabulary subset."""
+
+from __future__ import annotations
+
+import argparse
+
+from adapter.commands.common import add_db_arguments, open_db
+from adapter.omop import create_cdm, load_study_vocabulary
+
+HELP = "create OMOP CDM v5.4 tables (and load the study vocabulary subset) in a new database"
+EXAMPLES = [
+    "blina init-db --db site.duckdb",
+    "blina init-db --db postgresql://postgres@127.0.0.1:5432/blina --cdm-schema cdm --vocab-schema vocab",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_db_arguments(p)
+    p.add_argument("--no-vocabulary", action="store_true",
+                   help="do not load the study vocabulary subset (the database has the OHDSI vocabulary)")
+
+
+def run(args: argparse.Namespace) -> int:
+    with open_db(args) as db:
+        create_cdm(db)
+        msg = f"created OMOP CDM v5.4 tables in {db.safe_url} (schemas {db.schemas.cdm}, {db.schemas.vocab})"
+        if not args.no_vocabulary:
+            counts = load_study_vocabulary(db)
+            msg += f"; loaded {counts['concept']} study concepts"
+    print(msg)
+    return 0
