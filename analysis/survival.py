@@ -1,0 +1,472 @@
+"""Survival statistics of the study: Kaplan-Meier, k-group log-rank, Cox proportional hazards.
+
+* :func:`kaplan_meier`: exact product-limit estimator with Greenwood standard errors of S(t)
+  (R ``survfit(Surv(time, event) ~ 1)``; R's ``std.err`` is on the cumulative-hazard scale, our
+  ``se`` is ``surv * std.err``, the "Std. Error" that SPSS prints and the paper quotes as ``±``).
+* :func:`logrank_test`: k-group log-rank test (R ``survdiff(Surv(time, event) ~ group)``, rho = 0).
+* :func:`cox_ph`: Cox proportional hazards fitted by lifelines ``CoxPHFitter`` (Efron ties, as R
+  ``coxph(ties = "efron")``), Wald P per covariate, and the Schoenfeld-residual test of proportional
+  hazards (lifelines ``proportional_hazard_test`` with the Kaplan-Meier time transform, R's default
+  transform; lifelines implements the pre-2019 ``cox.zph`` approximation, so it can differ slightly
+  from survival >= 3.0). Covariates that make the model inestimable (constant, or all events in one
+  level of a binary covariate: monotone likelihood, HR 0 or infinity) are dropped with a message.
+
+Time is in days (any unit works; callers use 365 = one year, protocol 3b.11). Results are frozen
+dataclasses of plain numbers, tuples and strings (``dataclasses.asdict`` gives JSON-ready dicts; no
+patient-level data is kept on them beyond the per-time counts of the KM table).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+__all__ = [
+    "KaplanMeierResult",
+    "LogRankResult",
+    "CoxTerm",
+    "CoxResult",
+    "kaplan_meier",
+    "logrank_test",
+    "cox_ph",
+    "format_surv_se",
+]
+
+_Z975 = float(sps.norm.ppf(0.975))
+
+
+def _parse_time_event(time: Sequence[float], event: Sequence[object]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time, event, usable) over all rows: float times, 0/1 events, and the mask of rows where both
+    are present. Raises ValueError on lengths that differ, events not 0/1, or negative times."""
+    t = pd.to_numeric(pd.Series(list(time), dtype="object"), errors="coerce").to_numpy(dtype=float)
+    e_raw = pd.Series(list(event), dtype="object")
+    if t.size != e_raw.size:
+        raise ValueError(f"time has {t.size} values but event has {e_raw.size}; they must align")
+    e = np.full(t.size, np.nan)
+    present = e_raw.notna().to_numpy()
+    e[present] = pd.to_numeric(e_raw[present].astype(float), errors="coerce").to_numpy(dtype=float)
+    keep = ~(np.isnan(t) | np.isnan(e))
+    bad = e[keep][~np.isin(e[keep], (0.0, 1.0))]
+    if bad.size:
+        raise ValueError(f"event must be 0/1 or boolean, got {sorted(set(bad.tolist()))[:5]}")
+    if (t[keep] < 0).any():
+        raise ValueError(f"negative survival times: {sorted(t[keep][t[keep] < 0].tolist())[:5]}")
+    return t, e, keep
+
+
+@dataclass(frozen=True)
+class KaplanMeierResult:
+    """Kaplan-Meier estimate, one entry per distinct observed time (events and censorings), as R's
+    ``survfit``: ``time``, ``n_risk`` (time >= t), ``n_event``, ``n_censor``, ``surv`` S(t), ``se``
+    Greenwood standard error of S(t) (0 where S(t) = 0), ``std_err_cumhaz`` R's ``std.err``.
+
+    ``n`` subjects used, ``n_events`` events, ``n_dropped`` rows left out for a missing time/event.
+    """
+
+    label: str
+    n: int
+    n_events: int
+    n_dropped: int
+    time: tuple[float, ...]
+    n_risk: tuple[int, ...]
+    n_event: tuple[int, ...]
+    n_censor: tuple[int, ...]
+    surv: tuple[float, ...]
+    se: tuple[float, ...]
+    std_err_cumhaz: tuple[float, ...]
+    method: str = "Kaplan-Meier product-limit estimate, Greenwood standard error"
+
+    def _index_at(self, t: float) -> int:
+        """Index of the last time <= t, -1 before the first time."""
+        return int(np.searchsorted(np.asarray(self.time, dtype=float), t, side="right")) - 1
+
+    def survival_at(self, t: float) -> tuple[float, float]:
+        """(S(t), Greenwood SE of S(t)) with the step function right-continuous at t.
+
+        S = 1, SE = 0 before the first time. Beyond the last observed time the estimate is NaN
+        (not estimable: nobody under observation) unless S already reached 0, as R ``summary``
+        refuses times past the end of follow-up.
+        """
+        if self.n == 0:
+            return math.nan, math.nan
+        i = self._index_at(t)
+        if i < 0:
+            return 1.0, 0.0
+        if t > self.time[-1] and self.surv[-1] > 0:
+            return math.nan, math.nan
+        return self.surv[i], self.se[i]
+
+    def at_risk(self, times: Sequence[float]) -> tuple[int, ...]:
+        """Numbers at risk (observed time >= t) at each of ``times``: the risk table of a KM plot."""
+        out = []
+        for t in times:
+            j = int(np.searchsorted(np.asarray(self.time, dtype=float), t, side="left"))
+            out.append(int(self.n_risk[j]) if j < len(self.time) else 0)
+        return tuple(out)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The KM table, one row per distinct time (columns as the fields of the same name)."""
+        return pd.DataFrame(
+            {
+                "time": self.time,
+                "n_risk": self.n_risk,
+                "n_event": self.n_event,
+                "n_censor": self.n_censor,
+                "surv": self.surv,
+                "se": self.se,
+            }
+        )
+
+
+def kaplan_meier(time: Sequence[float], event: Sequence[object], *, label: str = "") -> KaplanMeierResult:
+    """Kaplan-Meier estimate of S(t) from ``time`` (>= 0) and ``event`` (1/True = event, 0 = no).
+
+    Greenwood variance: Var S(t) = S(t)^2 * sum_{t_i <= t} d_i / (n_i (n_i - d_i)). When every
+    subject at risk has the event (n_i = d_i) S drops to 0 and its SE is 0 (R's std.err is Inf).
+    Events and censorings at the same time: the censored subjects count as at risk at that time.
+    """
+    t_all, e_all, keep = _parse_time_event(time, event)
+    t, e, dropped = t_all[keep], e_all[keep].astype(int), int((~keep).sum())
+    if t.size == 0:
+        return KaplanMeierResult(label, 0, 0, dropped, (), (), (), (), (), (), ())
+    ut, inv = np.unique(t, return_inverse=True)
+    d = np.bincount(inv, weights=e, minlength=ut.size).astype(int)
+    tot = np.bincount(inv, minlength=ut.size).astype(int)
+    c = tot - d
+    n_risk = tot[::-1].cumsum()[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.cumprod(1.0 - d / n_risk)
+        terms = np.where(d > 0, d / (n_risk * (n_risk - d).astype(float)), 0.0)
+    cum = np.cumsum(terms)  # +inf after a step where n = d
+    std_err = np.sqrt(cum)
+    with np.errstate(invalid="ignore"):
+        se = np.where(s > 0, s * std_err, 0.0)
+    return KaplanMeierResult(
+        label=label,
+        n=int(t.size),
+        n_events=int(e.sum()),
+        n_dropped=dropped,
+        time=tuple(float(x) for x in ut),
+        n_risk=tuple(int(x) for x in n_risk),
+        n_event=tuple(int(x) for x in d),
+        n_censor=tuple(int(x) for x in c),
+        surv=tuple(float(x) for x in s),
+        se=tuple(float(x) for x in se),
+        std_err_cumhaz=tuple(float(x) for x in std_err),
+    )
+
+
+def format_surv_se(surv: float, se: float, digits: int = 1) -> str:
+    """The paper's style ``"97.8% ± 2.2%"``; ``"100%"`` when S = 1, SE 0; ``"-"`` if not estimable."""
+    if surv is None or math.isnan(surv):
+        return "-"
+    if surv == 1.0 and se == 0.0:
+        return "100%"
+    return f"{100 * surv:.{digits}f}% ± {100 * se:.{digits}f}%"
+
+
+@dataclass(frozen=True)
+class LogRankResult:
+    """k-group log-rank test: ``chisq`` on ``df`` degrees of freedom, ``p_value``.
+
+    Per group (in ``groups`` order): ``n_per_group`` subjects, ``observed`` and ``expected`` events.
+    ``df`` = (number of groups with expected > 0) - 1, as R ``survdiff``; with fewer than two such
+    groups there is no test (chisq 0, df 0, P NaN) and ``method`` says so.
+    """
+
+    groups: tuple[str, ...]
+    n_per_group: tuple[int, ...]
+    observed: tuple[float, ...]
+    expected: tuple[float, ...]
+    chisq: float
+    df: int
+    p_value: float
+    n: int
+    n_dropped: int
+    method: str
+
+
+def logrank_test(time: Sequence[float], event: Sequence[object], group: Sequence[object]) -> LogRankResult:
+    """Log-rank test of equal survival across the groups in ``group`` (rows with a missing group,
+    time or event are dropped). Groups are ordered by sorted label.
+
+    At each distinct event time t with n at risk and d events, group j contributes O_j = d_j,
+    E_j = d n_j / n and the hypergeometric covariance
+    V_jk = d (n - d) / (n - 1) * n_j/n (1[j=k] - n_k/n); chisq = (O - E)' V^-1 (O - E) over all
+    groups with E > 0 but the first.
+    """
+    t_all, e_all, keep = _parse_time_event(time, event)
+    g_raw = pd.Series(list(group), dtype="object")
+    if len(g_raw) != t_all.size:
+        raise ValueError(f"group has {len(g_raw)} values, time has {t_all.size}; they must align")
+    keep &= g_raw.notna().to_numpy()
+    t, e = t_all[keep], e_all[keep].astype(int)
+    g = g_raw[keep].astype(str).to_numpy()
+    dropped = int((~keep).sum())
+    labels = tuple(sorted(set(g.tolist())))
+    k = len(labels)
+    n_per = tuple(int((g == lab).sum()) for lab in labels)
+    method = "log-rank test (Mantel-Haenszel), chi-square"
+    if k == 0:
+        return LogRankResult((), (), (), (), 0.0, 0, math.nan, 0, dropped, method + ": no data")
+    ev_times = np.unique(t[e == 1])
+    obs = np.zeros(k)
+    exp_ = np.zeros(k)
+    var = np.zeros((k, k))
+    if ev_times.size:
+        nj = np.empty((ev_times.size, k))
+        dj = np.empty((ev_times.size, k))
+        for j, lab in enumerate(labels):
+            tj, ej = t[g == lab], e[g == lab]
+            st = np.sort(tj)
+            nj[:, j] = st.size - np.searchsorted(st, ev_times, side="left")
+            se_ = np.sort(tj[ej == 1])
+            dj[:, j] = np.searchsorted(se_, ev_times, side="right") - np.searchsorted(se_, ev_times, side="left")
+        n_t = nj.sum(axis=1)
+        d_t = dj.sum(axis=1)
+        obs = dj.sum(axis=0)
+        frac = nj / n_t[:, None]
+        exp_ = (d_t[:, None] * frac).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(n_t > 1, d_t * (n_t - d_t) / (n_t - 1), 0.0)
+        var = np.einsum("t,tj->j", w, frac) * np.eye(k) - np.einsum("t,tj,tk->jk", w, frac, frac)
+    use = exp_ > 0
+    df = int(use.sum()) - 1
+    if df < 1:
+        why = ": not computable, fewer than two groups with events expected"
+        return LogRankResult(
+            labels,
+            n_per,
+            tuple(obs.tolist()),
+            tuple(exp_.tolist()),
+            0.0,
+            0,
+            math.nan,
+            int(t.size),
+            dropped,
+            method + why,
+        )
+    idx = np.flatnonzero(use)[1:]
+    diff = (obs - exp_)[idx]
+    v = var[np.ix_(idx, idx)]
+    try:
+        chisq = float(diff @ np.linalg.solve(v, diff))
+    except np.linalg.LinAlgError:
+        chisq = float(diff @ np.linalg.pinv(v) @ diff)
+        df = int(np.linalg.matrix_rank(v))
+    p = float(sps.chi2.sf(chisq, df)) if df > 0 else math.nan
+    return LogRankResult(
+        groups=labels,
+        n_per_group=n_per,
+        observed=tuple(float(x) for x in obs),
+        expected=tuple(float(x) for x in exp_),
+        chisq=chisq,
+        df=df,
+        p_value=p,
+        n=int(t.size),
+        n_dropped=dropped,
+        method=f"{method} with {df} df",
+    )
+
+
+@dataclass(frozen=True)
+class CoxTerm:
+    """One covariate of a Cox model: log-HR ``coef`` and its ``se``, ``hr`` = exp(coef), Wald 95 %
+    CI (``ci_low``, ``ci_high``), Wald ``z`` and ``p_value``; ``ph_statistic`` / ``ph_p_value`` the
+    Schoenfeld-residual test of proportional hazards for this covariate."""
+
+    covariate: str
+    coef: float
+    se: float
+    hr: float
+    ci_low: float
+    ci_high: float
+    z: float
+    p_value: float
+    ph_statistic: float
+    ph_p_value: float
+
+
+@dataclass(frozen=True)
+class CoxResult:
+    """Cox proportional-hazards fit.
+
+    ``terms`` the estimated covariates; ``dropped`` (covariate, reason) pairs left out of the model;
+    ``n`` subjects used (complete cases), ``n_events``, ``n_excluded`` rows left out for a missing
+    value;
+    ``loglik`` at the estimate; ``messages`` what the reader must know (drops, warnings, no model);
+    ``estimated`` False when no model could be fitted (then ``terms`` is empty).
+    """
+
+    terms: tuple[CoxTerm, ...]
+    dropped: tuple[tuple[str, str], ...]
+    n: int
+    n_events: int
+    n_excluded: int
+    loglik: float
+    estimated: bool
+    method: str
+    messages: tuple[str, ...] = field(default_factory=tuple)
+
+
+# lifelines stops when the Newton decrement falls below `precision`; its default (1e-7) leaves
+# coefficients ~1e-5 (relative) short of the MLE, so tighten it to match R's converged coxph.
+_FIT_OPTIONS = {"precision": 1e-13, "r_precision": 1e-14, "max_steps": 100}
+
+_COX_METHOD = (
+    "Cox proportional hazards (lifelines CoxPHFitter, Efron ties), Wald 95% CI and P; "
+    "PH check: scaled Schoenfeld residuals vs KM-transformed time"
+)
+
+
+def _to_float_frame(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    for c in cols:
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s) or s.dtype == object:
+            s = s.astype("object").map(lambda v: np.nan if v is None or v is pd.NA else float(v))
+        out[c] = pd.to_numeric(s, errors="raise").astype(float)
+    return out
+
+
+def cox_ph(
+    data: pd.DataFrame,
+    duration_col: str,
+    event_col: str,
+    covariates: Sequence[str],
+    *,
+    strata: str | None = None,
+) -> CoxResult:
+    """Fit a Cox model of ``duration_col`` / ``event_col`` on ``covariates`` (numeric or boolean).
+
+    Rows with any missing value in the used columns are excluded (complete-case analysis; the count
+    is reported). Before fitting, a covariate is dropped (with the reason in ``dropped`` and
+    ``messages``) when it is constant among the complete cases, or when it is binary and all events
+    fall in one of its levels (monotone likelihood: the HR estimate would be 0 or infinite).
+    ``strata``: optional column to stratify the baseline hazard by (e.g. ``site_id`` for a pooled
+    fit with a per-center baseline). Never raises on degenerate data: ``estimated`` is then False
+    and ``messages`` says why.
+    """
+    missing = [c for c in (duration_col, event_col, *covariates) if c not in data.columns]
+    if strata and strata not in data.columns:
+        missing.append(strata)
+    if missing:
+        raise ValueError(f"cox_ph: columns not in the data: {missing}")
+    cols = [duration_col, event_col, *covariates]
+    num = _to_float_frame(data, cols)
+    if strata:
+        num[strata] = data[strata].astype("object")
+    complete = num.notna().all(axis=1)
+    n_excl = int((~complete).sum())
+    num = num[complete].copy()
+    n = len(num)
+    n_ev = int(num[event_col].sum()) if n else 0
+    msgs: list[str] = []
+    if n_excl:
+        msgs.append(f"{n_excl} row(s) excluded for a missing value (complete-case analysis)")
+    dropped: list[tuple[str, str]] = []
+
+    def _fail(why: str) -> CoxResult:
+        msgs.append(why)
+        return CoxResult((), tuple(dropped), n, n_ev, n_excl, math.nan, False, _COX_METHOD, tuple(msgs))
+
+    if n == 0:
+        return _fail("no model: no complete cases")
+    if n_ev == 0:
+        return _fail("no model: no events")
+    kept: list[str] = []
+    for cov in covariates:
+        x = num[cov]
+        vals = np.unique(x.to_numpy())
+        if vals.size < 2:
+            reason = f"constant (all = {vals[0]:g})"
+        elif vals.size == 2:
+            ev = num[event_col] == 1
+            lo_ev, hi_ev = int((ev & (x == vals[0])).sum()), int((ev & (x == vals[1])).sum())
+            reason = ""
+            if lo_ev == 0 or hi_ev == 0:
+                level = vals[0] if lo_ev == 0 else vals[1]
+                reason = f"no events among {cov} = {level:g} (monotone likelihood: HR not estimable)"
+        else:
+            reason = ""
+        if reason:
+            dropped.append((cov, reason))
+            msgs.append(f"{cov} dropped: {reason}")
+        else:
+            kept.append(cov)
+    if not kept:
+        return _fail("no model: no estimable covariate left")
+
+    from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError
+    from lifelines.statistics import proportional_hazard_test
+
+    fit_df = num[[duration_col, event_col, *kept] + ([strata] if strata else [])]
+    cph = CoxPHFitter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cph.fit(
+                fit_df,
+                duration_col=duration_col,
+                event_col=event_col,
+                strata=[strata] if strata else None,
+                fit_options=_FIT_OPTIONS,
+            )
+        except (ConvergenceError, np.linalg.LinAlgError, ValueError) as exc:
+            return _fail(f"no model: the fit failed ({type(exc).__name__}: {exc})")
+        ph_stat = {c: math.nan for c in kept}
+        ph_p = {c: math.nan for c in kept}
+        try:
+            ph = proportional_hazard_test(cph, fit_df, time_transform="km")
+            summ = ph.summary
+            for c in kept:
+                if c in summ.index:
+                    ph_stat[c] = float(summ.loc[c, "test_statistic"])
+                    ph_p[c] = float(summ.loc[c, "p"])
+        except Exception as exc:  # noqa: BLE001 - the PH check must never sink the model
+            msgs.append(f"proportional-hazards test not computed ({type(exc).__name__}: {exc})")
+    for w in caught:
+        text = str(w.message).strip().splitlines()[0] if str(w.message).strip() else ""
+        if text and issubclass(w.category, Warning):
+            msgs.append(f"lifelines warning: {text}")
+    summ = cph.summary
+    terms = []
+    for c in kept:
+        coef = float(summ.loc[c, "coef"])
+        se = float(summ.loc[c, "se(coef)"])
+        terms.append(
+            CoxTerm(
+                covariate=c,
+                coef=coef,
+                se=se,
+                hr=math.exp(coef),
+                ci_low=math.exp(coef - _Z975 * se),
+                ci_high=math.exp(coef + _Z975 * se),
+                z=float(summ.loc[c, "z"]),
+                p_value=float(summ.loc[c, "p"]),
+                ph_statistic=ph_stat[c],
+                ph_p_value=ph_p[c],
+            )
+        )
+    bad_ph = [t.covariate for t in terms if not math.isnan(t.ph_p_value) and t.ph_p_value < 0.05]
+    if bad_ph:
+        msgs.append(f"proportional-hazards assumption questionable (Schoenfeld P < 0.05): {bad_ph}")
+    method = _COX_METHOD + (f"; baseline stratified by {strata}" if strata else "")
+    return CoxResult(
+        terms=tuple(terms),
+        dropped=tuple(dropped),
+        n=n,
+        n_events=n_ev,
+        n_excluded=n_excl,
+        loglik=float(cph.log_likelihood_),
+        estimated=True,
+        method=method,
+        messages=tuple(msgs),
+    )
