@@ -1,19 +1,13 @@
-"""FHIR side of the adapter: a FHIRPath subset compiler and a SQL-on-FHIR v2 view runner."""
+"""FHIR side of the adapter: a FHIRPath subset compiler and a SQL-on-FHIR v2 view runner.
 
-from adapter.fhir.fhirpath import (
-    CompiledPath,
-    FhirPathError,
-    FhirPathEvaluationError,
-    compile_path,
-)
-from adapter.fhir.viewdef import (
-    ColumnInfo,
-    ViewDefinition,
-    ViewDefinitionError,
-    ViewEvaluationError,
-    load_view,
-    run_view,
-)
+Exports are resolved lazily so that ``python -m adapter.fhir.viewdef`` does not import the
+module twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "ColumnInfo",
@@ -27,3 +21,23 @@ __all__ = [
     "load_view",
     "run_view",
 ]
+
+_HOME = {
+    "CompiledPath": "fhirpath",
+    "FhirPathError": "fhirpath",
+    "FhirPathEvaluationError": "fhirpath",
+    "compile_path": "fhirpath",
+    "ColumnInfo": "viewdef",
+    "ViewDefinition": "viewdef",
+    "ViewDefinitionError": "viewdef",
+    "ViewEvaluationError": "viewdef",
+    "load_view": "viewdef",
+    "run_view": "viewdef",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adapter.fhir' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"adapter.fhir.{module}"), name)

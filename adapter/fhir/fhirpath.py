@@ -41,6 +41,7 @@ __all__ = [
     "FhirPathError",
     "FhirPathEvaluationError",
     "FhirTime",
+    "NOT_SCALAR",
     "FHIR_COMPLEX_TYPES",
     "FHIR_PRIMITIVE_TYPES",
     "FHIR_RESOURCE_TYPES",
@@ -274,17 +275,34 @@ class Env:
 Fn = Callable[[list, Env], list]
 
 
+NOT_SCALAR: Any = object()
+"""Returned by ``CompiledPath.scalar`` when the general evaluator must decide."""
+
+Scalar = Callable[[Any], Any]
+
+
 class CompiledPath:
-    """A compiled expression: call it with ``(focus_collection, env)`` to get a new ``list``."""
+    """A compiled expression: call it with ``(focus_collection, env)`` to get a new ``list``.
 
-    __slots__ = ("expression", "_fn")
+    ``scalar`` (or None) is a fast path for the commonest shape, a chain of single-valued
+    element lookups on one focus item: it returns the value, None for empty, or ``NOT_SCALAR``
+    when it meets a list or anything else it cannot decide (then call the general evaluator).
+    """
 
-    def __init__(self, expression: str, fn: Fn) -> None:
+    __slots__ = ("expression", "_fn", "scalar")
+
+    def __init__(self, expression: str, fn: Fn, scalar: Scalar | None = None) -> None:
         self.expression = expression
         self._fn = fn
+        self.scalar = scalar
 
     def __call__(self, focus: list, env: Env) -> list:
         return self._fn(focus, env)
+
+    @property
+    def fn(self) -> Fn:
+        """The raw closure ``(focus, env) -> list`` (skips one call layer in hot loops)."""
+        return self._fn
 
     def evaluate(self, resource: Any, *, row_index: int = 0) -> list:
         """Evaluate with ``resource`` as both the focus and ``%resource``."""
@@ -850,10 +868,12 @@ def _reference_key(item: Any, wanted: str | None) -> str | None:
         if rtype is None or (wanted is not None and rtype != wanted):
             return None
         return f"{rtype}/{ref.rsplit(':', 1)[1]}"
-    m = _REF_TAIL_RE.search(ref)
-    if m is None:
-        return None
-    rtype, rid = m.group(1), m.group(2)
+    rtype, slash, rid = ref.partition("/")
+    if not slash or "/" in rid or not rid or rtype not in FHIR_RESOURCE_TYPES:
+        m = _REF_TAIL_RE.search(ref)
+        if m is None:
+            return None
+        rtype, rid = m.group(1), m.group(2)
     if wanted is not None and rtype != wanted:
         return None
     return f"{rtype}/{rid}"
@@ -869,12 +889,12 @@ _BUILTIN_VARS = {
 }
 
 
-def _member_step(name: str) -> Callable[[list], list]:
+def _member_step(name: str) -> Fn:
     """Navigate ``name`` on every object in a collection, flattening lists."""
     choice = name in _CHOICE_BASES
     prefix_len = len(name)
 
-    def step(coll: list) -> list:
+    def step(coll: list, env: Env | None = None) -> list:
         out: list = []
         for item in coll:
             if item.__class__ is not dict and not isinstance(item, dict):
@@ -905,24 +925,19 @@ def _member_step(name: str) -> Callable[[list], list]:
 def _path_fn(names: tuple[str, ...]) -> Fn:
     steps = [_member_step(n) for n in names]
     if len(steps) == 1:
-        only = steps[0]
-
-        def one(coll: list, env: Env) -> list:
-            return only(coll)
-
-        return one
+        return steps[0]
     if len(steps) == 2:
         s1, s2 = steps
 
         def two(coll: list, env: Env) -> list:
-            r = s1(coll)
-            return s2(r) if r else r
+            r = s1(coll, env)
+            return s2(r, env) if r else r
 
         return two
 
     def many(coll: list, env: Env) -> list:
         for s in steps:
-            coll = s(coll)
+            coll = s(coll, env)
             if not coll:
                 return coll
         return coll
@@ -1090,7 +1105,7 @@ class _Compiler:
 
         def member(coll: list, env: Env) -> list:
             r = src(coll, env)
-            return step(r) if r else r
+            return step(r, env) if r else r
 
         return member
 
@@ -1768,4 +1783,118 @@ def compile_path(expression: str, constants: Mapping[str, Any] | None = None) ->
         raise FhirPathError(f"FHIRPath expression must be a string, got {expression!r}")
     ast = _Parser(expression).parse()
     compiler = _Compiler(expression, constants or {})
-    return CompiledPath(expression, compiler.compile(ast))
+    fn = compiler.compile(ast)
+    plan = _scalar_plan(ast)
+    return CompiledPath(expression, fn, _scalar_fn(plan) if plan else None)
+
+
+# --------------------------------------------------------------------------------------------
+# Scalar fast path: ops are ("key", name, is_choice_base) | ("choice", key, plain_name) |
+# ("ref", wanted_type) | ("reskey",), or a single ("cmp", "="|"!=", ops, literal). Any list,
+# non-object, bare choice or type mismatch -> NOT_SCALAR (the general evaluator decides).
+
+
+def _scalar_plan(node: tuple) -> list[tuple] | None:
+    kind = node[0]
+    if kind == "ident":
+        name = node[1]
+        if name[:1].isupper() and name in FHIR_RESOURCE_TYPES:
+            return None
+        return [("key", name, name in _CHOICE_BASES)]
+    if kind == "member":
+        head = _scalar_plan(node[1])
+        return None if head is None else [*head, ("key", node[2], node[2] in _CHOICE_BASES)]
+    if kind == "bin" and node[1] in ("=", "!="):
+        # `path = 'literal'` (or the mirror image) on a single value; types must match exactly.
+        left, right = node[2], node[3]
+        if right[0] != "lit":
+            left, right = right, left
+        lit = right[1] if right[0] == "lit" else None
+        if lit is None or lit.__class__ not in (str, int, bool):
+            return None
+        inner = _scalar_plan(left)
+        if inner is None or inner[-1][0] in ("ref", "reskey", "cmp"):
+            return None
+        return [("cmp", node[1], inner, lit)]
+    if kind != "call":
+        return None
+    _, base, name, args = node
+    if name == "getResourceKey" and base is None and not args:
+        return [("reskey",)]
+    if name == "getReferenceKey" and base is not None and len(args) <= 1:
+        head = _scalar_plan(base)
+        if head is None:
+            return None
+        wanted = None
+        if args:
+            arg = args[0]
+            if arg[0] == "ident" and arg[1] in FHIR_RESOURCE_TYPES:
+                wanted = arg[1]
+            elif arg[0] == "lit" and arg[1] in FHIR_RESOURCE_TYPES:
+                wanted = arg[1]
+            else:
+                return None
+        return [*head, ("ref", wanted)]
+    if name == "ofType" and base is not None and len(args) == 1 and base[0] in ("ident", "member"):
+        arg = args[0]
+        if arg[0] != "ident":
+            return None
+        t = arg[1]
+        if t not in FHIR_PRIMITIVE_TYPES and t not in FHIR_COMPLEX_TYPES:
+            return None
+        if base[0] == "ident":
+            if base[1][:1].isupper() and base[1] in FHIR_RESOURCE_TYPES:
+                return None
+            head: list[tuple] | None = []
+            last = base[1]
+        else:
+            head = _scalar_plan(base[1])
+            last = base[2]
+        if head is None:
+            return None
+        return [*head, ("choice", last + _cap(t), last)]
+    return None
+
+
+def _scalar_fn(plan: list[tuple]) -> Scalar:
+    """Generate straight-line Python for a plan (compiled once; no per-call op dispatch)."""
+    lines = ["def scalar(item):"]
+    body = _scalar_body(plan, "item", "v", lines, "    ")
+    lines.append(f"    return {body}")
+    namespace: dict[str, Any] = {
+        "NS": NOT_SCALAR,
+        "_reference_key": _reference_key,
+        "_resource_key": _resource_key,
+    }
+    exec(compile("\n".join(lines), "<fhirpath scalar>", "exec"), namespace)  # noqa: S102
+    return namespace["scalar"]
+
+
+def _scalar_body(plan: list[tuple], src: str, var: str, lines: list[str], ind: str) -> str:
+    """Append code computing ``plan`` on ``src``; return the expression holding the result."""
+    if plan and plan[0][0] == "cmp":
+        _, op, left, literal = plan[0]
+        value = _scalar_body(left, src, var, lines, ind)
+        lit = repr(literal)
+        lines.append(f"{ind}if {value} is None: return None")
+        lines.append(f"{ind}if {value}.__class__ is not {type(literal).__name__}: return NS")
+        return f"({value} {'==' if op == '=' else '!='} {lit})"
+    cur = src
+    for op in plan:
+        lines.append(f"{ind}if {cur}.__class__ is not dict: return NS")
+        kind = op[0]
+        if kind == "key":
+            lines.append(f"{ind}{var} = {cur}.get({op[1]!r})")
+            lines.append(f"{ind}if {var} is None: return {'NS' if op[2] else 'None'}")
+        elif kind == "choice":
+            lines.append(f"{ind}{var} = {cur}.get({op[1]!r})")
+            lines.append(f"{ind}if {var} is None: return NS if {op[2]!r} in {cur} else None")
+        elif kind == "ref":
+            lines.append(f"{ind}return _reference_key({cur}, {op[1]!r})")
+            return "None"
+        else:
+            lines.append(f"{ind}return _resource_key({cur})")
+            return "None"
+        cur = var
+    lines.append(f"{ind}if {cur}.__class__ is list: return NS")
+    return cur
