@@ -467,3 +467,13 @@ def test_io_round_trip_csv_and_parquet(tmp_path, cohort):
         assert p2["last_followup"].iloc[0] == typed_p["last_followup"].iloc[0]
         pd.testing.assert_frame_equal(c2, typed_c, check_dtype=True)
         pd.testing.assert_frame_equal(p2, typed_p, check_dtype=True)
+
+
+def test_pooled_cox_can_be_stratified_by_site():
+    course, patient = paper_cohort(sites=("A", "B"))
+    course, patient, _, _ = _add_predictors(coerce_table(course, "course"),
+                                            coerce_table(patient, "patient"))
+    plain = analyze(course, patient, by_center=False).pooled.cox_efs
+    strat = analyze(course, patient, by_center=False, cox_strata_by_site=True).pooled.cox_efs
+    assert "stratified by site_id" in strat.method and "stratified" not in plain.method
+    assert strat.n == plain.n and strat.terms[0].coef != pytest.approx(plain.terms[0].coef)
