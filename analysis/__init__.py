@@ -1,3 +1,13 @@
-"""blina-study analysis layer: the study's statistics over the course and patient tables."""
+"""blina-study analysis layer: the study's statistics over the ``course`` and ``patient`` tables.
 
-__all__: list[str] = []
+Typical notebook use::
+
+    from analysis import read_course, read_patient, analyze
+    results = analyze(read_course("out/course.parquet"), read_patient("out/patient.parquet"))
+    results.to_tidy()["response"]
+"""
+
+from analysis.io import read_course, read_patient, write_results
+from analysis.tables import StudyResults, analyze
+
+__all__ = ["StudyResults", "analyze", "read_course", "read_patient", "write_results"]
