@@ -134,6 +134,23 @@ _CONSTANT_FORMATS = {
 }
 
 
+def _calendar_ok(text: str) -> bool:
+    """Month, day, hour, minute and second of an ISO date/dateTime/time are in range."""
+    m = re.match(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?", text)
+    if m and m.group(2):
+        import calendar
+
+        year, month = int(m.group(1)), int(m.group(2))
+        if not 1 <= month <= 12:
+            return False
+        if m.group(3) and not 1 <= int(m.group(3)) <= calendar.monthrange(year, month)[1]:
+            return False
+    t = re.search(r"(?:^|T)(\d{2}):(\d{2})(?::(\d{2}))?", text)
+    if t and (int(t.group(1)) > 23 or int(t.group(2)) > 59 or int(t.group(3) or 0) > 59):
+        return False
+    return True
+
+
 # --------------------------------------------------------------------------------------------
 # Compiled select tree.
 
@@ -380,7 +397,7 @@ class _Builder:
             if not isinstance(value, classes) or (value.__class__ is bool and bool not in classes):
                 raise self.error(where, f"{key} has the wrong JSON type: {value!r}")
             fmt = _CONSTANT_FORMATS.get(key)
-            if fmt is not None and isinstance(value, str) and not fmt.fullmatch(value):
+            if fmt is not None and isinstance(value, str) and not (fmt.fullmatch(value) and _calendar_ok(value)):
                 raise self.error(where, f"{key} {value!r} is not a valid {key[5:]} literal")
             if key == "valuePositiveInt" and value < 1:
                 raise self.error(where, f"valuePositiveInt must be >= 1, got {value}")
