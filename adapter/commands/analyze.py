@@ -1,0 +1,48 @@
+"""``blina analyze``: every analysis of protocol section 5 as tidy CSV + JSON files."""
+
+from __future__ import annotations
+
+import argparse
+
+from adapter.commands.report import read_json_object, run_info_parts
+
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
+
+HELP = "run the study's analyses on course/patient tables and write tidy CSV + JSON results"
+EXAMPLES = [
+    "blina analyze --course out/course.csv --patient out/patient.csv --out results/",
+    "blina analyze --course out/course.parquet --patient out/patient.parquet --out results/ "
+    "--run-info out/run-info.json",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--course", required=True, metavar="FILE", help="course table (.csv, .csv.gz, .parquet)")
+    p.add_argument("--patient", required=True, metavar="FILE", help="patient table (.csv, .csv.gz, .parquet)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for <table>.csv and results.json")
+    p.add_argument("--run-info", default=None, metavar="FILE",
+                   help="run-info JSON of the extract step: its parameters are recorded with the results")
+    p.add_argument("--no-by-center", action="store_true", help="pooled results only (no per-center breakdown)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.io import read_course, read_patient, write_results
+    from analysis.stats import format_p
+    from analysis.tables import analyze
+
+    course = read_course(args.course)
+    patient = read_patient(args.patient)
+    info = read_json_object(args.run_info, "run-info") if args.run_info else None
+    params, _, _ = run_info_parts(info) if info is not None else ({}, {}, None)
+    results = analyze(course, patient, by_center=not args.no_by_center, parameters=params)
+    written = write_results(results, args.out)
+    r = results.pooled
+    c1 = r.response[0]
+    rates = "; ".join(f"{x.group} {x.endpoint} {x.rate.format()}" for x in c1.rates)
+    print(f"{r.n_patients} patients, {r.n_courses} courses, {len(results.by_site)} center(s)")
+    print(f"response (course 1): {rates}; Fisher {format_p(c1.comparison.p_value)}")
+    for sv in (r.efs, r.os):
+        groups = ", ".join(f"{g.group} {g.text}" for g in sv.groups)
+        print(f"{sv.endpoint} at day {sv.landmark_days:g}: {groups}; log-rank {format_p(sv.logrank.p_value)}")
+    print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
+    return 0

@@ -1,0 +1,619 @@
+"""The study report: one self-contained HTML file (inline CSS, plots embedded as base64 PNG).
+
+:func:`render_report` lays out every analysis of protocol section 5 from a
+:class:`analysis.tables.StudyResults`, in the paper's style, with the method and the n of every
+statistic, the published figures of protocol section 6 beside this run's, a per-center breakdown,
+and (when given) the data-quality summary of the extract. The file references nothing outside
+itself (no scripts, fonts, stylesheets or links to other hosts), so it can be mailed or archived.
+
+The report shows aggregates only: no person identifiers and no patient-level rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.plots import DAYS_PER_MONTH, km_plot_png
+from analysis.published import PUBLISHED
+from analysis.stats import format_p
+from analysis.tables import POOLED, SiteResults, StudyResults, SurvivalResult
+
+__all__ = ["RunFigure", "run_figures", "render_report", "input_digest"]
+
+_STATUS_ORDER = ("R/R", "CR-MRDpos", "CR-MRDneg", "unknown")
+_INDICATION_LABEL = {"R/R": "R/R", "CR-MRDpos": "CR-MRDpos", "chemo_delay": "chemotherapy delay"}
+_PREDICTOR_LABEL = {
+    "poor_cytogenetics": "Poor cytogenetics",
+    "bcr_abl1": "BCR-ABL1",
+    "cd19_loss": "CD19+ B-cell loss",
+    "high_mrd": "High MRD",
+    "age_group": "Age group",
+    "sex": "Sex",
+}
+_CYTOKINE_LABEL = {"il6_peak": "IL-6", "il10_peak": "IL-10", "ifng_peak": "IFN-γ", "tnfa_peak": "TNF-α"}
+
+
+# ------------------------------------------------------------------------------------------------
+# This run's value for each published figure
+
+
+@dataclass(frozen=True)
+class RunFigure:
+    """This run's value of one published figure: ``text`` formatted exactly as the paper prints
+    it (so equal text means the run reproduces the figure), ``n`` the observations it rests on,
+    ``method`` how it was computed."""
+
+    text: str
+    n: int | None
+    method: str
+
+
+def _p_only(p: float | None) -> str:
+    """A P for a table cell: ``0.016``, ``< 0.0001``, ``-``."""
+    return format_p(p).removeprefix("P = ").removeprefix("P ")
+
+
+def _pathway_total(site: SiteResults, prefix: str) -> int:
+    return sum(n for k, n in site.flow.pathway.items() if k.startswith(prefix))
+
+
+def run_figures(site: SiteResults) -> dict[str, RunFigure]:
+    """This scope's value for every key of :data:`analysis.published.PUBLISHED` (same keys)."""
+    out: dict[str, RunFigure] = {}
+    f = site.flow
+    count = "count of patients"
+    for cat, n in f.indication.items():
+        out[f"flow.indication.{cat}"] = RunFigure(str(n), f.n, count)
+    for cat, n in f.status_at_referral.items():
+        out[f"flow.referral.{cat}"] = RunFigure(str(n), f.n, count)
+    for cat, n in f.status_before_course_1.items():
+        out[f"flow.precourse.{cat}"] = RunFigure(str(n), f.n, count)
+    rr = f.status_at_referral.get("R/R", 0)
+    out["flow.rr.direct"] = RunFigure(str(_pathway_total(site, "R/R > direct >")), rr, count)
+    out["flow.rr.burden_reduction"] = RunFigure(
+        str(_pathway_total(site, "R/R > burden reduction >")), rr, count
+    )
+    c1 = site.response[0]
+    for rate in c1.rates:
+        key = {"R/R": "response.cr.R/R", "CR-MRDpos": "response.cr.CR-MRDpos"}.get(rate.group)
+        if key:
+            out[key] = RunFigure(rate.rate.format(), rate.rate.n, f"evaluable course-1 courses; {rate.rate.method}")
+    out["response.fisher_p"] = RunFigure(format_p(c1.comparison.p_value), c1.comparison.n, c1.comparison.method)
+    allc = site.response[1]
+    neg = next(r for r in allc.rates if r.group == "CR-MRDneg")
+    out["response.mrd_maintained"] = RunFigure(
+        neg.rate.format(), neg.rate.n, "evaluable CR-MRDneg courses (all courses)"
+    )
+    for p in site.predictors[0].predictors:
+        out[f"univariate.{p.variable}"] = RunFigure(
+            format_p(p.test.p_value), p.n, f"course 1; {p.test.method}"
+        )
+    cx = site.cox_efs
+    for term in cx.terms:
+        out[f"cox.{term.covariate}"] = RunFigure(
+            format_p(term.p_value), cx.n, f"{cx.method}; HR {term.hr:.2f} ({term.ci_low:.2f}-{term.ci_high:.2f})"
+        )
+    for cov, why in cx.dropped:
+        out[f"cox.{cov}"] = RunFigure("not estimated", cx.n, f"dropped: {why}")
+    for m in site.tcells.markers:
+        k = m.marker.lower()
+        out[f"tcells.{k}.pre"] = RunFigure(m.pre.format(), m.n, "course 1 pairs; median (range)")
+        out[f"tcells.{k}.post"] = RunFigure(m.post.format(), m.n, "course 1 pairs; median (range)")
+        out[f"tcells.{k}.p"] = RunFigure(format_p(m.test.p_value), m.test.n_used, m.test.method)
+    for sv, area in ((site.efs, "efs"), (site.os, "os")):
+        for g in sv.groups:
+            out[f"{area}.1y.{g.group}"] = RunFigure(
+                g.text, g.km.n, f"Kaplan-Meier at day {sv.landmark_days:g}, Greenwood SE"
+            )
+        out[f"{area}.logrank_p"] = RunFigure(format_p(sv.logrank.p_value), sv.logrank.n, sv.logrank.method)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# HTML helpers
+
+
+def _e(x: object) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    caption: str,
+    note: str | None = None,
+    cls: str = "",
+    raw: bool = False,
+) -> str:
+    """A captioned table; cells are escaped unless ``raw`` (then they are trusted HTML)."""
+    cell = (lambda v: str(v)) if raw else _e
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    foot = f'<p class="note">{_e(note)}</p>' if note else ""
+    return (
+        f'<div class="tw"><table class="{cls}"><caption>{_e(caption)}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{foot}"
+    )
+
+
+def _notes(site: SiteResults, *analyses: str) -> str:
+    msgs = [m for a, m in site.messages if a in analyses]
+    if not msgs:
+        return ""
+    items = "".join(f"<li>{_e(m)}</li>" for m in msgs)
+    return f'<ul class="msgs">{items}</ul>'
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{n} ({100 * n / d:.1f}%)" if d else str(n)
+
+
+def _img(png: bytes, alt: str) -> str:
+    b64 = base64.b64encode(png).decode("ascii")
+    return f'<img class="plot" alt="{_e(alt)}" src="data:image/png;base64,{b64}">'
+
+
+# ------------------------------------------------------------------------------------------------
+# Sections (each takes one scope, so the per-center breakdown reuses them)
+
+
+def _flow(site: SiteResults) -> str:
+    f = site.flow
+    cats = ["R/R", "CR-MRDpos", "CR-MRDneg", "chemo_delay", "unknown"]
+    views = (
+        ("Indication (why blinatumomab was given)", f.indication),
+        ("Status at referral (before burden-reduction chemotherapy)", f.status_at_referral),
+        ("Status before the first course", f.status_before_course_1),
+    )
+    extra = sorted({k for _, d in views for k in d if k not in cats})
+    cols = cats + extra
+    rows = []
+    for label, d in views:
+        rows.append([label, *[(_pct(d[c], f.n) if c in d else "") for c in cols], f.n])
+    header = ["View of a patient", *[_INDICATION_LABEL.get(c, c) for c in cols], "Total"]
+    out = _table(
+        header, rows, caption=f"Table 1. Patient flow: the three views of protocol section 1 (n = {f.n} patients)",
+        note=f"Method: {f.method}. Percentages of all {f.n} patients. Blank: category not used by that view.",
+        cls="num",
+    )
+    path_rows = [[k.replace(" > ", " → "), v] for k, v in f.pathway.items()]
+    out += _table(
+        ["Status at referral → route → status before course 1", "Patients"], path_rows,
+        caption=f"Table 1b. Pathway from referral to the first course (n = {f.n} patients)",
+        note="Route: burden-reduction chemotherapy before blinatumomab, or blinatumomab directly.",
+    )
+    crow = [[s, _pct(n, f.n_courses)] for s, n in f.courses_by_pre_status.items()]
+    out += _table(
+        ["Pre-course status", "Courses"], crow,
+        caption=f"Table 1c. Courses by status before each course (n = {f.n_courses} courses)",
+        note="Method: counts of courses; response is counted by the status before each course.",
+    )
+    return out
+
+
+def _response(site: SiteResults) -> str:
+    c1, allc = site.response
+    rows = []
+    for r1, ra in zip(c1.rates, allc.rates, strict=True):
+        rows.append([
+            r1.group, r1.endpoint, r1.rate.format(), r1.n_not_evaluable, ra.rate.format(), ra.n_not_evaluable,
+        ])
+    rows.append([
+        "R/R vs CR-MRDpos", "Fisher's exact P (CR)",
+        f"{format_p(c1.comparison.p_value)} (n = {c1.comparison.n})", "",
+        f"{format_p(allc.comparison.p_value)} (n = {allc.comparison.n})", "",
+    ])
+    return _table(
+        ["Pre-course status", "Endpoint", "Course 1: % (k/n)", "Course 1: not evaluable",
+         "All courses: % (k/n)", "All courses: not evaluable"],
+        rows,
+        caption=f"Table 2. Response by status before the course (course 1: n = {c1.n}; all courses: n = {allc.n} "
+        "evaluable courses)",
+        note=f"Method: {c1.method}; {c1.comparison.method}. n = evaluable courses (response assessed); "
+        "not-evaluable courses (NE or unknown) are counted beside the rate and left out of the denominator. "
+        "CR for pre-status R/R: marrow blasts < 5 %; for CR-MRDpos: MRD-negative; CR-MRDneg: MRD still negative.",
+        cls="num",
+    ) + _notes(site, "response")
+
+
+def _predictors(site: SiteResults) -> str:
+    out = ""
+    for i, pr in enumerate(site.predictors):
+        rows = []
+        for p in pr.predictors:
+            orci = (
+                "-" if math.isnan(p.test.odds_ratio)
+                else f"{_num(p.test.odds_ratio)} ({_num(p.test.ci_low)}-{_num(p.test.ci_high)})"
+            )
+            rows.append([
+                _PREDICTOR_LABEL.get(p.variable, p.variable),
+                f"{p.exposed_label}: {p.exposed.format()}",
+                f"{p.reference_label}: {p.reference.format()}",
+                orci, _p_only(p.test.p_value), p.n, p.n_missing,
+            ])
+        table = _table(
+            ["Predictor", "Poor response, exposed % (k/n)", "Poor response, reference % (k/n)",
+             "Odds ratio (95% CI)", "P", "n", "missing"],
+            rows,
+            caption=f"Table 3{'ab'[i]}. Univariate predictors of poor response, {pr.courses} "
+            f"(n = {pr.n} evaluable R/R and CR-MRDpos courses, {pr.n_poor} without CR)",
+            note=f"Method: {pr.method}; {pr.predictors[0].test.method if pr.predictors else ''}; conditional "
+            "maximum-likelihood odds ratio with exact 95% CI. n = courses with the predictor known.",
+            cls="num",
+        )
+        if i == 0:
+            out += table
+        else:
+            out += f"<details><summary>Secondary analysis: {_e(pr.courses)}</summary>{table}</details>"
+    return out + _notes(site, "predictors")
+
+
+def _cox(site: SiteResults) -> str:
+    cx = site.cox_efs
+    rows = [
+        [t.covariate, f"{_num(t.hr)} ({_num(t.ci_low)}-{_num(t.ci_high)})", _p_only(t.p_value),
+         f"{_num(t.ph_statistic)} / {_p_only(t.ph_p_value)}", "estimated"]
+        for t in cx.terms
+    ]
+    rows += [[cov, "-", "-", "-", f"dropped: {why}"] for cov, why in cx.dropped]
+    if not cx.estimated and not rows:
+        rows = [["(no model)", "-", "-", "-", "; ".join(cx.messages)]]
+    return _table(
+        ["Covariate", "HR (95% CI)", "P (Wald)", "PH check: χ² / P", "Status"],
+        rows,
+        caption=f"Table 4. Cox proportional hazards for event-free survival (n = {cx.n} patients, "
+        f"{cx.n_events} events, {cx.n_excluded} excluded for a missing value)",
+        note=f"Method: {cx.method}. Covariates: high MRD before course 1, BCR-ABL1, poor cytogenetics "
+        "(complete cases). PH check P < 0.05 means the proportional-hazards assumption is questionable.",
+        cls="num",
+    ) + _notes(site, "cox_efs")
+
+
+def _tcells(site: SiteResults) -> str:
+    rows = []
+    for m in site.tcells.markers:
+        t = m.test
+        rows.append([
+            f"{m.marker}+", m.n, m.pre.format(), m.post.format(), _p_only(t.p_normal),
+            "-" if t.p_exact is None else _p_only(t.p_exact), t.n_zero, f"{m.n_pre_only} / {m.n_post_only}",
+        ])
+    method = site.tcells.markers[0].test.method if site.tcells.markers else ""
+    out = _table(
+        ["Subset", "n pairs", "Before: median (range) ×10⁹/L", "After: median (range) ×10⁹/L",
+         "P (normal approx.)", "P (exact)", "zero diff.", "pre only / post only"],
+        rows,
+        caption=f"Table 5. T-cell subsets before and after course 1 (course-1 courses: n = {site.tcells.n})",
+        note=f"Method: {site.tcells.method}; Wilcoxon signed-rank test, after vs before, normal approximation "
+        "without continuity correction with tie-corrected variance, zero differences dropped (primary P); exact P "
+        "where no ties or zeros and n ≤ 49. First marker: " + method,
+        cls="num",
+    ) + _notes(site, "tcells")
+    cyt = site.cytokines
+    groups = list(dict.fromkeys(g.group for g in cyt.rows))
+    by: dict[str, dict[str, str]] = {}
+    for g in cyt.rows:
+        cell = "-" if g.summary.n == 0 else f"{g.summary.format(1)}; n = {g.summary.n}"
+        by.setdefault(g.variable, {})[g.group] = cell
+    rows = [[_CYTOKINE_LABEL.get(v, v), *[d.get(g, "-") for g in groups]] for v, d in by.items()]
+    out += _table(
+        ["Cytokine peak (pg/mL)", *groups], rows,
+        caption=f"Table 6. Cytokine peaks by response (n = {cyt.n} courses with a response group)",
+        note=f"Method: {cyt.method}. Peak = maximum in [course start, course end + 3 days]. CR / no CR: pre-status "
+        "R/R or CR-MRDpos; MRD-neg maintained / lost: pre-status CR-MRDneg. Descriptive only (no test).",
+        cls="num",
+    )
+    return out
+
+
+def _km_annotation(sv: SurvivalResult) -> str:
+    lr = sv.logrank
+    return f"Log-rank {format_p(lr.p_value)} (χ² = {_num(lr.chisq)}, {lr.df} df, n = {lr.n})"
+
+
+def _survival(site: SiteResults, *, dpi: int = 110) -> str:
+    out = ""
+    for sv, name in ((site.efs, "Event-free survival"), (site.os, "Overall survival")):
+        curves = {g.group: g.km for g in sv.groups}
+        if curves:
+            png = km_plot_png(curves, title=f"{name} by status at referral", annotation=_km_annotation(sv),
+                              ylabel=f"{sv.endpoint} probability", dpi=dpi)
+            out += f'<figure>{_img(png, f"{name} Kaplan-Meier plot, {site.scope}")}' \
+                   f"<figcaption>Figure. {_e(name)} by status at referral, Kaplan-Meier, with numbers at " \
+                   f"risk (n = {sv.n} patients; ticks + = censored; dotted line = 1 year).</figcaption></figure>"
+        times = list(sv.risk_times_days)
+        rows = [
+            [g.group, g.km.n, g.km.n_events, g.text, *g.at_risk] for g in sv.groups
+        ]
+        lr = sv.logrank
+        out += _table(
+            ["Status at referral", "n", "Events", f"{sv.landmark_days / 365:g}-year estimate ± SE",
+             *[f"at risk, month {t / DAYS_PER_MONTH:.0f}" for t in times]],
+            rows,
+            caption=f"Table 7{'a' if sv.endpoint == 'EFS' else 'b'}. {name}: estimate at day "
+            f"{sv.landmark_days:g} and numbers at risk (n = {sv.n} patients, {sv.n_excluded} excluded); "
+            f"log-rank {format_p(lr.p_value)} (χ² = {_num(lr.chisq)}, {lr.df} df, n = {lr.n})",
+            note=f"Method: {sv.method}; {lr.method}. ± = Greenwood standard error of S(t).",
+            cls="num",
+        ) + _notes(site, sv.endpoint)
+    return out
+
+
+def _next_therapy(site: SiteResults) -> str:
+    nt = site.next_therapy
+    cats = ["HSCT", "CAR-T", "protocol", "none"]
+    rows = []
+    for grp, counts in nt.counts.items():
+        tot = sum(counts.values())
+        extra = {k: v for k, v in counts.items() if k not in cats}
+        rows.append([grp, *[_pct(counts.get(c, 0), tot) for c in cats],
+                     ", ".join(f"{k}: {v}" for k, v in extra.items()) or "", tot])
+    return _table(
+        ["Status at referral", *cats, "other / missing", "Total"], rows,
+        caption=f"Table 8. Next therapy after the last course, by status at referral (n = {nt.n} patients)",
+        note=f"Method: {nt.method}; HSCT or CAR-T (whichever first) within the bridge window after the last "
+        "course, else protocol chemotherapy resumed, else none. Percentages within each row.",
+        cls="num",
+    )
+
+
+def _published(site: SiteResults) -> str:
+    run = run_figures(site)
+    rows = []
+    n_agree = 0
+    for pub in PUBLISHED:
+        r = run.get(pub.key)
+        agree = r is not None and r.text == pub.text
+        n_agree += agree
+        mark = '<span class="ok">✓ same</span>' if agree else '<span class="diff">differs</span>'
+        rows.append([
+            _e(pub.label), _e(pub.text), _e(r.text if r else "not computed"),
+            _e("-" if r is None or r.n is None else r.n), mark, _e(r.method if r else ""),
+        ])
+    return _table(
+        ["Figure", "Published", "This run", "n (this run)", "Agreement", "Method (this run)"], rows,
+        caption=f"Table 9. Published figures (protocol sections 1 and 6) vs this run, pooled (n = "
+        f"{site.n_patients} patients, {site.n_courses} courses): {n_agree} of {len(PUBLISHED)} reproduced as printed",
+        note="Agreement = this run's value, formatted as the paper prints it, is the same text. n: patients for "
+        "counts and survival; evaluable courses for response and predictors; pairs used for the Wilcoxon test "
+        "(zero differences dropped). Published HRs and CIs are not available (only P).",
+        cls="cmp", raw=True,
+    )
+
+
+def _by_center_matrix(results: StudyResults) -> str:
+    scopes = results.scopes()
+    figs = [run_figures(s) for s in scopes]
+    rows = [["Patients", *[s.n_patients for s in scopes]], ["Courses", *[s.n_courses for s in scopes]]]
+    for pub in PUBLISHED:
+        cells = []
+        for f in figs:
+            r = f.get(pub.key)
+            cells.append("-" if r is None else (r.text if r.n is None else f"{r.text} [n={r.n}]"))
+        rows.append([pub.label, *cells])
+    return _table(
+        ["Figure", *[("Pooled" if s.scope == POOLED else s.scope) for s in scopes]], rows,
+        caption=f"Table 10. Key figures per center and pooled ({len(results.by_site)} centers; [n=] the "
+        "observations each figure rests on)",
+        note="Pooled = all centers' patients analysed together as one cohort. The methods are those of Tables 1-9. "
+        "Small centers give wide uncertainty and tests that may not be computable; see each center's notes.",
+        cls="num wide",
+    )
+
+
+def _scope_sections(site: SiteResults, *, dpi: int) -> str:
+    parts = [
+        ("Patient flow", _flow(site)),
+        ("Response", _response(site)),
+        ("Univariate predictors of poor response", _predictors(site)),
+        ("Cox model for EFS", _cox(site)),
+        ("T cells and cytokines", _tcells(site)),
+        ("Survival by status at referral", _survival(site, dpi=dpi)),
+        ("Next therapy", _next_therapy(site)),
+    ]
+    return "".join(f"<h3>{_e(t)}</h3>{body}" for t, body in parts)
+
+
+def _kv_rows(d: Mapping[str, Any]) -> list[list[str]]:
+    return [[str(k), _fmt_value(v)] for k, v in d.items()]
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, Mapping):
+        return "; ".join(f"{k}: {_fmt_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt_value(x) for x in v)
+    return "" if v is None else str(v)
+
+
+def _data_quality(dq: Mapping[str, Any]) -> str:
+    """Any JSON object: scalars in one table, each mapping of scalars or of records, and each list of
+    records, in a table of its own (so the extract step can add fields without a report change)."""
+    out = ""
+    scalars = {k: v for k, v in dq.items() if not isinstance(v, (Mapping, list, tuple))}
+    if scalars:
+        out += _table(["Item", "Value"], _kv_rows(scalars), caption="Data quality: summary counts", cls="num")
+    for k, v in dq.items():
+        title = str(k).replace("_", " ")
+        if isinstance(v, Mapping) and v and all(isinstance(x, Mapping) for x in v.values()):
+            cols = list(dict.fromkeys(c for x in v.values() for c in x))
+            rows = [[name, *[_fmt_value(x.get(c)) for c in cols]] for name, x in v.items()]
+            out += _table(["", *cols], rows, caption=f"Data quality: {title}", cls="num")
+        elif isinstance(v, Mapping):
+            out += _table(["Item", "Value"], _kv_rows(v), caption=f"Data quality: {title}", cls="num")
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, Mapping) for x in v):
+            cols = list(dict.fromkeys(c for x in v for c in x))
+            rows = [[_fmt_value(x.get(c)) for c in cols] for x in v]
+            out += _table(cols, rows, caption=f"Data quality: {title}", cls="num")
+        elif isinstance(v, (list, tuple)):
+            out += _table(["Value"], [[_fmt_value(x)] for x in v], caption=f"Data quality: {title}")
+    return out or "<p>The data-quality file is empty.</p>"
+
+
+def _messages_all(results: StudyResults) -> str:
+    rows = [[s.scope, a, m] for s in results.scopes() for a, m in s.messages]
+    if not rows:
+        return "<p>No exclusions or warnings.</p>"
+    return _table(["Scope", "Analysis", "Message"], rows,
+                  caption=f"Notes, exclusions and warnings ({len(rows)})")
+
+
+def input_digest(course: pd.DataFrame, patient: pd.DataFrame) -> str:
+    """SHA-256 of the two tables as analysed (columns sorted, rows sorted by key, CSV text), so a
+    reader can tell whether two reports rest on the same data regardless of file format."""
+    h = hashlib.sha256()
+    for name, df, key in (("course", course, ["site_id", "person_id", "course_number"]),
+                          ("patient", patient, ["site_id", "person_id"])):
+        d = df[sorted(df.columns)]
+        k = [c for c in key if c in d.columns]
+        if k:
+            d = d.sort_values(k, kind="mergesort")
+        h.update(name.encode())
+        h.update(d.to_csv(index=False, date_format="%Y-%m-%d", na_rep="").encode())
+    return h.hexdigest()
+
+
+_CSS = """
+*{box-sizing:border-box}
+body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1d1d1f;
+ margin:0;background:#fafafa}
+main{max-width:1180px;margin:0 auto;padding:20px 28px 60px;background:#fff}
+h1{font-size:23px;margin:6px 0 2px} h2{font-size:19px;margin:34px 0 8px;border-bottom:2px solid #dde3ea;
+ padding-bottom:4px} h3{font-size:16px;margin:22px 0 6px;color:#28415a}
+.sub{color:#555;margin:0 0 14px}
+.stamp{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;background:#f3f6f9;border:1px solid #dde3ea;
+ padding:10px 14px;border-radius:6px;font-size:13px}
+.stamp b{color:#28415a;font-weight:600} code{font:12px/1.3 ui-monospace,Menlo,Consolas,monospace;
+ word-break:break-all}
+nav.toc{columns:3;font-size:13px;margin:12px 0;padding:8px 14px;border:1px solid #e6e6e6;border-radius:6px}
+nav.toc a{color:#1f5f99;text-decoration:none} nav.toc div{break-inside:avoid}
+.tw{overflow-x:auto;margin:10px 0 2px}
+table{border-collapse:collapse;font-size:13px;min-width:40%;max-width:100%}
+caption{caption-side:top;text-align:left;font-weight:600;padding:0 0 5px;color:#222}
+th,td{border-bottom:1px solid #e3e3e3;padding:4px 9px;vertical-align:top;text-align:left}
+th{background:#eef2f6;font-weight:600;border-bottom:2px solid #c9d3dd}
+table.num td+td{text-align:right;white-space:nowrap} table.num td:first-child{max-width:360px}
+table.cmp td:nth-child(2),table.cmp td:nth-child(3){white-space:nowrap}
+table.cmp td:nth-child(6){font-size:12px;color:#555;max-width:420px}
+table.wide td{font-size:12.5px}
+tbody tr:nth-child(even){background:#fbfcfd}
+.note{font-size:12px;color:#555;margin:2px 0 12px;max-width:1000px}
+.msgs{font-size:12px;color:#7a4a00;margin:2px 0 12px}
+.ok{color:#176b2c;font-weight:600;white-space:nowrap} .diff{color:#a33;font-weight:600;white-space:nowrap}
+figure{margin:12px 0 4px} figcaption{font-size:12px;color:#555;max-width:790px}
+img.plot{max-width:100%;height:auto;border:1px solid #eee}
+details{margin:8px 0;border:1px solid #e3e3e3;border-radius:6px;padding:6px 12px}
+details>summary{cursor:pointer;font-weight:600;color:#28415a}
+.warn{background:#fff6e5;border:1px solid #f0d9a8;padding:8px 12px;border-radius:6px;font-size:13px}
+"""
+
+
+def _stamp(params: Mapping[str, Any], fingerprint: Mapping[str, Any], results: StudyResults,
+           digest: str, generated: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        pkg = version("blina-study")
+    except Exception:  # noqa: BLE001 - a source checkout without metadata still gets a report
+        from adapter import __version__ as pkg
+    items: list[tuple[str, str]] = [
+        ("Package", f"blina-study {_e(pkg)}"),
+        ("Generated", _e(generated)),
+    ]
+    for k, v in fingerprint.items():
+        items.append((_e(str(k).replace("_", " ").capitalize()), f"<code>{_e(_fmt_value(v))}</code>"))
+    items.append(("Tables digest", f"<code>{digest}</code> (SHA-256 of course + patient as analysed)"))
+    centers = ", ".join(results.by_site) or "(per-center breakdown not computed)"
+    items.append(("Centers", _e(f"{len(results.by_site)}: {centers}")))
+    p_text = ", ".join(f"{k} = {_fmt_value(v)}" for k, v in params.items()) or "not recorded"
+    items.append(("Study parameters", _e(p_text)))
+    s_text = ", ".join(f"{k} = {_fmt_value(v)}" for k, v in results.settings.items())
+    items.append(("Analysis settings", _e(s_text)))
+    return '<div class="stamp">' + "".join(f"<b>{k}</b><span>{v}</span>" for k, v in items) + "</div>"
+
+
+def render_report(
+    results: StudyResults,
+    *,
+    course: pd.DataFrame,
+    patient: pd.DataFrame,
+    params: dict,
+    fingerprint: dict,
+    data_quality: dict | None,
+    out_path: str | Path,
+    generated: str | None = None,
+) -> Path:
+    """Write the study report for ``results`` (computed from ``course`` / ``patient``) to
+    ``out_path`` as one self-contained HTML file and return its path.
+
+    ``params``: the study parameters the tables were derived with (shown in the run stamp);
+    ``fingerprint``: named fingerprints of the run (e.g. ``study_definition``, ``input``), shown
+    verbatim; ``data_quality``: the extract's data-quality summary (any JSON object; its scalars,
+    mappings and lists of records become tables), or None to leave the section out.
+    ``generated``: the timestamp to print (default: now, UTC).
+    """
+    out_path = Path(out_path)
+    generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    pooled = results.pooled
+    digest = input_digest(course, patient)
+    sections: list[tuple[str, str, str]] = [
+        ("flow", "1. Patient flow", _flow(pooled)),
+        ("response", "2. Response", _response(pooled)),
+        ("predictors", "3. Univariate predictors of poor response", _predictors(pooled)),
+        ("cox", "4. Cox model for event-free survival", _cox(pooled)),
+        ("tcells", "5. T-cell subsets and cytokines", _tcells(pooled)),
+        ("survival", "6. Kaplan-Meier survival by status at referral", _survival(pooled)),
+        ("next", "7. Next therapy", _next_therapy(pooled)),
+        ("published", "8. Published vs this run", _published(pooled)),
+    ]
+    centers = _by_center_matrix(results)
+    for sid, site in results.by_site.items():
+        centers += (
+            f"<details><summary>Center {_e(sid)}: all tables ({site.n_patients} patients, "
+            f"{site.n_courses} courses)</summary>{_scope_sections(site, dpi=80)}</details>"
+        )
+    sections.append(("centers", "9. Per-center breakdown and pooled", centers))
+    if data_quality is not None:
+        sections.append(("quality", "10. Data quality", _data_quality(data_quality)))
+    sections.append(("notes", f"{len(sections) + 1}. Notes, exclusions and warnings", _messages_all(results)))
+
+    toc = "".join(f'<div><a href="#{sid}">{_e(title)}</a></div>' for sid, title, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>' for sid, title, content in sections)
+    doc = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>blina-study report: blinatumomab in pediatric B-ALL</title>"
+        f"<style>{_CSS}</style></head><body><main>"
+        "<h1>Blinatumomab in pediatric B-ALL: multicenter study re-run</h1>"
+        f'<p class="sub">{pooled.n_patients} patients, {pooled.n_courses} courses, '
+        f"{len(results.by_site) or 1} center(s). Protocol: study-protocol.md sections 4-6; reference: "
+        "Front. Immunol. 2025;16:1607138. Aggregate results only.</p>"
+        f"{_stamp(params, fingerprint, results, digest, generated)}"
+        f'<nav class="toc">{toc}</nav>{body}</main></body></html>\n'
+    )
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(doc, encoding="utf-8")
+    except OSError as exc:
+        from adapter.errors import BlinaError
+
+        raise BlinaError(f"{out_path}: cannot write the report ({exc})", hint="choose a writable path") from exc
+    return out_path
