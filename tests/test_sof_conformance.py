@@ -268,6 +268,7 @@ SCALAR_EXPRESSIONS = [
     "active = true",
     "code.text",
     "value",
+    "value.ofType(decimal)",
 ]
 SCALAR_INPUTS: list[dict[str, Any]] = [
     PATIENT,
@@ -298,6 +299,8 @@ SCALAR_INPUTS: list[dict[str, Any]] = [
         "value": 3,
         "code": [{"text": "a"}, {"text": "b"}],
     },
+    # Plain (non-choice) elements named like a choice base: ofType() must test their type.
+    {"resourceType": "Patient", "id": "p4", "deceased": True, "value": 3.5},
 ]
 
 

@@ -1416,16 +1416,16 @@ class _Compiler:
                 raise FhirPathEvaluationError(f"{name}() expects booleans, got {v!r}")
         return c
 
-    def f_allTrue(self, base: tuple | None, args: list) -> Fn:  # noqa: N802 (FHIRPath name)
+    def f_allTrue(self, base: tuple | None, args: list) -> Fn:
         return self.simple(base, args, "allTrue", 0, lambda c: [all(self._bools(c, "allTrue"))])
 
-    def f_anyTrue(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_anyTrue(self, base: tuple | None, args: list) -> Fn:
         return self.simple(base, args, "anyTrue", 0, lambda c: [any(self._bools(c, "anyTrue"))])
 
-    def f_allFalse(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_allFalse(self, base: tuple | None, args: list) -> Fn:
         return self.simple(base, args, "allFalse", 0, lambda c: [not any(self._bools(c, "allFalse"))])
 
-    def f_anyFalse(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_anyFalse(self, base: tuple | None, args: list) -> Fn:
         return self.simple(base, args, "anyFalse", 0, lambda c: [not all(self._bools(c, "anyFalse"))])
 
     def f_count(self, base: tuple | None, args: list) -> Fn:
@@ -1451,7 +1451,7 @@ class _Compiler:
     def f_distinct(self, base: tuple | None, args: list) -> Fn:
         return self.simple(base, args, "distinct", 0, _dedupe)
 
-    def f_isDistinct(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_isDistinct(self, base: tuple | None, args: list) -> Fn:
         return self.simple(base, args, "isDistinct", 0, lambda c: [len(_dedupe(c)) == len(c)])
 
     def f_skip(self, base: tuple | None, args: list) -> Fn:
@@ -1512,7 +1512,7 @@ class _Compiler:
 
         return _chain(self.src(base), join)
 
-    def f_ofType(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_ofType(self, base: tuple | None, args: list) -> Fn:
         self.nargs("ofType", args, 1, 1)
         t = self.type_name(args[0])
         choice_base = (
@@ -1598,10 +1598,10 @@ class _Compiler:
 
         return _chain(self.src(base), extension)
 
-    def f_hasValue(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_hasValue(self, base: tuple | None, args: list) -> Fn:
         return self.simple(base, args, "hasValue", 0, lambda c: [len(c) == 1 and not isinstance(c[0], dict)])
 
-    def f_getResourceKey(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_getResourceKey(self, base: tuple | None, args: list) -> Fn:
         def key(c: list) -> list:
             out = []
             for item in c:
@@ -1612,7 +1612,7 @@ class _Compiler:
 
         return self.simple(base, args, "getResourceKey", 0, key)
 
-    def f_getReferenceKey(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_getReferenceKey(self, base: tuple | None, args: list) -> Fn:
         self.nargs("getReferenceKey", args, 0, 1)
         wanted = None
         if args:
@@ -1630,10 +1630,10 @@ class _Compiler:
 
         return _chain(self.src(base), ref_key)
 
-    def f_lowBoundary(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_lowBoundary(self, base: tuple | None, args: list) -> Fn:
         return self.boundary(base, args, "lowBoundary", False)
 
-    def f_highBoundary(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_highBoundary(self, base: tuple | None, args: list) -> Fn:
         return self.boundary(base, args, "highBoundary", True)
 
     def boundary(self, base: tuple | None, args: list, name: str, high: bool) -> Fn:
@@ -1651,7 +1651,7 @@ class _Compiler:
 
         return self.simple(base, args, name, 0, bound)
 
-    def f_toString(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_toString(self, base: tuple | None, args: list) -> Fn:
         def to_string(c: list) -> list:
             v = _single(c, "toString()")
             if v is None or isinstance(v, dict):
@@ -1662,7 +1662,7 @@ class _Compiler:
 
         return self.simple(base, args, "toString", 0, to_string)
 
-    def f_toInteger(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_toInteger(self, base: tuple | None, args: list) -> Fn:
         def to_integer(c: list) -> list:
             v = _single(c, "toInteger()")
             if v.__class__ is bool:
@@ -1675,7 +1675,7 @@ class _Compiler:
 
         return self.simple(base, args, "toInteger", 0, to_integer)
 
-    def f_toDecimal(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_toDecimal(self, base: tuple | None, args: list) -> Fn:
         def to_decimal(c: list) -> list:
             v = _single(c, "toDecimal()")
             if v.__class__ is bool:
@@ -1713,10 +1713,10 @@ class _Compiler:
 
         return _chain(self.src(base), call)
 
-    def f_startsWith(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_startsWith(self, base: tuple | None, args: list) -> Fn:
         return self.string_fn(base, args, "startsWith", 1, lambda s, p: s.startswith(p))
 
-    def f_endsWith(self, base: tuple | None, args: list) -> Fn:  # noqa: N802
+    def f_endsWith(self, base: tuple | None, args: list) -> Fn:
         return self.string_fn(base, args, "endsWith", 1, lambda s, p: s.endswith(p))
 
     def f_contains(self, base: tuple | None, args: list) -> Fn:
@@ -1866,7 +1866,8 @@ def _scalar_fn(plan: list[tuple]) -> Scalar:
         "_reference_key": _reference_key,
         "_resource_key": _resource_key,
     }
-    exec(compile("\n".join(lines), "<fhirpath scalar>", "exec"), namespace)  # noqa: S102
+    # Source is built only from repr() of names/literals taken from the parsed expression.
+    exec(compile("\n".join(lines), "<fhirpath scalar>", "exec"), namespace)
     return namespace["scalar"]
 
 

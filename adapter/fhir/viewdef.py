@@ -729,6 +729,25 @@ def _suite_origin(suite_dir: Path) -> str:
     return f"`{suite_dir}`"
 
 
+_IMPLEMENTATION_NOTES = (
+    "`getResourceKey()` returns `ResourceType/id`; `getReferenceKey([T])` returns the same form "
+    "from relative (`Patient/1`), absolute (`.../Patient/1/_history/2`) and bundle-local "
+    "(`urn:uuid:X`, typed by `Reference.type` or by `T`) references; contained (`#x`), "
+    "conditional (`Patient?...`) and identifier-only references give empty.",
+    "The null row of `forEachOrNull` evaluates the select's own columns on an empty focus with "
+    "`%rowIndex` 0 (paths give null, as the processing model says); nested selects and unions "
+    "in that row are null.",
+    "`repeat` walks depth-first, pre-order, expressions in the order given; `%rowIndex` counts nodes in that order.",
+    "`where` paths must yield a single boolean or empty; anything else is a "
+    "`ViewEvaluationError`, as is a second value in a column without `collection: true`.",
+    "Choice types: `x.ofType(T)` reads `xT`; a bare `x` on a known choice base finds the one "
+    "`x<Type>` key present. Complex data types cannot be told apart in plain JSON, so "
+    "`ofType(Quantity)` on a value already reached tests only that it is an object.",
+    "FHIRPath outside the subset (quantity literals, `$index`, `resolve()`, `memberOf()`, "
+    "`today()`...) is rejected when the view is compiled, naming the expression.",
+)
+
+
 def write_conformance_report(results: Sequence[ConformanceResult], out: Path, suite_dir: Path | None = None) -> str:
     """Write the markdown report (per file counts, per tag counts, not-supported list)."""
     suite_dir = suite_dir or _default_suite_dir()
@@ -763,6 +782,7 @@ def write_conformance_report(results: Sequence[ConformanceResult], out: Path, su
     lines += ["", "## Per file", "", "| file | cases | passed | failed | not supported |", "|---|---|---|---|---|"]
     for name, rs in files.items():
         lines.append(f"| {name}.json | {len(rs)} | " + " | ".join(map(str, counts(rs))) + " |")
+    lines += ["", "## Implementation notes", ""] + [f"- {note}" for note in _IMPLEMENTATION_NOTES]
     lines += ["", "## Not supported", ""]
     ns = [r for r in results if r.status == "not_supported"]
     lines += [f"- `{r.case_id}`: {r.detail}" for r in ns] or ["None."]
