@@ -130,6 +130,8 @@ def _e(x: object) -> str:
 def _num(x: float | None, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
+    if math.isinf(x):
+        return "∞" if x > 0 else "-∞"
     return f"{x:.{digits}f}"
 
 
@@ -141,11 +143,20 @@ def _table(
     note: str | None = None,
     cls: str = "",
     raw: bool = False,
+    text_cols: int = 1,
 ) -> str:
-    """A captioned table; cells are escaped unless ``raw`` (then they are trusted HTML)."""
+    """A captioned table; cells are escaped unless ``raw`` (then they are trusted HTML). In a
+    ``num`` table the columns after the first ``text_cols`` are right-aligned (numbers)."""
     cell = (lambda v: str(v)) if raw else _e
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    right = "num" in cls.split()
+
+    def a(i: int) -> str:
+        return ' class="r"' if right and i >= text_cols else ""
+
+    head = "".join(f"<th{a(i)}>{_e(h)}</th>" for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(f"<td{a(i)}>{cell(v)}</td>" for i, v in enumerate(r)) + "</tr>" for r in rows
+    )
     foot = f'<p class="note">{_e(note)}</p>' if note else ""
     return (
         f'<div class="tw"><table class="{cls}"><caption>{_e(caption)}</caption>'
@@ -197,13 +208,16 @@ def _flow(site: SiteResults) -> str:
     out += _table(
         ["Status at referral → route → status before course 1", "Patients"], path_rows,
         caption=f"Table 1b. Pathway from referral to the first course (n = {f.n} patients)",
-        note="Route: burden-reduction chemotherapy before blinatumomab, or blinatumomab directly.",
+        note="Method: counts of patients. Route: burden-reduction chemotherapy before blinatumomab, or "
+        "blinatumomab directly.",
+        cls="num",
     )
     crow = [[s, _pct(n, f.n_courses)] for s, n in f.courses_by_pre_status.items()]
     out += _table(
         ["Pre-course status", "Courses"], crow,
         caption=f"Table 1c. Courses by status before each course (n = {f.n_courses} courses)",
         note="Method: counts of courses; response is counted by the status before each course.",
+        cls="num",
     )
     return out
 
@@ -226,10 +240,10 @@ def _response(site: SiteResults) -> str:
         rows,
         caption=f"Table 2. Response by status before the course (course 1: n = {c1.n}; all courses: n = {allc.n} "
         "evaluable courses)",
-        note=f"Method: {c1.method}; {c1.comparison.method}. n = evaluable courses (response assessed); "
+        note=f"Method: {c1.method} ({c1.comparison.method}). n = evaluable courses (response assessed); "
         "not-evaluable courses (NE or unknown) are counted beside the rate and left out of the denominator. "
         "CR for pre-status R/R: marrow blasts < 5 %; for CR-MRDpos: MRD-negative; CR-MRDneg: MRD still negative.",
-        cls="num",
+        cls="num", text_cols=2,
     ) + _notes(site, "response")
 
 
@@ -254,8 +268,9 @@ def _predictors(site: SiteResults) -> str:
             rows,
             caption=f"Table 3{'ab'[i]}. Univariate predictors of poor response, {pr.courses} "
             f"(n = {pr.n} evaluable R/R and CR-MRDpos courses, {pr.n_poor} without CR)",
-            note=f"Method: {pr.method}; {pr.predictors[0].test.method if pr.predictors else ''}; conditional "
-            "maximum-likelihood odds ratio with exact 95% CI. n = courses with the predictor known.",
+            note=f"Method: {pr.method} ({pr.predictors[0].test.method if pr.predictors else ''}); conditional "
+            "maximum-likelihood odds ratio with exact 95% CI (∞ or 0: a zero cell). Exposed vs reference levels "
+            "are named in the cells. n = courses with the predictor known; missing = left out.",
             cls="num",
         )
         if i == 0:
@@ -344,12 +359,14 @@ def _survival(site: SiteResults, *, dpi: int = 110) -> str:
         lr = sv.logrank
         out += _table(
             ["Status at referral", "n", "Events", f"{sv.landmark_days / 365:g}-year estimate ± SE",
-             *[f"at risk, month {t / DAYS_PER_MONTH:.0f}" for t in times]],
+             *[f"{t / DAYS_PER_MONTH:.0f} mo" for t in times]],
             rows,
             caption=f"Table 7{'a' if sv.endpoint == 'EFS' else 'b'}. {name}: estimate at day "
-            f"{sv.landmark_days:g} and numbers at risk (n = {sv.n} patients, {sv.n_excluded} excluded); "
+            f"{sv.landmark_days:g} and numbers at risk at 0-{times[-1] / DAYS_PER_MONTH:.0f} months (n = {sv.n} "
+            f"patients, {sv.n_excluded} excluded); "
             f"log-rank {format_p(lr.p_value)} (χ² = {_num(lr.chisq)}, {lr.df} df, n = {lr.n})",
-            note=f"Method: {sv.method}; {lr.method}. ± = Greenwood standard error of S(t).",
+            note=f"Method: {sv.method}; {lr.method}. ± = Greenwood standard error of S(t). Columns \"mo\": "
+            f"patients still at risk at that month (days {', '.join(f'{t:g}' for t in times)}).",
             cls="num",
         ) + _notes(site, sv.endpoint)
     return out
@@ -501,16 +518,19 @@ h1{font-size:23px;margin:6px 0 2px} h2{font-size:19px;margin:34px 0 8px;border-b
 .sub{color:#555;margin:0 0 14px}
 .stamp{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;background:#f3f6f9;border:1px solid #dde3ea;
  padding:10px 14px;border-radius:6px;font-size:13px}
-.stamp b{color:#28415a;font-weight:600} code{font:12px/1.3 ui-monospace,Menlo,Consolas,monospace;
+.glance{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;border:1px solid #b9d3ea;
+ background:#f0f7fd;padding:10px 14px;border-radius:6px;margin:0 0 10px;font-size:14px}
+.glance .gt{grid-column:1/3;font-weight:700;color:#1f5f99;margin-bottom:2px}
+.glance b,.stamp b{color:#28415a;font-weight:600} code{font:12px/1.3 ui-monospace,Menlo,Consolas,monospace;
  word-break:break-all}
 nav.toc{columns:3;font-size:13px;margin:12px 0;padding:8px 14px;border:1px solid #e6e6e6;border-radius:6px}
 nav.toc a{color:#1f5f99;text-decoration:none} nav.toc div{break-inside:avoid}
 .tw{overflow-x:auto;margin:10px 0 2px}
-table{border-collapse:collapse;font-size:13px;min-width:40%;max-width:100%}
+table{border-collapse:collapse;font-size:13px;min-width:62%;max-width:100%}
 caption{caption-side:top;text-align:left;font-weight:600;padding:0 0 5px;color:#222}
 th,td{border-bottom:1px solid #e3e3e3;padding:4px 9px;vertical-align:top;text-align:left}
 th{background:#eef2f6;font-weight:600;border-bottom:2px solid #c9d3dd}
-table.num td+td{text-align:right;white-space:nowrap} table.num td:first-child{max-width:360px}
+.r{text-align:right;white-space:nowrap} td:first-child{max-width:380px}
 table.cmp td:nth-child(2),table.cmp td:nth-child(3){white-space:nowrap}
 table.cmp td:nth-child(6){font-size:12px;color:#555;max-width:420px}
 table.wide td{font-size:12.5px}
@@ -524,6 +544,30 @@ details{margin:8px 0;border:1px solid #e3e3e3;border-radius:6px;padding:6px 12px
 details>summary{cursor:pointer;font-weight:600;color:#28415a}
 .warn{background:#fff6e5;border:1px solid #f0d9a8;padding:8px 12px;border-radius:6px;font-size:13px}
 """
+
+
+def _glance(results: StudyResults) -> str:
+    """The headline numbers (pooled) for the first screen, each with its n and method in brief."""
+    r = results.pooled
+    c1, allc = r.response
+    rates = {x.group: x for x in c1.rates}
+    neg = next(x for x in allc.rates if x.group == "CR-MRDneg")
+    run = run_figures(r)
+    agree = sum(1 for p in PUBLISHED if run.get(p.key) and run[p.key].text == p.text)
+    items = [
+        ("Cohort", f"{r.n_patients} patients, {r.n_courses} courses, {len(results.by_site) or 1} center(s)"),
+        ("CR, course 1", "; ".join(
+            f"{g} {rates[g].rate.format()}" for g in ("R/R", "CR-MRDpos") if g in rates
+        ) + f"; Fisher's exact {format_p(c1.comparison.p_value)}"),
+        ("MRD-negative kept", f"{neg.rate.format()} of evaluable CR-MRDneg courses (all courses)"),
+    ]
+    for sv in (r.efs, r.os):
+        groups = "; ".join(f"{g.group} {g.text} (n={g.km.n})" for g in sv.groups) or "no data"
+        items.append((f"1-year {sv.endpoint}", f"{groups}; log-rank {format_p(sv.logrank.p_value)} "
+                      "(Kaplan-Meier, Greenwood SE)"))
+    items.append(("Published figures", f"{agree} of {len(PUBLISHED)} reproduced as printed (section 8)"))
+    return '<div class="glance"><div class="gt">At a glance (pooled)</div>' + "".join(
+        f"<b>{_e(k)}</b><span>{_e(v)}</span>" for k, v in items) + "</div>"
 
 
 def _stamp(params: Mapping[str, Any], fingerprint: Mapping[str, Any], results: StudyResults,
@@ -606,7 +650,7 @@ def render_report(
         f'<p class="sub">{pooled.n_patients} patients, {pooled.n_courses} courses, '
         f"{len(results.by_site) or 1} center(s). Protocol: study-protocol.md sections 4-6; reference: "
         "Front. Immunol. 2025;16:1607138. Aggregate results only.</p>"
-        f"{_stamp(params, fingerprint, results, digest, generated)}"
+        f"{_glance(results)}{_stamp(params, fingerprint, results, digest, generated)}"
         f'<nav class="toc">{toc}</nav>{body}</main></body></html>\n'
     )
     try:
