@@ -808,7 +808,7 @@ _BENCH_VIEW: dict[str, Any] = {
                 {"name": "id", "path": "getResourceKey()", "type": "string"},
                 {"name": "person", "path": "subject.getReferenceKey(Patient)", "type": "string"},
                 {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
-                {"name": "unit", "path": "value.ofType(Quantity).code", "type": "code"},
+                {"name": "unit", "path": "value.ofType(Quantity).unit", "type": "string"},
                 {"name": "comparator", "path": "value.ofType(Quantity).comparator", "type": "code"},
                 {"name": "effective", "path": "effective.ofType(dateTime)", "type": "dateTime"},
             ]
