@@ -473,7 +473,7 @@ def _data_quality(dq: Mapping[str, Any]) -> str:
         if isinstance(v, Mapping) and v and all(isinstance(x, Mapping) for x in v.values()):
             cols = list(dict.fromkeys(c for x in v.values() for c in x))
             rows = [[name, *[_fmt_value(x.get(c)) for c in cols]] for name, x in v.items()]
-            out += _table(["", *cols], rows, caption=f"Data quality: {title}", cls="num")
+            out += _table([title.capitalize(), *cols], rows, caption=f"Data quality: {title}", cls="num")
         elif isinstance(v, Mapping):
             out += _table(["Item", "Value"], _kv_rows(v), caption=f"Data quality: {title}", cls="num")
         elif isinstance(v, (list, tuple)) and v and all(isinstance(x, Mapping) for x in v):
@@ -632,7 +632,7 @@ def render_report(
     for sid, site in results.by_site.items():
         centers += (
             f"<details><summary>Center {_e(sid)}: all tables ({site.n_patients} patients, "
-            f"{site.n_courses} courses)</summary>{_scope_sections(site, dpi=80)}</details>"
+            f"{site.n_courses} courses)</summary>{_scope_sections(site, dpi=96)}</details>"
         )
     sections.append(("centers", "9. Per-center breakdown and pooled", centers))
     if data_quality is not None:
