@@ -546,7 +546,7 @@ details>summary{cursor:pointer;font-weight:600;color:#28415a}
 """
 
 
-def _glance(results: StudyResults) -> str:
+def _glance(results: StudyResults, n_sites: int) -> str:
     """The headline numbers (pooled) for the first screen, each with its n and method in brief."""
     r = results.pooled
     c1, allc = r.response
@@ -555,7 +555,7 @@ def _glance(results: StudyResults) -> str:
     run = run_figures(r)
     agree = sum(1 for p in PUBLISHED if run.get(p.key) and run[p.key].text == p.text)
     items = [
-        ("Cohort", f"{r.n_patients} patients, {r.n_courses} courses, {len(results.by_site) or 1} center(s)"),
+        ("Cohort", f"{r.n_patients} patients, {r.n_courses} courses, {n_sites} center(s)"),
         ("CR, course 1", "; ".join(
             f"{g} {rates[g].rate.format()}" for g in ("R/R", "CR-MRDpos") if g in rates
         ) + f"; Fisher's exact {format_p(c1.comparison.p_value)}"),
@@ -618,6 +618,7 @@ def render_report(
     generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     pooled = results.pooled
     digest = input_digest(course, patient)
+    n_sites = int(patient["site_id"].nunique()) if "site_id" in patient.columns else 1
     sections: list[tuple[str, str, str]] = [
         ("flow", "1. Patient flow", _flow(pooled)),
         ("response", "2. Response", _response(pooled)),
@@ -628,7 +629,10 @@ def render_report(
         ("next", "7. Next therapy", _next_therapy(pooled)),
         ("published", "8. Published vs this run", _published(pooled)),
     ]
-    centers = _by_center_matrix(results)
+    if results.by_site:
+        centers = _by_center_matrix(results)
+    else:
+        centers = "<p>Per-center breakdown not computed (pooled results only were requested).</p>"
     for sid, site in results.by_site.items():
         centers += (
             f"<details><summary>Center {_e(sid)}: all tables ({site.n_patients} patients, "
@@ -648,9 +652,9 @@ def render_report(
         f"<style>{_CSS}</style></head><body><main>"
         "<h1>Blinatumomab in pediatric B-ALL: multicenter study re-run</h1>"
         f'<p class="sub">{pooled.n_patients} patients, {pooled.n_courses} courses, '
-        f"{len(results.by_site) or 1} center(s). Protocol: study-protocol.md sections 4-6; reference: "
+        f"{n_sites} center(s). Protocol: study-protocol.md sections 4-6; reference: "
         "Front. Immunol. 2025;16:1607138. Aggregate results only.</p>"
-        f"{_glance(results)}{_stamp(params, fingerprint, results, digest, generated)}"
+        f"{_glance(results, n_sites)}{_stamp(params, fingerprint, results, digest, generated)}"
         f'<nav class="toc">{toc}</nav>{body}</main></body></html>\n'
     )
     try:

@@ -324,3 +324,13 @@ def test_report_survives_a_center_with_quasi_separated_cox_fit(tmp_path):
     out = render_report(results, course=course, patient=patient, params={}, fingerprint={},
                         data_quality=None, out_path=tmp_path / "r.html")
     assert out.is_file()
+
+
+def test_cli_report_pooled_only(table_files, tmp_path, capsys):
+    c, p = table_files
+    out = tmp_path / "pooled.html"
+    assert main(["report", "--course", str(c), "--patient", str(p), "--out", str(out), "--no-by-center"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "Per-center breakdown not computed" in text and "2 center(s)" in text
+    assert text.count("data:image/png;base64,") == 2
+    assert "pooled only" in capsys.readouterr().out

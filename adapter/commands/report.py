@@ -100,5 +100,6 @@ def run(args: argparse.Namespace) -> int:
                         data_quality=dq, out_path=args.out)
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1024:.0f} KiB): {results.pooled.n_patients} patients, "
-          f"{results.pooled.n_courses} courses, {len(results.by_site)} center(s)")
+          f"{results.pooled.n_courses} courses, "
+          + (f"{len(results.by_site)} center(s) + pooled" if results.by_site else "pooled only"))
     return 0
