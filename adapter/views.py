@@ -1,0 +1,541 @@
+"""The study views over OMOP CDM: layered SQL (``sql/staging``, ``sql/intermediate``, ``sql/study``)
+composed into one read-only query per output, identical on DuckDB and PostgreSQL.
+
+Each ``.sql`` file is one derivation: a single SELECT whose header states its grain, keys and
+``depends_on`` (other relations by name; CDM / vocabulary tables as ``cdm.<table>`` /
+``vocab.<table>``, written ``{cdm}.<table>`` / ``{vocab}.<table>`` in the body and replaced by
+validated, quoted schema names). Five input relations are generated from the study definition and
+the site overlay (never from files): ``study_params`` (one row: every parameter and ``site_id``),
+``study_variables``, ``study_codes`` (standard codes and overlay source values), ``study_units`` and
+``study_value_sets``. Their values are bound parameters, never pasted into SQL.
+
+:func:`render` composes, per output (``course``, ``patient``, ``lineage``), one ``WITH`` query of the
+needed relations in dependency order: it creates nothing, so :func:`build` works for a role that may
+only SELECT. :func:`persist` materialises the inputs as tables and the outputs as views in a
+results schema; :func:`extract` writes the contract files plus lineage and a JSON sidecar.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from adapter.db import Database, quote_ident, validate_ident
+from adapter.errors import BlinaError
+from adapter.resources import sql_dir
+from adapter.study import SiteOverlay, StudyDefinition
+
+__all__ = [
+    "COURSE_COLUMNS",
+    "INPUT_RELATIONS",
+    "LAYERS",
+    "LINEAGE_COLUMNS",
+    "OUTPUTS",
+    "PATIENT_COLUMNS",
+    "RenderedSQL",
+    "SqlModel",
+    "ViewsError",
+    "build",
+    "creation_order",
+    "extract",
+    "input_fingerprint",
+    "load_models",
+    "normalize",
+    "persist",
+    "render",
+]
+
+LAYERS: tuple[str, ...] = ("staging", "intermediate", "study")
+OUTPUTS: tuple[str, ...] = ("course", "patient", "lineage")
+INPUT_RELATIONS: tuple[str, ...] = (
+    "study_params", "study_variables", "study_codes", "study_units", "study_value_sets",
+)
+
+# Contract columns and logical types (protocol section 4), in order.
+COURSE_COLUMNS: dict[str, str] = {
+    "site_id": "text", "person_id": "bigint", "person_source_value": "text", "course_number": "int",
+    "course_start": "date", "course_end": "date", "infusion_days": "int", "pre_status": "text",
+    "pre_mrd": "double", "pre_blasts_pct": "double", "post_status": "text", "post_mrd": "double",
+    "cr": "boolean", "mrd_maintained": "boolean", "high_mrd": "boolean", "cd19_loss": "boolean",
+    "cd3_pre": "double", "cd3_post": "double", "cd4_pre": "double", "cd4_post": "double",
+    "cd8_pre": "double", "cd8_post": "double", "il6_peak": "double", "il10_peak": "double",
+    "ifng_peak": "double", "tnfa_peak": "double", "crs_max_grade": "int", "icans_max_grade": "int",
+}
+PATIENT_COLUMNS: dict[str, str] = {
+    "site_id": "text", "person_id": "bigint", "person_source_value": "text", "sex": "text",
+    "age_at_index_years": "double", "index_date": "date", "n_courses": "int", "indication": "text",
+    "status_at_referral": "text", "burden_reduction": "boolean", "poor_cytogenetics": "boolean",
+    "bcr_abl1": "boolean", "next_therapy": "text", "last_followup": "date", "efs_event": "boolean",
+    "efs_event_type": "text", "efs_days": "int", "os_event": "boolean", "os_days": "int",
+}
+LINEAGE_COLUMNS: dict[str, str] = {
+    "site_id": "text", "person_id": "bigint", "course_number": "int", "derived": "text", "source": "text",
+}
+_CONTRACT = {"course": COURSE_COLUMNS, "patient": PATIENT_COLUMNS, "lineage": LINEAGE_COLUMNS}
+_ORDER = {"course": "person_id, course_number", "patient": "person_id",
+          "lineage": "person_id, course_number, derived, source"}
+
+# The one place where the engines differ. Staging CTEs are plain renames of big tables: PostgreSQL
+# would materialise a CTE read twice (e.g. measurement, for values and for follow-up), so they are
+# marked NOT MATERIALIZED (DuckDB accepts the same syntax). Kept as a table so a third engine only
+# adds a row here.
+_DIALECT: dict[str, dict[str, str]] = {
+    "duckdb": {"inline_cte": "as not materialized", "cte": "as"},
+    "postgresql": {"inline_cte": "as not materialized", "cte": "as"},
+}
+
+_HEADER = re.compile(r"^--\s*(grain|keys|depends_on)\s*:\s*(.*)$")
+_SOURCE = re.compile(r"\{(cdm|vocab)\}\.([A-Za-z_][A-Za-z0-9_]*)")
+_REF = re.compile(r"\b(?:from|join)\s+([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\.)", re.IGNORECASE)
+_LOCAL_CTE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s+as\s+(?:not\s+)?(?:materialized\s+)?\(", re.IGNORECASE)
+_COMMENT = re.compile(r"--[^\n]*")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class ViewsError(BlinaError):
+    """A SQL model file is malformed, or the dependency graph is broken."""
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    """One SQL file: a relation named after the file, with its declared header."""
+
+    name: str
+    layer: str
+    path: Path
+    grain: str
+    keys: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    body: str
+
+    def referenced(self) -> set[str]:
+        """Relations and sources the body actually reads (``cdm.x`` / ``vocab.x`` for CDM tables)."""
+        code = _COMMENT.sub("", self.body)
+        local = {m.group(1).lower() for m in _LOCAL_CTE.finditer(code)}
+        refs = {m.group(1).lower() for m in _REF.finditer(code)} - local
+        refs |= {f"{m.group(1)}.{m.group(2).lower()}" for m in _SOURCE.finditer(code)}
+        return refs
+
+    def relation_deps(self) -> tuple[str, ...]:
+        """Declared dependencies that are relations of the graph (not CDM tables)."""
+        return tuple(d for d in self.depends_on if "." not in d)
+
+
+@dataclass(frozen=True)
+class RenderedSQL:
+    """Composed queries (one per output) and the bound values they need.
+
+    ``queries[name]`` is a single ``WITH ... SELECT`` statement with ``:name`` binds; ``params[name]``
+    holds exactly the values that query uses.
+    """
+
+    queries: dict[str, str]
+    params: dict[str, dict[str, Any]]
+    dialect: str
+    relations: tuple[str, ...] = field(default_factory=tuple)
+
+    def text(self) -> str:
+        """A reviewable script: each query, preceded by its bound values as comments."""
+        parts = ["-- blina-study rendered SQL: read-only queries (nothing is created).",
+                 f"-- dialect: {self.dialect}; relations in creation order: {', '.join(self.relations)}", ""]
+        for name, sql in self.queries.items():
+            parts.append(f"-- ===== output: {name}")
+            parts.append("-- bound values (name = value):")
+            for key, value in self.params[name].items():
+                parts.append(f"--   {key} = {json.dumps(value)}")
+            parts.append(sql.rstrip() + ";")
+            parts.append("")
+        return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- model files
+def _parse(path: Path, layer: str) -> SqlModel:
+    name = path.stem
+    if not _NAME.match(name):
+        raise ViewsError(f"{path}: file name {name!r} is not a lower-case SQL identifier",
+                         hint="rename the file, e.g. int_my_relation.sql")
+    header: dict[str, str] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    body_start = 0
+    for i, line in enumerate(lines):
+        if not line.startswith("--"):
+            body_start = i
+            break
+        m = _HEADER.match(line)
+        if m:
+            header[m.group(1)] = m.group(2).strip()
+    else:
+        body_start = len(lines)
+    for key in ("grain", "keys", "depends_on"):
+        if key not in header:
+            raise ViewsError(f"{path}:1: header line '-- {key}: ...' is missing",
+                             hint="start the file with -- grain:, -- keys:, -- depends_on: lines")
+    deps = tuple(d.strip() for d in header["depends_on"].split(",") if d.strip() and d.strip() != "(none)")
+    body = "\n".join(lines).strip().rstrip(";").strip()
+    if not body or body_start >= len(lines):
+        raise ViewsError(f"{path}: no SELECT after the header", hint="write one SELECT statement")
+    return SqlModel(name=name, layer=layer, path=path, grain=header["grain"],
+                    keys=tuple(k.strip() for k in header["keys"].split(",") if k.strip()),
+                    depends_on=deps, body=body)
+
+
+def load_models(root: Path | None = None) -> dict[str, SqlModel]:
+    """Read every model file under ``sql/{staging,intermediate,study}`` (name -> model)."""
+    base = root or sql_dir()
+    models: dict[str, SqlModel] = {}
+    for layer in LAYERS:
+        folder = base / layer
+        if not folder.is_dir():
+            raise ViewsError(f"SQL folder {folder} not found", hint="reinstall blina-study")
+        for path in sorted(folder.glob("*.sql")):
+            model = _parse(path, layer)
+            if model.name in models or model.name in INPUT_RELATIONS:
+                raise ViewsError(f"{path}: relation {model.name!r} is defined twice",
+                                 hint="file names must be unique across layers")
+            models[model.name] = model
+    for model in models.values():
+        for dep in model.relation_deps():
+            if dep not in models and dep not in INPUT_RELATIONS:
+                raise ViewsError(f"{model.path}: depends_on names unknown relation {dep!r}",
+                                 hint="add the SQL file or fix the header")
+    return models
+
+
+def creation_order(models: Mapping[str, SqlModel], targets: tuple[str, ...] | None = None) -> list[str]:
+    """Topological order (dependencies first; ties alphabetical) of ``targets`` and all they need."""
+    wanted: set[str] = set()
+    stack = list(targets or models)
+    while stack:
+        name = stack.pop()
+        if name in wanted or name in INPUT_RELATIONS:
+            continue
+        if name not in models:
+            raise ViewsError(f"unknown relation {name!r}", hint=f"one of: {', '.join(sorted(models))}")
+        wanted.add(name)
+        stack.extend(models[name].relation_deps())
+    order: list[str] = []
+    done: set[str] = set()
+    visiting: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in done or name in INPUT_RELATIONS:
+            return
+        if name in visiting:
+            raise ViewsError(f"dependency cycle: {' -> '.join((*path, name))}", hint="fix the depends_on headers")
+        visiting.add(name)
+        for dep in sorted(models[name].relation_deps()):
+            visit(dep, (*path, name))
+        visiting.discard(name)
+        done.add(name)
+        order.append(name)
+
+    for name in sorted(wanted):
+        visit(name, ())
+    return order
+
+
+# --------------------------------------------------------------------------- generated inputs
+def _values_sql(columns: list[tuple[str, str]], rows: list[tuple], prefix: str,
+                binds: dict[str, Any]) -> str:
+    """``select cast(cN as type) as name ... from (values ...)``; strings and numbers are bound,
+    booleans and NULL are literals."""
+    casts = ", ".join(f"cast(c{j} as {t}) as {n}" for j, (n, t) in enumerate(columns))
+    if not rows:
+        nulls = ", ".join(f"cast(null as {t}) as {n}" for n, t in columns)
+        return f"select {nulls} where 1 = 0"
+    lines = []
+    for i, row in enumerate(rows):
+        cells = []
+        for j, value in enumerate(row):
+            if value is None:
+                cells.append("null")
+            elif isinstance(value, bool):
+                cells.append("true" if value else "false")
+            else:
+                key = f"{prefix}_{i}_{j}"
+                binds[key] = value
+                cells.append(f":{key}")
+        lines.append("(" + ", ".join(cells) + ")")
+    names = ", ".join(f"c{j}" for j in range(len(columns)))
+    return f"select {casts}\n    from (values\n        " + ",\n        ".join(lines) + f"\n    ) as t({names})"
+
+
+_INPUT_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "study_variables": [("variable", "varchar(40)"), ("domain", "varchar(20)"), ("value_kind", "varchar(20)"),
+                        ("unit_family", "varchar(40)")],
+    "study_codes": [("variable", "varchar(40)"), ("code_kind", "varchar(20)"), ("vocabulary_id", "varchar(20)"),
+                    ("code", "varchar(50)"), ("descendants", "boolean"), ("grade", "integer"),
+                    ("unit", "varchar(50)")],
+    "study_units": [("unit_family", "varchar(40)"), ("unit_code", "varchar(50)"), ("factor", "double precision")],
+    "study_value_sets": [("polarity", "varchar(10)"), ("vocabulary_id", "varchar(20)"), ("code", "varchar(50)")],
+}
+
+
+def _params_columns(study: StudyDefinition) -> list[tuple[str, str]]:
+    cols = [("site_id", "varchar(40)")]
+    for name, value in study.params.model_dump().items():
+        cols.append((name, "integer" if isinstance(value, int) else "double precision"))
+    return cols
+
+
+def _input_rows(study: StudyDefinition, overlay: SiteOverlay | None, site_id: str) -> dict[str, list[tuple]]:
+    params = study.params.model_dump()
+    rows: dict[str, list[tuple]] = {"study_params": [(site_id, *params.values())]}
+    rows["study_variables"] = [(n, v.domain, v.value, v.unit_family) for n, v in study.variables.items()]
+    codes: list[tuple] = []
+    for name, var in study.variables.items():
+        for c in var.codes:
+            codes.append((name, "concept", c.vocabulary_id, c.code, c.descendants, c.grade, None))
+    if overlay is not None:
+        for name, local in overlay.variables.items():
+            for c in local:
+                codes.append((name, "source_value", None, c.source_value, False, c.grade, c.unit))
+    rows["study_codes"] = codes
+    rows["study_units"] = [(fam, unit, factor) for fam, uf in study.unit_families.items()
+                           for unit, factor in uf.factors.items()]
+    rows["study_value_sets"] = [(pol, c.vocabulary_id, c.code) for pol in ("positive", "negative")
+                                for c in getattr(study.value_sets, pol)]
+    return rows
+
+
+def _site_id(site_id: str | None, overlay: SiteOverlay | None) -> str:
+    sid = site_id or (overlay.site_id if overlay is not None else None)
+    if not sid:
+        raise BlinaError("no site id", hint="pass --site-id ID (or use a site overlay that names site_id)")
+    if not re.match(r"^[A-Za-z0-9_-]{1,40}$", sid):
+        raise BlinaError(f"invalid site id {sid!r}", hint="use 1-40 letters, digits, '_' or '-'")
+    return sid
+
+
+def _input_sql(study: StudyDefinition, overlay: SiteOverlay | None, site_id: str,
+               binds: dict[str, Any], tables: str | None = None) -> dict[str, str]:
+    """SQL of the generated input relations: inline VALUES with binds, or reads of persisted tables
+    in schema ``tables``."""
+    if tables is not None:
+        return {name: f"select * from {quote_ident(tables)}.{quote_ident(name)}" for name in INPUT_RELATIONS}
+    rows = _input_rows(study, overlay, site_id)
+    out = {"study_params": _values_sql(_params_columns(study), rows["study_params"], "p", binds)}
+    for name, cols in _INPUT_COLUMNS.items():
+        out[name] = _values_sql(cols, rows[name], name.replace("study_", ""), binds)
+    return out
+
+
+# --------------------------------------------------------------------------- render
+def _substitute_schemas(body: str, db: Database) -> str:
+    def repl(m: re.Match[str]) -> str:
+        return quote_ident(getattr(db.schemas, m.group(1)), f"{m.group(1)} schema name")
+    return re.sub(r"\{(cdm|vocab)\}", repl, body)
+
+
+def _indent(sql: str) -> str:
+    return "\n".join("    " + line if line else line for line in sql.splitlines())
+
+
+def _compose(output: str, models: Mapping[str, SqlModel], inputs: Mapping[str, str], db: Database) -> str:
+    macro = _DIALECT[db.dialect]
+    order = creation_order(models, (output,))
+    ctes = [f"{name} {macro['cte']} (\n{_indent(sql)}\n)" for name, sql in inputs.items()]
+    for name in order:
+        m = models[name]
+        kw = macro["inline_cte"] if m.layer == "staging" else macro["cte"]
+        ctes.append(f"-- {m.layer}/{name}: {m.grain}\n{name} {kw} (\n{_indent(_substitute_schemas(m.body, db))}\n)")
+    cols = ", ".join(_CONTRACT[output])
+    return "with\n\n" + ",\n\n".join(ctes) + f"\n\nselect {cols}\nfrom {output}\norder by {_ORDER[output]}"
+
+
+_BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)\b(?!:)")
+
+
+def render(study: StudyDefinition, overlay: SiteOverlay | None, db: Database, *,
+           site_id: str | None = None, outputs: tuple[str, ...] = OUTPUTS,
+           _tables: str | None = None) -> RenderedSQL:
+    """Compose one read-only query per output for this database's dialect and schemas."""
+    sid = _site_id(site_id, overlay)
+    models = load_models()
+    binds: dict[str, Any] = {}
+    inputs = _input_sql(study, overlay, sid, binds, tables=_tables)
+    queries: dict[str, str] = {}
+    params: dict[str, dict[str, Any]] = {}
+    for out in outputs:
+        if out not in _CONTRACT:
+            raise BlinaError(f"unknown output {out!r}", hint=f"one of: {', '.join(OUTPUTS)}")
+        sql = _compose(out, models, inputs, db)
+        used = {m.group(1) for m in _BIND.finditer(_COMMENT.sub("", sql))}
+        missing = used - set(binds)
+        if missing:
+            raise ViewsError(f"query {out} uses unbound parameters {sorted(missing)}",
+                             hint="parameters come from study_params; read them from that relation")
+        queries[out] = sql
+        params[out] = {k: binds[k] for k in binds if k in used}
+    return RenderedSQL(queries=queries, params=params, dialect=db.dialect,
+                       relations=tuple(creation_order(models, outputs)))
+
+
+# --------------------------------------------------------------------------- types
+def _to_date(v: Any) -> dt.date | None:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if isinstance(v, pd.Timestamp | dt.datetime):
+        return v.date()
+    if isinstance(v, dt.date):
+        return v
+    return pd.Timestamp(v).date()
+
+
+def normalize(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
+    """Exact contract columns in order, with engine-independent types: dates as ``datetime.date``
+    (object), ints as ``Int64``, booleans as nullable ``boolean``, floats as ``float64``, text as
+    object with ``None`` for missing."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ViewsError(f"result lacks contract columns {missing}", hint="the study SQL is out of date")
+    out = pd.DataFrame(index=range(len(df)))
+    for name, kind in columns.items():
+        s = df[name].reset_index(drop=True)
+        if kind == "date":
+            out[name] = pd.Series([_to_date(v) for v in s], dtype=object)
+        elif kind in ("int", "bigint"):
+            out[name] = pd.array([None if pd.isna(v) else int(v) for v in s], dtype="Int64")
+        elif kind == "double":
+            out[name] = pd.Series([float("nan") if v is None or pd.isna(v) else float(v) for v in s],
+                                  dtype="float64")
+        elif kind == "boolean":
+            out[name] = pd.array([None if v is None or pd.isna(v) else bool(v) for v in s], dtype="boolean")
+        else:
+            out[name] = pd.Series([None if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+                                   for v in s], dtype=object)
+    return out
+
+
+# --------------------------------------------------------------------------- run
+def _run(db: Database, rendered: RenderedSQL, output: str) -> pd.DataFrame:
+    try:
+        df = db.query_df(rendered.queries[output], rendered.params[output])
+    except Exception as exc:  # the database names the missing table / column / permission
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise BlinaError(
+            f"building {output} failed on {db.safe_url}: {reason}",
+            hint="check --cdm-schema / --vocab-schema and that the role may SELECT from them "
+            "(blina check lists what is missing)",
+        ) from exc
+    return normalize(df, _CONTRACT[output])
+
+
+def build(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
+          site_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the inline queries and return ``(course, patient)`` with contract columns and types.
+
+    Read-only: creates no object (not even a temporary table), so a SELECT-only role can run it.
+    """
+    rendered = render(study, overlay, db, site_id=site_id, outputs=("course", "patient"))
+    return _run(db, rendered, "course"), _run(db, rendered, "patient")
+
+
+def build_lineage(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
+                  site_id: str | None = None) -> pd.DataFrame:
+    """Lineage rows: (site_id, person_id, course_number, derived, source ``table:row_id``)."""
+    rendered = render(study, overlay, db, site_id=site_id, outputs=("lineage",))
+    return _run(db, rendered, "lineage")
+
+
+def persist(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
+            site_id: str | None = None, results_schema: str | None = None) -> list[str]:
+    """Create the input tables and the ``course`` / ``patient`` / ``lineage`` views in the results
+    schema (replacing earlier ones). Returns the qualified names created."""
+    schema = validate_ident(results_schema or db.schemas.results or "", "results schema name")
+    sid = _site_id(site_id, overlay)
+    q = quote_ident(schema)
+    binds: dict[str, Any] = {}
+    inline = _input_sql(study, overlay, sid, binds)
+    columns = {"study_params": _params_columns(study), **_INPUT_COLUMNS}
+    rendered = render(study, overlay, db, site_id=sid, _tables=schema)
+    created: list[str] = []
+    with db.transaction():
+        db.execute(f"create schema if not exists {q}")
+        for out in OUTPUTS:
+            db.execute(f"drop view if exists {q}.{quote_ident(out)}")
+        for name in INPUT_RELATIONS:
+            table = f"{q}.{quote_ident(name)}"
+            db.execute(f"drop table if exists {table}")
+            db.execute(f"create table {table} (" + ", ".join(f"{c} {t}" for c, t in columns[name]) + ")")
+            used = {m.group(1) for m in _BIND.finditer(inline[name])}
+            db.execute(f"insert into {table} {inline[name]}", {k: binds[k] for k in used})
+            created.append(f"{schema}.{name}")
+        for out in OUTPUTS:
+            db.execute(f"create view {q}.{quote_ident(out)} as\n{rendered.queries[out]}")
+            created.append(f"{schema}.{out}")
+    return created
+
+
+_FINGERPRINT_TABLES: dict[str, str | None] = {
+    "person": "person_id", "observation_period": "observation_period_id", "visit_occurrence": "visit_occurrence_id",
+    "condition_occurrence": "condition_occurrence_id", "drug_exposure": "drug_exposure_id",
+    "procedure_occurrence": "procedure_occurrence_id", "measurement": "measurement_id",
+    "observation": "observation_id", "death": None,
+}
+
+
+def input_fingerprint(db: Database) -> dict[str, Any]:
+    """Row count and max id (death: max date) per CDM table read, plus the vocabulary size."""
+    tables: dict[str, Any] = {}
+    for table, key in _FINGERPRINT_TABLES.items():
+        col = quote_ident(key) if key else "death_date"
+        n, mx = db.query(f"select count(*), max({col}) from {db.qualified('cdm', table)}")[0]
+        tables[table] = {"rows": int(n), "max": None if mx is None else str(mx)}
+    n_concept = db.query(f"select count(*) from {db.qualified('vocab', 'concept')}")[0][0]
+    tables["vocab.concept"] = {"rows": int(n_concept)}
+    digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
+    return {"sha256": digest, "tables": tables}
+
+
+def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
+            site_id: str | None = None, out_dir: str | Path) -> dict[str, Path]:
+    """Build and write ``course`` / ``patient`` (CSV + Parquet, contract columns), ``lineage.csv``
+    and ``extract.json`` (parameters, study and input fingerprints, package version)."""
+    from adapter import __version__
+
+    sid = _site_id(site_id, overlay)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BlinaError(f"cannot create output folder {out}: {exc.strerror}", hint="check the path") from None
+    rendered = render(study, overlay, db, site_id=sid)
+    frames = {name: _run(db, rendered, name) for name in OUTPUTS}
+    paths: dict[str, Path] = {}
+    for name in ("course", "patient"):
+        df = frames[name]
+        paths[f"{name}.csv"] = out / f"{name}.csv"
+        df.to_csv(paths[f"{name}.csv"], index=False)
+        paths[f"{name}.parquet"] = out / f"{name}.parquet"
+        df.to_parquet(paths[f"{name}.parquet"], index=False)
+    paths["lineage.csv"] = out / "lineage.csv"
+    frames["lineage"].to_csv(paths["lineage.csv"], index=False)
+    sidecar = {
+        "package": "blina-study",
+        "version": __version__,
+        "site_id": sid,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "engine": db.dialect,
+        "schemas": {"cdm": db.schemas.cdm, "vocab": db.schemas.vocab},
+        "study_id": study.study_id,
+        "study_version": study.version,
+        "study_fingerprint": study.fingerprint(),
+        "overlay": None if overlay is None else {"site_id": overlay.site_id, "source": overlay.source},
+        "parameters": study.params.model_dump(),
+        "input_fingerprint": input_fingerprint(db),
+        "rows": {name: len(df) for name, df in frames.items()},
+        "columns": {name: list(_CONTRACT[name]) for name in ("course", "patient")},
+        "lineage_note": "lineage.csv links derived values to source rows; it stays at the site",
+    }
+    paths["extract.json"] = out / "extract.json"
+    paths["extract.json"].write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return paths

@@ -1,0 +1,15 @@
+-- grain: one row per procedure occurrence
+-- keys: procedure_occurrence_id
+-- depends_on: cdm.procedure_occurrence
+select
+    ---------- ids
+    p.procedure_occurrence_id,
+    p.person_id,
+    ---------- codes
+    p.procedure_concept_id,
+    p.procedure_source_concept_id,
+    p.procedure_source_value,
+    ---------- dates
+    p.procedure_date,
+    p.procedure_end_date
+from {cdm}.procedure_occurrence as p
