@@ -393,10 +393,25 @@ def test_flow_and_next_therapy_counts(data):
     assert sum(nt.values()) == len(pat)
     c1 = data["course"][data["course"]["course_number"] == 1]
     flow = pat.merge(c1[["site_id", "person_id", "pre_status"]], on=["site_id", "person_id"])
-    ref = flow.groupby(["status_at_referral", "burden_reduction", "pre_status"]).size()
-    for s, b, pre, n in counts["flow"]["cells"]:
-        assert n == int(ref.get((s, b == "yes", pre), 0))
+    ref = flow.groupby(["status_at_referral", "pre_status"]).size()
+    for s, pre, n in counts["referral_by_course1"]["cells"]:
+        assert n == int(ref.get((s, pre), 0))
+    rr = flow[flow["status_at_referral"] == "R/R"]
+    ref = rr.groupby(["burden_reduction", "pre_status"]).size()
+    for b, pre, n in counts["rr_burden_by_course1"]["cells"]:
+        assert n == int(ref.get((b == "yes", pre), 0))
     per_site = sum(
-        sum(r[-1] for r in data["result"]["per_site"][s]["counts"]["flow"]["cells"]) for s in SITES
+        sum(r[-1] for r in data["result"]["per_site"][s]["counts"]["burden_reduction"]["cells"])
+        for s in SITES
     )
     assert per_site == len(pat) == data["result"]["pooled"]["n_patients"]
+
+
+def test_response_counts(data):
+    c = data["course"]
+    outcome = np.where(c["pre_status"] == "CR-MRDneg", c["mrd_maintained"], c["cr"])
+    c = c.assign(outcome=pd.Series(outcome).map({True: "response", False: "no_response"})
+                 .fillna("not_evaluable"))  # fmt: skip
+    ref = c.groupby(["pre_status", "outcome"]).size()
+    cells = data["result"]["pooled"]["counts"]["response/all"]["cells"]
+    assert {(p, o): n for p, o, n in cells if n} == {k: int(v) for k, v in ref.items()}

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from adapter.errors import BlinaError
+
 from .sufficient import FORMAT_VERSION, MISSING
 
 __all__ = [
@@ -48,7 +50,7 @@ __all__ = [
 Z975 = float(stats.norm.ppf(0.975))
 
 
-class PoolingError(ValueError):
+class PoolingError(BlinaError, ValueError):
     """Site statistics cannot be pooled (mismatched parameters, versions or shapes)."""
 
 

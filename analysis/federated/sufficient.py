@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adapter.errors import BlinaError
+
 __all__ = [
     "FORMAT_VERSION",
     "COORDINATOR_ONLY",
@@ -66,7 +68,7 @@ STATUS_LEVELS = ("R/R", "CR-MRDpos", "CR-MRDneg", "unknown")
 MISSING = "missing"
 
 
-class FederatedInputError(ValueError):
+class FederatedInputError(BlinaError, ValueError):
     """A site's course/patient table cannot produce statistics; the message names the fix."""
 
 
@@ -630,14 +632,20 @@ def _site_cox(
 
 
 def _site_counts(course: pd.DataFrame, patient: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Publishable count tables: patient flow (section 1), response, next therapy."""
+    """Publishable count tables: patient flow (section 1), response, next therapy.
+
+    Kept to one or two dimensions without structural zeros, so small-cell suppression hides
+    as little as possible. ``response/<scope>``: per pre-status, ``response`` = CR (pre R/R or
+    CR-MRDpos, rule 7) or MRD negativity maintained (pre CR-MRDneg); ``not_evaluable`` = NULL.
+    """
     c1 = course.loc[course["course_number"] == 1]
     pre1 = dict(zip(c1["person_id"].tolist(), _text_column(c1, "pre_status"), strict=True))
     pid = patient["person_id"].tolist()
     referral = _text_column(patient, "status_at_referral")
+    course1 = [pre1.get(p) for p in pid]
     burden = [None if b is None else ("yes" if b else "no")
               for b in _bool_column(patient, "burden_reduction", "patient")]  # fmt: skip
-    yes_no = ["yes", "no"]
+    status = list(STATUS_LEVELS)
     out: dict[str, dict[str, Any]] = {}
 
     def add(name: str, unit: str, columns, dims, levels) -> None:
@@ -647,20 +655,25 @@ def _site_counts(course: pd.DataFrame, patient: pd.DataFrame) -> dict[str, dict[
 
     add("indication", "patients", [_text_column(patient, "indication")], ["indication"],
         [["R/R", "CR-MRDpos", "chemo_delay"]])  # fmt: skip
-    add("flow", "patients", [referral, burden, [pre1.get(p) for p in pid]],
-        ["status_at_referral", "burden_reduction", "pre_status_course1"],
-        [list(STATUS_LEVELS), yes_no, list(STATUS_LEVELS)])  # fmt: skip
+    add("referral_by_course1", "patients", [referral, course1],
+        ["status_at_referral", "pre_status_course1"], [status, status])  # fmt: skip
+    add("burden_reduction", "patients", [referral, burden],
+        ["status_at_referral", "burden_reduction"], [status, ["yes", "no"]])  # fmt: skip
+    rr = [i for i, r in enumerate(referral) if r == "R/R"]
+    add("rr_burden_by_course1", "patients", [[burden[i] for i in rr], [course1[i] for i in rr]],
+        ["burden_reduction", "pre_status_course1"], [["yes", "no"], status])  # fmt: skip
     add("next_therapy", "patients", [referral, _text_column(patient, "next_therapy")],
         ["status_at_referral", "next_therapy"],
-        [list(STATUS_LEVELS), ["HSCT", "CAR-T", "protocol", "none"]])  # fmt: skip
+        [status, ["HSCT", "CAR-T", "protocol", "none"]])  # fmt: skip
     for scope in ("course1", "all"):
         sc = _scoped(course, scope)
-        add(f"response/{scope}", "courses",
-            [_text_column(sc, "pre_status"),
-             [None if v is None else ("yes" if v else "no")
-              for v in _bool_column(sc, "cr", "course")],
-             [None if v is None else ("yes" if v else "no")
-              for v in _bool_column(sc, "mrd_maintained", "course")]],
-            ["pre_status", "cr", "mrd_maintained"],
-            [list(STATUS_LEVELS), yes_no, yes_no])  # fmt: skip
+        pre = _text_column(sc, "pre_status")
+        cr = _bool_column(sc, "cr", "course")
+        kept = _bool_column(sc, "mrd_maintained", "course")
+        outcome = []
+        for p, c, k in zip(pre, cr, kept, strict=True):
+            v = k if p == "CR-MRDneg" else c
+            outcome.append("not_evaluable" if v is None else "response" if v else "no_response")
+        add(f"response/{scope}", "courses", [pre, outcome], ["pre_status", "response"],
+            [status, ["response", "no_response", "not_evaluable"]])  # fmt: skip
     return out

@@ -1,0 +1,771 @@
+"""Site results package: write, check, read and pool the zip a center sends to the coordinator.
+
+Layout of a package (every file listed with its SHA-256 in the manifest):
+
+* ``manifest.json``: package format, software version, study-definition hash, parameters,
+  vocabulary version, input fingerprint, ``min_cell``, and ``files`` (sha256, bytes,
+  disclosure class). ``created_utc`` and ``vocabulary_version`` are the only date-bearing
+  provenance fields and the only values the scanner exempts.
+* ``pooling/statistics.json``: the site's sufficient statistics (``sufficient.site_statistics``),
+  **coordinator-only**: unsuppressed because suppression would make pooling inexact.
+* ``results/count_tables.csv``: publishable count tables, one row per cell
+  (``table, dims, cell, n, suppressed``), with primary and complementary suppression.
+* ``results/estimates.csv``: publishable per-site estimates (``analysis, term, statistic,
+  value, suppressed``); count-valued statistics get primary suppression.
+* ``disclosure_log.json``: which cells were hidden and why (positions only, never values),
+  and which files are coordinator-only. Coordinator-only itself: it tells primary from
+  complementary cells, which would bound the primary ones.
+
+Suppression: a count 0 < n < ``min_cell`` is hidden ("primary"). Totals along every axis of a
+table are assumed public, so every line that hides a cell hides at least two, and a
+linear-programming check confirms that no hidden non-zero cell can be derived from the
+published cells, the line totals and non-negativity ("complementary"). Published files say
+only ``suppressed=yes``. Zeros are published. Estimates (P, OR, HR, survival) are not
+suppressed, following OHDSI practice; count-valued estimates (n, events, at risk) get primary
+suppression only. Complementary suppression works within a table, not across tables that
+share margins.
+
+``scan_package`` proves a package holds no person-level field, no date and no source id;
+``build_site_package`` refuses to write a package that fails it and ``read_package`` refuses
+one whose checksums, format or scan fail. ``pool_packages`` also refuses packages that differ
+in study-definition hash, software version or parameters.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linprog
+
+from adapter.errors import BlinaError
+
+from .pooling import pool_site_statistics
+from .sufficient import (
+    COORDINATOR_ONLY,
+    PUBLISHABLE,
+    FederatedParams,
+    site_statistics,
+)
+
+__all__ = [
+    "PACKAGE_FORMAT",
+    "PackageError",
+    "PooledResults",
+    "ScanFinding",
+    "SitePackage",
+    "build_site_package",
+    "fingerprint_inputs",
+    "pool_packages",
+    "read_package",
+    "scan_package",
+    "suppress_counts",
+]
+
+PACKAGE_FORMAT = "blina-site-package/1"
+MANIFEST = "manifest.json"
+STATISTICS = "pooling/statistics.json"
+COUNT_TABLES = "results/count_tables.csv"
+ESTIMATES = "results/estimates.csv"
+DISCLOSURE_LOG = "disclosure_log.json"
+REQUIRED_MANIFEST_INFO = (
+    "package_version", "study_definition_hash", "parameters", "vocabulary_version",
+)  # fmt: skip
+# Provenance values that may legitimately look like dates (a vocabulary release "v5.0 30-AUG-24").
+SCAN_EXEMPT_MANIFEST_KEYS = frozenset({"created_utc", "vocabulary_version"})
+# A fixed member timestamp: the zip must not carry the run date, and equal inputs give equal bytes.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class PackageError(BlinaError, ValueError):
+    """A package cannot be built, read or pooled; the message names the file and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small-cell suppression
+# ---------------------------------------------------------------------------------------------
+
+
+def _lines(shape: tuple[int, ...]) -> list[list[tuple[int, ...]]]:
+    """Every 1-D line of an n-D table (all cells that share all indices but one)."""
+    out = []
+    for axis in range(len(shape)):
+        others = [range(s) for i, s in enumerate(shape) if i != axis]
+        for fixed in np.ndindex(*[len(r) for r in others]) if others else [()]:
+            cells = []
+            for k in range(shape[axis]):
+                idx = list(fixed)
+                idx.insert(axis, k)
+                cells.append(tuple(idx))
+            out.append(cells)
+    return out
+
+
+def _pinned(
+    counts: np.ndarray,
+    status: np.ndarray,
+    lines: list[list[tuple[int, ...]]],
+    only: Sequence[tuple[int, ...]] | None = None,
+) -> list[tuple[int, ...]]:
+    """Hidden non-zero cells whose value anyone can derive from the published cells and the
+    line totals, using that counts are >= 0.
+
+    For every hidden non-zero cell, a linear program finds its smallest and largest value
+    subject to: each line's hidden cells add up to the line total minus its published cells,
+    and all cells are >= 0. The cell is pinned when both coincide. (For 2-D tables the
+    constraint matrix is totally unimodular, so these bounds are the integer bounds.)
+    ``only`` restricts the check to those cells.
+    """
+    hidden = [tuple(int(i) for i in c) for c in zip(*np.nonzero(status != ""), strict=True)]
+    targets = [c for c in (hidden if only is None else only) if counts[c] > 0]
+    if not targets:
+        return []
+    pos = {c: i for i, c in enumerate(hidden)}
+    rows, rhs = [], []
+    for line in lines:
+        r = np.zeros(len(hidden))
+        total = 0
+        for c in line:
+            if c in pos:
+                r[pos[c]] = 1.0
+                total += int(counts[c])
+        if r.any():
+            rows.append(r)
+            rhs.append(total)
+    A, b = np.array(rows), np.array(rhs, dtype=float)
+    out = []
+    for c in targets:
+        obj = np.zeros(len(hidden))
+        obj[pos[c]] = 1.0
+        lo = linprog(obj, A_eq=A, b_eq=b, bounds=(0, None), method="highs")
+        hi = linprog(-obj, A_eq=A, b_eq=b, bounds=(0, None), method="highs")
+        if lo.status != 0 or hi.status != 0 or -hi.fun - lo.fun < 0.5:
+            out.append(c)
+    return out
+
+
+def suppress_counts(counts: np.ndarray, min_cell: int = 5) -> tuple[np.ndarray, list[dict]]:
+    """Small-cell suppression of an n-D count table, with complementary suppression.
+
+    Returns ``(status, log)``: ``status`` has the table's shape with "" (published),
+    "primary" (0 < n < min_cell) or "complementary"; ``log`` lists each hidden cell's index
+    and reason. Totals along every axis are assumed public. After the line rule (no line
+    hides exactly one cell), a linear-programming check (``_pinned``) adds complements
+    greedily until no hidden non-zero cell has equal lower and upper bounds given the
+    published cells, the totals and non-negativity. If even hiding every cell leaves one
+    derivable, the log ends with an ``unprotectable`` entry (``cell`` None): the table's
+    totals themselves disclose it.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    status = np.full(counts.shape, "", dtype=object)
+    log: list[dict] = []
+    for idx in zip(*np.nonzero((counts > 0) & (counts < min_cell)), strict=True):
+        status[idx] = "primary"
+        log.append({"cell": [int(i) for i in idx], "rule": f"primary: 0 < n < {min_cell}"})
+    if not log:
+        return status, log
+    lines = _lines(counts.shape)
+
+    def hide(cell: tuple[int, ...], why: str) -> None:
+        status[cell] = "complementary"
+        log.append({"cell": [int(i) for i in cell], "rule": f"complementary: {why}"})
+
+    def cost(c: tuple[int, ...]) -> tuple[bool, int]:
+        # Smallest positive count first (least information lost); zeros only if nothing else.
+        return (bool(counts[c] == 0), int(counts[c]))
+
+    for _ in range(counts.size + 1):
+        # Fast rule: a line with exactly one hidden cell gets a second one.
+        changed = False
+        for line in lines:
+            if sum(status[c] != "" for c in line) == 1:
+                open_cells = [c for c in line if status[c] == ""]
+                if open_cells:
+                    hide(min(open_cells, key=cost), "the only hidden cell of its line")
+                    changed = True
+        if changed:
+            continue
+        # Exact check: can a hidden non-zero cell still be derived (bounds from the totals)?
+        # Then hide the cheapest cell that lowers the number of such cells.
+        stuck = _pinned(counts, status, lines)
+        if not stuck:
+            break
+        near = {c for line in lines if any(p in line for p in stuck) for c in line}
+        candidates = sorted(
+            (tuple(int(i) for i in c) for c in zip(*np.nonzero(status == ""), strict=True)),
+            key=lambda c: (c not in near, *cost(c)),
+        )
+        if not candidates:
+            # Everything is hidden and the table's own totals still reveal these cells.
+            log.append({"cell": None, "rule": "unprotectable: the totals of this table "
+                        "reveal a hidden cell; do not publish its totals"})  # fmt: skip
+            break
+        # Hiding more cells never pins a free one, so only the stuck cells need re-checking.
+        for cand in [c for c in candidates if c in near]:
+            status[cand] = "complementary"
+            helps = len(_pinned(counts, status, lines, stuck)) < len(stuck)
+            status[cand] = ""
+            if helps:
+                hide(cand, "a hidden cell was still computable from the totals")
+                break
+        else:
+            # No single cell helps; cells may help together: hide the cheapest and go on.
+            hide(candidates[0], "a hidden cell was still computable from the totals")
+    return status, log
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishable results
+# ---------------------------------------------------------------------------------------------
+
+
+def _count_tables(stats: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], np.ndarray]]:
+    """All publishable count tables of a site as (name, dims, levels, n-D counts)."""
+    out = []
+    for name, s in stats["statistics"].items():
+        if s["kind"] == "count_table":
+            levels = s["levels"]
+            arr = np.zeros([len(lv) for lv in levels], dtype=np.int64)
+            index = [{v: i for i, v in enumerate(lv)} for lv in levels]
+            for *key, n in s["cells"]:
+                arr[tuple(index[i][k] for i, k in enumerate(key))] = n
+            out.append((name, s["dims"], levels, arr))
+        elif s["kind"] == "table2x2":
+            dims = ["exposure", "outcome"]
+            levels = [s["row_labels"], s["col_labels"]]
+            out.append((name, dims, levels, np.array(s["table"], dtype=np.int64)))
+    return out
+
+
+def _estimate_rows(site: dict[str, Any]) -> list[tuple[str, str, str, Any, bool]]:
+    """(analysis, term, statistic, value, is_count) rows of one site's own results."""
+    rows: list[tuple[str, str, str, Any, bool]] = []
+    for ep, surv in site["survival"].items():
+        for group, km in [*surv["groups"].items(), ("all", surv["all"])]:
+            a = f"km/{ep}/{group}"
+            rows += [(a, "", "n", km["n"], True), (a, "", "n_events", km["n_events"], True),
+                     (a, "", "median_days", km["median_days"], False)]  # fmt: skip
+            for lm in km["landmarks"]:
+                term = f"day{lm['day']}"
+                rows += [(a, term, "survival", lm["survival"], False),
+                         (a, term, "se", lm["se"], False),
+                         (a, term, "n_at_risk", lm["n_at_risk"], True)]  # fmt: skip
+        lr = surv["logrank"]
+        rows += [(f"logrank/{ep}", "", k, lr[k], False) for k in ("chi2", "df", "p")]
+    for section in ("response", "predictors"):
+        for name, t in site[section].items():
+            a = f"{section}/{name}"
+            rows += [(a, "", "fisher_p", t["fisher"]["p"], False),
+                     (a, "", "fisher_odds_ratio", t["fisher"]["odds_ratio"], False)]  # fmt: skip
+    cox = site["cox"]["efs"]
+    rows += [("cox/efs", "", "n", cox["n"], True), ("cox/efs", "", "n_events", cox["n_events"], True),
+             ("cox/efs", "", "converged", cox["converged"], False)]  # fmt: skip
+    for i, cov in enumerate(cox["covariates"]):
+        rows += [("cox/efs", cov, k, cox[k][i], False)
+                 for k in ("coef", "se", "hr", "ci_lower", "ci_upper", "p")]  # fmt: skip
+    for marker, w in site["wilcoxon"].items():
+        a = f"wilcoxon/{marker}"
+        rows += [(a, "", "n", w["n"], True), (a, "", "n_zero", w["n_zero"], True),
+                 (a, "", "p", w["p"], False), (a, "", "p_exact", w["p_exact"], False)]  # fmt: skip
+        for part in ("pre", "post"):
+            rows.append((a, part, "median", w[part]["median"], False))
+    for name, m in site["cytokines"].items():
+        rows += [(f"cytokine/{name}", "", "n", m["n"], True),
+                 (f"cytokine/{name}", "", "median", m["median"], False)]  # fmt: skip
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[dict]]:
+    """CSV texts of the count tables and estimates, and the disclosure log entries."""
+    log: list[dict] = []
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["table", "dims", "cell", "n", "suppressed"])
+    for name, dims, levels, arr in _count_tables(stats):
+        status, entries = suppress_counts(arr, min_cell)
+        for e in entries:
+            cell = None if e["cell"] is None else "|".join(levels[i][k]
+                                                           for i, k in enumerate(e["cell"]))
+            log.append({"file": COUNT_TABLES, "table": name, "cell": cell, "rule": e["rule"]})
+        for idx in np.ndindex(*arr.shape):
+            hidden = status[idx] != ""
+            # "yes" only: telling primary from complementary cells would bound them (1..4).
+            w.writerow([name, "|".join(dims), "|".join(levels[i][k] for i, k in enumerate(idx)),
+                        "" if hidden else int(arr[idx]), "yes" if hidden else ""])  # fmt: skip
+    own = pool_site_statistics([stats])["per_site"][stats["site_id"]]
+    buf2 = io.StringIO()
+    w2 = csv.writer(buf2, lineterminator="\n")
+    w2.writerow(["analysis", "term", "statistic", "value", "suppressed"])
+    small: set[str] = set()
+    for a, term, stat, value, is_count in _estimate_rows(own):
+        hidden = is_count and value is not None and 0 < value < min_cell
+        if hidden:
+            small.add(a)
+            log.append({"file": ESTIMATES, "table": a, "cell": f"{term}|{stat}".strip("|"),
+                        "rule": f"primary: 0 < n < {min_cell}"})  # fmt: skip
+        # A median of fewer than min_cell values is (nearly) an individual's value.
+        if stat == "median" and a in small:
+            hidden = True
+            log.append({"file": ESTIMATES, "table": a, "cell": f"{term}|{stat}".strip("|"),
+                        "rule": f"median of fewer than {min_cell} values"})  # fmt: skip
+        w2.writerow([a, term, stat, "" if hidden else _fmt(value), "yes" if hidden else ""])
+    return buf.getvalue(), buf2.getvalue(), log
+
+
+# ---------------------------------------------------------------------------------------------
+# Scanner
+# ---------------------------------------------------------------------------------------------
+
+_FORBIDDEN_NAMES = frozenset({
+    "person_id", "person_source_value", "patient_id", "subject_id", "mrn", "identifier",
+    "birth_date", "birth_datetime", "birthdate", "date_of_birth", "year_of_birth",
+    "index_date", "last_followup", "course_start", "course_end", "death_date",
+    "efs_days", "os_days", "age_at_index_years", "lineage", "source_record", "name", "address",
+})  # fmt: skip
+_DATE_PATTERNS = [
+    re.compile(r"(?<!\d)(1[89]|20)\d\d[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])(?!\d)"),
+    re.compile(r"(?<!\d)(0?[1-9]|[12]\d|3[01])[-/.](0?[1-9]|1[0-2])[-/.](1[89]|20)\d\d(?!\d)"),
+    re.compile(r"(?<!\d)(0?[1-9]|[12]\d|3[01])[- ]?(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV"
+               r"|DEC)[A-Z]*[- ]?(\d\d)?\d\d(?!\d)", re.IGNORECASE),  # fmt: skip
+]
+_SOURCE_REF = re.compile(
+    r"\b(Patient|Observation|Condition|Procedure|Encounter|MedicationAdministration|"
+    r"MedicationRequest|MedicationStatement|DiagnosticReport|Specimen|Immunization|"
+    r"person|measurement|condition_occurrence|drug_exposure|procedure_occurrence|observation|"
+    r"death|visit_occurrence|observation_period|episode|specimen|note)[/:][A-Za-z0-9.\-]+"
+)
+
+
+@dataclass(frozen=True)
+class ScanFinding:
+    """One reason a package is not aggregate-only: file, location and what was found."""
+
+    file: str
+    where: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.file} {self.where}: {self.problem}"
+
+
+def _looks_like_date_number(v: int) -> bool:
+    if not 18000101 <= v <= 20991231:
+        return False
+    try:
+        date(v // 10000, v // 100 % 100, v % 100)
+    except ValueError:
+        return False
+    return True
+
+
+def _scan_value(file: str, where: str, v: Any, source_ids: frozenset[str]) -> list[ScanFinding]:
+    out = []
+    if isinstance(v, bool):
+        return out
+    if isinstance(v, int) and _looks_like_date_number(v):
+        out.append(ScanFinding(file, where, f"number {v} reads as a date (YYYYMMDD)"))
+    if isinstance(v, str):
+        for pat in _DATE_PATTERNS:
+            m = pat.search(v)
+            if m:
+                out.append(ScanFinding(file, where, f"date-like text {m.group(0)!r}"))
+                break
+        m = _SOURCE_REF.search(v)
+        if m:
+            out.append(ScanFinding(file, where, f"source record reference {m.group(0)!r}"))
+        for sid in source_ids:
+            if sid and sid in v:
+                out.append(ScanFinding(file, where, "a source patient id of this site"))
+                break
+    return out
+
+
+def _scan_json(file: str, obj: Any, path: str, source_ids: frozenset[str],
+               exempt: frozenset[str] = frozenset()) -> list[ScanFinding]:  # fmt: skip
+    out: list[ScanFinding] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            where = f"{path}.{k}" if path else str(k)
+            if str(k).lower() in _FORBIDDEN_NAMES:
+                out.append(ScanFinding(file, where, f"person-level field name {k!r}"))
+            out += _scan_value(file, f"{where} (key)", k, source_ids)
+            if path == "" and k in exempt:
+                continue
+            out += _scan_json(file, v, where, source_ids)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _scan_json(file, v, f"{path}[{i}]", source_ids)
+    else:
+        out += _scan_value(file, path, obj, source_ids)
+    return out
+
+
+def _scan_csv(file: str, text: str, source_ids: frozenset[str]) -> list[ScanFinding]:
+    out: list[ScanFinding] = []
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return out
+    for col in rows[0]:
+        if col.lower() in _FORBIDDEN_NAMES:
+            out.append(ScanFinding(file, f"header {col!r}", "person-level column"))
+    for i, row in enumerate(rows[1:], start=2):
+        for col, cell in zip(rows[0], row, strict=False):
+            where = f"line {i}, column {col!r}"
+            out += _scan_value(file, where, cell, source_ids)
+            if cell.isdigit():
+                out += _scan_value(file, where, int(cell), source_ids)
+    return out
+
+
+def _scan_members(members: dict[str, bytes], source_ids: frozenset[str]) -> list[ScanFinding]:
+    out: list[ScanFinding] = []
+    for name, data in members.items():
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            out.append(ScanFinding(name, "", "not UTF-8 text; packages hold only JSON and CSV"))
+            continue
+        if name.endswith(".json"):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                out.append(ScanFinding(name, f"line {exc.lineno}", f"invalid JSON ({exc.msg})"))
+                continue
+            exempt = SCAN_EXEMPT_MANIFEST_KEYS if name == MANIFEST else frozenset()
+            out += _scan_json(name, obj, "", source_ids, exempt)
+        elif name.endswith(".csv"):
+            out += _scan_csv(name, text, source_ids)
+        else:
+            out.append(ScanFinding(name, "", "unexpected file type; only .json and .csv"))
+    return out
+
+
+def _read_members(path: Path) -> dict[str, bytes]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+    except FileNotFoundError:
+        raise PackageError(f"{path}: package not found", hint="check the path") from None
+    except zipfile.BadZipFile:
+        raise PackageError(f"{path}: not a zip file", hint="ask the site to resend it") from None
+
+
+def scan_package(path: str | Path, *, source_ids: Iterable[str] = ()) -> list[ScanFinding]:
+    """Check every file of a package for person-level field names, dates and source ids.
+
+    ``source_ids``: the site's ``person_source_value`` list (known only at the site), searched
+    as substrings. Also flags FHIR ``ResourceType/id`` and OMOP ``table:row_id`` references and
+    integers that read as YYYYMMDD dates. Returns the findings (empty = clean).
+    """
+    return _scan_members(_read_members(Path(path)), frozenset(str(s) for s in source_ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# Build and read
+# ---------------------------------------------------------------------------------------------
+
+
+def fingerprint_inputs(course: pd.DataFrame, patient: pd.DataFrame) -> str:
+    """SHA-256 of the two input tables in a canonical form (sorted columns and rows, CSV)."""
+    h = hashlib.sha256()
+    for name, df in (("course", course), ("patient", patient)):
+        cols = sorted(df.columns)
+        keys = [c for c in ("site_id", "person_id", "course_number") if c in cols]
+        canon = df[cols].sort_values(keys, kind="mergesort") if keys else df[cols]
+        h.update(name.encode())
+        h.update(canon.to_csv(index=False, lineterminator="\n").encode())
+    return h.hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
+
+
+def _federated_params(info: dict[str, Any]) -> FederatedParams:
+    """Federated parameters: explicit ``federated_parameters``, else the study's shared ones."""
+    if "federated_parameters" in info:
+        return FederatedParams.from_dict(info["federated_parameters"])
+    p = info.get("parameters") or {}
+    kw: dict[str, Any] = {}
+    if "landmark_days" in p:
+        lm = p["landmark_days"]
+        kw["landmark_days"] = tuple(lm) if isinstance(lm, (list, tuple)) else (int(lm),)
+    if "age_group_cut_years" in p:
+        kw["age_group_cut_years"] = float(p["age_group_cut_years"])
+    return FederatedParams(**kw)
+
+
+def build_site_package(
+    course: pd.DataFrame,
+    patient: pd.DataFrame,
+    *,
+    site_id: str,
+    manifest_info: dict[str, Any],
+    out_path: str | Path,
+    min_cell: int = 5,
+) -> Path:
+    """Write a site's results package (zip) and return its path.
+
+    ``manifest_info`` needs ``package_version`` (software), ``study_definition_hash``,
+    ``parameters`` (the study parameters as a dict) and ``vocabulary_version``; optional
+    ``input_fingerprint`` (default: ``fingerprint_inputs``), ``study_id``, ``study_version``,
+    ``created_utc`` and ``federated_parameters`` (default: ``FederatedParams`` with the study's
+    ``landmark_days`` / ``age_group_cut_years``). The package is scanned before it is written
+    (with the site's ``person_source_value`` values as source ids); a finding is an error.
+    """
+    missing = [k for k in REQUIRED_MANIFEST_INFO if k not in manifest_info]
+    if missing:
+        raise PackageError(
+            f"manifest_info lacks {missing}",
+            hint="pass the software version, study-definition hash, parameters and vocabulary "
+            "version of this run",
+        )
+    if not isinstance(min_cell, int) or isinstance(min_cell, bool) or min_cell < 1:
+        raise PackageError(f"min_cell must be a positive integer, got {min_cell!r}")
+    params = _federated_params(manifest_info)
+    stats = site_statistics(course, patient, site_id=site_id, params=params)
+    counts_csv, estimates_csv, log = _publishable(stats, min_cell)
+    disclosure = {
+        "min_cell": min_cell,
+        "rule": "counts 0 < n < min_cell hidden; complementary cells hidden so that no hidden "
+        "cell follows from line totals; estimates not suppressed",
+        "coordinator_only_files": [STATISTICS, DISCLOSURE_LOG],
+        "coordinator_only_statistics": sorted(
+            k for k, s in stats["statistics"].items() if s["disclosure"] == COORDINATOR_ONLY
+        ),
+        "publishable_statistics": sorted(
+            k for k, s in stats["statistics"].items() if s["disclosure"] == PUBLISHABLE
+        ),
+        "suppressed": log,
+    }
+    files = {
+        STATISTICS: (_json_bytes(stats), COORDINATOR_ONLY),
+        COUNT_TABLES: (counts_csv.encode("utf-8"), PUBLISHABLE),
+        ESTIMATES: (estimates_csv.encode("utf-8"), PUBLISHABLE),
+        # The log says which hidden cells are primary (1..min_cell-1): not for publication.
+        DISCLOSURE_LOG: (_json_bytes(disclosure), COORDINATOR_ONLY),
+    }
+    manifest = {
+        "package_format": PACKAGE_FORMAT,
+        "package_version": str(manifest_info["package_version"]),
+        "site_id": str(site_id),
+        "study_id": manifest_info.get("study_id"),
+        "study_version": manifest_info.get("study_version"),
+        "study_definition_hash": str(manifest_info["study_definition_hash"]),
+        "parameters": manifest_info["parameters"],
+        "federated_parameters": params.to_dict(),
+        "vocabulary_version": str(manifest_info["vocabulary_version"]),
+        "input_fingerprint": manifest_info.get("input_fingerprint")
+        or fingerprint_inputs(course, patient),
+        "created_utc": manifest_info.get("created_utc"),
+        "min_cell": min_cell,
+        "statistics_format": stats["format"],
+        "files": {name: {"sha256": _sha256(data), "bytes": len(data), "disclosure": cls}
+                  for name, (data, cls) in files.items()},  # fmt: skip
+    }
+    members = {MANIFEST: _json_bytes(manifest), **{k: v[0] for k, v in files.items()}}
+    source_ids = frozenset(
+        str(s) for s in patient.get("person_source_value", pd.Series(dtype=object)).dropna()
+    )
+    findings = _scan_members(members, source_ids)
+    if findings:
+        raise PackageError(
+            f"package for site {site_id!r} not written: {len(findings)} disclosure finding(s): "
+            + "; ".join(str(f) for f in findings[:5]),
+            hint="remove dates and identifiers from the manifest_info / inputs and re-run",
+        )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name, date_time=_ZIP_TIME), data,
+                        compress_type=zipfile.ZIP_DEFLATED)  # fmt: skip
+    tmp.replace(out)  # never leave a half-written package under the final name
+    return out
+
+
+@dataclass(frozen=True)
+class SitePackage:
+    """A package read and verified: its manifest, statistics and published tables."""
+
+    path: Path
+    manifest: dict[str, Any]
+    statistics: dict[str, Any]
+    count_tables: str
+    estimates: str
+    disclosure_log: dict[str, Any]
+
+
+def read_package(path: str | Path) -> SitePackage:
+    """Open a package, verify format, file list and SHA-256 checksums, and scan it.
+
+    Raises ``PackageError`` naming the file and the problem on any mismatch.
+    """
+    p = Path(path)
+    members = _read_members(p)
+    if MANIFEST not in members:
+        raise PackageError(f"{p}: no {MANIFEST}", hint="not a blina-study site package")
+    try:
+        manifest = json.loads(members[MANIFEST])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PackageError(f"{p}: {MANIFEST} is not valid JSON ({exc})") from None
+    if manifest.get("package_format") != PACKAGE_FORMAT:
+        raise PackageError(
+            f"{p}: package format {manifest.get('package_format')!r}, expected {PACKAGE_FORMAT!r}",
+            hint="build the package and pool it with the same blina-study release",
+        )
+    listed = manifest.get("files") or {}
+    extra = sorted(set(members) - set(listed) - {MANIFEST})
+    if extra:
+        raise PackageError(f"{p}: files not listed in the manifest: {extra}",
+                           hint="the package was altered; ask the site to resend it")  # fmt: skip
+    for name, meta in listed.items():
+        if name not in members:
+            raise PackageError(f"{p}: {name} is listed in the manifest but missing",
+                               hint="ask the site to resend the package")  # fmt: skip
+        if _sha256(members[name]) != meta.get("sha256"):
+            raise PackageError(
+                f"{p}: checksum mismatch for {name}",
+                hint="the package was altered or corrupted; ask the site to resend it",
+            )
+    findings = _scan_members(members, frozenset())
+    if findings:
+        raise PackageError(
+            f"{p}: {len(findings)} disclosure finding(s): "
+            + "; ".join(str(f) for f in findings[:5]),
+            hint="do not pool this package; ask the site to rebuild it",
+        )
+    stats = json.loads(members[STATISTICS])
+    if stats.get("site_id") != manifest.get("site_id"):
+        raise PackageError(f"{p}: statistics belong to site {stats.get('site_id')!r}, manifest "
+                           f"says {manifest.get('site_id')!r}")  # fmt: skip
+    return SitePackage(
+        path=p,
+        manifest=manifest,
+        statistics=stats,
+        count_tables=members[COUNT_TABLES].decode("utf-8"),
+        estimates=members[ESTIMATES].decode("utf-8"),
+        disclosure_log=json.loads(members[DISCLOSURE_LOG]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PooledResults:
+    """Pooled analyses of several site packages.
+
+    ``results``: ``pool_site_statistics`` output (``pooled`` and ``per_site`` blocks, see
+    ``pooling``); ``manifests``: each site's manifest; ``published``: each site's
+    publishable CSV texts (``count_tables``, ``estimates``); ``disclosure_logs`` per site.
+    ``study_definition_hash`` / ``package_version`` are the values all packages share.
+    """
+
+    sites: list[str]
+    study_definition_hash: str
+    package_version: str
+    parameters: dict[str, Any]
+    results: dict[str, Any]
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: dict[str, dict[str, str]] = field(default_factory=dict)
+    disclosure_logs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def pooled(self) -> dict[str, Any]:
+        return self.results["pooled"]
+
+    @property
+    def per_site(self) -> dict[str, dict[str, Any]]:
+        return self.results["per_site"]
+
+    def to_json(self) -> str:
+        """The whole object as JSON text (no NaN)."""
+        return json.dumps(
+            {"sites": self.sites, "study_definition_hash": self.study_definition_hash,
+             "package_version": self.package_version, "parameters": self.parameters,
+             "results": self.results, "manifests": self.manifests},  # fmt: skip
+            allow_nan=False,
+        )
+
+
+def pool_packages(
+    paths: Sequence[str | Path],
+    *,
+    expected_study_hash: str | None = None,
+    expected_package_version: str | None = None,
+) -> PooledResults:
+    """Read, verify and pool site packages.
+
+    Refuses (``PackageError``) when a package fails ``read_package``, when packages differ in
+    study-definition hash, software version, parameters or min_cell, when a site appears
+    twice, or when the optional ``expected_*`` values do not match.
+    """
+    if not paths:
+        raise PackageError("no packages to pool", hint="give one package per site")
+    pkgs = [read_package(p) for p in paths]
+    ref = pkgs[0]
+    checks = [("study_definition_hash", expected_study_hash),
+              ("package_version", expected_package_version)]  # fmt: skip
+    for key, expected in checks:
+        want = expected if expected is not None else ref.manifest.get(key)
+        for pkg in pkgs:
+            if pkg.manifest.get(key) != want:
+                raise PackageError(
+                    f"{pkg.path}: {key} {pkg.manifest.get(key)!r} differs from "
+                    f"{want!r} ({'expected' if expected is not None else ref.path})",
+                    hint="every site must run the same study definition with the same "
+                    "blina-study release",
+                )
+    for key in ("parameters", "federated_parameters", "min_cell"):
+        for pkg in pkgs:
+            if pkg.manifest.get(key) != ref.manifest.get(key):
+                raise PackageError(
+                    f"{pkg.path}: {key} differ from those of {ref.path}",
+                    hint="every site must run with the same study parameters",
+                )
+    ids = [pkg.manifest["site_id"] for pkg in pkgs]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise PackageError(f"site(s) {dup} appear in more than one package",
+                           hint="pool one package per site")  # fmt: skip
+    results = pool_site_statistics([pkg.statistics for pkg in pkgs])
+    return PooledResults(
+        sites=ids,
+        study_definition_hash=ref.manifest["study_definition_hash"],
+        package_version=ref.manifest["package_version"],
+        parameters=ref.manifest["parameters"],
+        results=results,
+        manifests={pkg.manifest["site_id"]: pkg.manifest for pkg in pkgs},
+        published={pkg.manifest["site_id"]: {"count_tables": pkg.count_tables,
+                                             "estimates": pkg.estimates} for pkg in pkgs},
+        disclosure_logs={pkg.manifest["site_id"]: pkg.disclosure_log for pkg in pkgs},
+    )
