@@ -363,6 +363,16 @@ def test_rule2_mrd_fraction_unit(db: Database, cdm: Cdm, study: StudyDefinition)
     assert course_row(course, 1).pre_status == "CR-MRDpos"
 
 
+def test_rule2_mrd_below_a_limit_above_threshold_is_undetermined(db: Database, cdm: Cdm,
+                                                                 study: StudyDefinition) -> None:
+    standard_course(cdm, 1, pre_mrd_pct=None)
+    cdm.mrd(1, -5, 0.1, op="<")                     # "< 0.1 %" = < 1e-3: neither >= 1e-4 nor < 1e-4
+    course, _ = run(db, study)
+    c = course_row(course, 1)
+    assert c.pre_status == "unknown" and c.pre_mrd == pytest.approx(1e-3)
+    assert c.high_mrd is False                      # < 1e-3 is not >= 1e-3
+
+
 # ----------------------------------------------------------------------------- rule 7
 def test_rule7_response_window_edges(db: Database, cdm: Cdm, study: StudyDefinition) -> None:
     # course 0..27: window [14, 41]
@@ -428,6 +438,14 @@ def test_rule7_unknown_pre_status_gives_null_response(db: Database, cdm: Cdm, st
     assert isnull(c.cr) and isnull(c.mrd_maintained)
 
 
+def test_rule7_relapse_record_is_not_a_result(db: Database, cdm: Cdm, study: StudyDefinition) -> None:
+    standard_course(cdm, 1)
+    cdm.mrd(1, 28, 0.001)
+    cdm.condition(1, 28, RELAPSE_ICD)               # same day as the response MRD
+    course, _ = run(db, study)
+    assert course_row(course, 1).post_status == "CR-MRDneg"
+
+
 # ----------------------------------------------------------------------------- rule 8
 def test_rule8_high_mrd(db: Database, cdm: Cdm, study: StudyDefinition) -> None:
     standard_course(cdm, 1, pre_mrd_pct=0.1)                     # 1e-3: high
@@ -458,6 +476,13 @@ def test_rule9_cd19_loss_latest_value_in_window(db: Database, cdm: Cdm, study: S
     assert course_row(course, 2).cd19_loss is False
     assert isnull(course_row(course, 3).cd19_loss)
     assert course_row(course, 4).cd19_loss is True
+
+
+def test_rule9_negative_finding_without_count_is_no_loss(db: Database, cdm: Cdm, study: StudyDefinition) -> None:
+    standard_course(cdm, 1)
+    cdm.meas(1, -3, CD19NEG, answer=NOT_DETECTED)
+    course, _ = run(db, study)
+    assert course_row(course, 1).cd19_loss is False
 
 
 # ----------------------------------------------------------------------------- rule 10

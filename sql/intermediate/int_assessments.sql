@@ -3,12 +3,14 @@
 -- depends_on: int_measurement_values, study_params
 -- Disease assessments (rule 2 inputs). Several results of one person on one day for the same variable:
 -- the worst one counts (highest value; at equal values a plain result beats a '< x' one), as
--- docs/omop-conventions.md asks. Threshold tests are made here, once:
---   a result '>= t' when value >= t, except a '< t' result (below the limit, so below t): this is
---   the protocol's "a result < x with x <= threshold counts as negative"; a '< x' with x > t compares
---   as x. A relative tolerance of 1e-9 absorbs unit-factor rounding (0.01 % x 0.01 = 1e-4).
---   blasts_rr: blasts >= blast_cr_threshold_pct; mrd_rr: MRD >= blast_cr_threshold_pct / 100;
---   mrd_pos: MRD >= mrd_positive_threshold; mrd_high: MRD >= high_mrd_threshold (rule 8, 3b.5).
+-- docs/omop-conventions.md asks. Threshold tests are made here, once (a relative tolerance of 1e-9
+-- absorbs unit-factor rounding, e.g. 0.01 % x 0.01 = 1e-4):
+--   blasts_rr: blasts >= blast_cr_threshold_pct; a '< x' blast result with x <= t is below t.
+--   MRD ("MRD >= t" needs a plain, '=', '>' or '>=' value at or above t; "MRD < t" is a plain value
+--   below t, '< x' with x <= t, or '<= x' with x < t; a '< x' with x above t is neither, so the
+--   status is 'unknown'): mrd_rr (>= blast_cr_threshold_pct / 100), mrd_pos and mrd_neg
+--   (mrd_positive_threshold), mrd_high (rule 8 / 3b.5: high_mrd_threshold; '< x' with x <= t is not
+--   high, '< x' with x above t is undetermined, NULL).
 with
 
 ranked as (
@@ -66,13 +68,22 @@ select
         else d.blasts_pct >= l.blast_lo and not (d.blasts_operator = '<' and d.blasts_pct <= l.blast_hi)
     end as blasts_rr,
     case when d.mrd is null then null
-        else d.mrd >= l.mrd_rr_lo and not (d.mrd_operator = '<' and d.mrd <= l.mrd_rr_hi)
+        else d.mrd_operator not in ('<', '<=') and d.mrd >= l.mrd_rr_lo
     end as mrd_rr,
     case when d.mrd is null then null
-        else d.mrd >= l.mrd_pos_lo and not (d.mrd_operator = '<' and d.mrd <= l.mrd_pos_hi)
+        else d.mrd_operator not in ('<', '<=') and d.mrd >= l.mrd_pos_lo
     end as mrd_pos,
-    case when d.mrd is null then null
-        else d.mrd >= l.mrd_high_lo and not (d.mrd_operator = '<' and d.mrd <= l.mrd_high_hi)
+    case
+        when d.mrd is null then null
+        when d.mrd_operator = '=' then d.mrd < l.mrd_pos_lo
+        when d.mrd_operator = '<' then d.mrd <= l.mrd_pos_hi
+        when d.mrd_operator = '<=' then d.mrd < l.mrd_pos_lo
+        else false
+    end as mrd_neg,
+    case
+        when d.mrd is null then null
+        when d.mrd_operator in ('<', '<=') then case when d.mrd <= l.mrd_high_hi then false end
+        else d.mrd >= l.mrd_high_lo
     end as mrd_high
 from daily as d
 cross join limits as l

@@ -3,8 +3,8 @@
 -- depends_on: int_courses, int_measurement_values, study_params
 -- Rule 9: cd19_loss = the latest CD19+ count in [course_start - cd19_window_days, course_start] is
 -- < cd19_loss_threshold (10^9/L), or a CD19-negative blast finding is recorded on or before
--- course_start (the window of the protocol's sentence binds the count only). NULL when neither a
--- count nor a finding exists.
+-- course_start (the window of the protocol's sentence binds the count only). FALSE when there is a
+-- count or a finding result and neither holds; NULL when there is neither.
 with
 
 counts as (
@@ -31,12 +31,13 @@ findings as (
     select
         c.person_id,
         c.course_number,
-        min(v.measurement_id) as finding_measurement_id
+        min(case when v.is_positive then v.measurement_id end) as finding_measurement_id,
+        count(*) as n_findings
     from int_courses as c
     inner join int_measurement_values as v
         on v.person_id = c.person_id
         and v.variable = 'cd19_negative_blasts'
-        and v.is_positive
+        and v.is_positive is not null
         and v.measurement_date <= c.course_start
     group by c.person_id, c.course_number
 )
@@ -47,6 +48,7 @@ select
     case
         when f.finding_measurement_id is not null then true
         when k.value is not null then k.value < p.cd19_loss_threshold
+        when f.n_findings > 0 then false
     end as cd19_loss,
     k.measurement_id as cd19_measurement_id,
     f.finding_measurement_id

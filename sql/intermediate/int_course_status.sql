@@ -4,13 +4,14 @@
 -- Rule 3: pre_status = status at course_start (results on the start day count).
 -- Rule 7: post_status = status from the response date's results alone ('NE' without a response date).
 --   pre R/R: cr = the response date's blasts < threshold, true even when post_status is 'unknown'
---     (3b.6); with no blast result that day, cr = post_status is a CR status.
+--     (3b.6); with no blast result that day, cr = post_status is a CR status (NULL if 'unknown').
 --   pre CR-MRDpos: cr = post_status 'CR-MRDneg'. pre CR-MRDneg: mrd_maintained = post_status
 --     'CR-MRDneg'. When the response date has no MRD result (post_status 'unknown') MRD clearance /
 --     maintenance cannot be judged: NULL (clinical reading; the protocol is silent).
 --   cr and mrd_maintained are NULL where not applicable, for pre 'unknown' and for 'NE'.
 -- Rule 8 / 3b.5: high_mrd = pre-course MRD >= high_mrd_threshold ('< x' with x <= threshold is not
---   high); for pre R/R without MRD, blasts / 100 is used; NULL when not R/R and no MRD.
+--   high, '< x' above it is undetermined: NULL); for pre R/R without MRD, blasts / 100 is used;
+--   NULL when not R/R and no MRD.
 -- 3b.4: pre_mrd / post_mrd = the MRD value used ('< x' stored as x, not detected as 0).
 select
     c.person_id,
@@ -34,6 +35,7 @@ select
         when pre.status = 'R/R' then
             case
                 when post.blasts_pct is not null then not post.blasts_rr
+                when post.status = 'unknown' then null
                 else post.status in ('CR-MRDpos', 'CR-MRDneg')
             end
         when pre.status = 'CR-MRDpos' then
@@ -54,11 +56,11 @@ cross join study_params as p
 inner join int_status_at as pre
     on pre.person_id = c.person_id
     and pre.status_date = c.course_start
-    and pre.lookback_days = p.status_lookback_days
+    and pre.mode = 'window'
 left join int_course_response_dates as r
     on r.person_id = c.person_id
     and r.course_number = c.course_number
 left join int_status_at as post
     on post.person_id = r.person_id
     and post.status_date = r.response_date
-    and post.lookback_days = 0
+    and post.mode = 'day'

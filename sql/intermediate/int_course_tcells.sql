@@ -4,7 +4,7 @@
 -- Rule 10 for cd3_abs, cd4_abs, cd8_abs (10^9/L):
 --   pre = the latest value in [course_start - tcell_pre_window_days, course_start];
 --   post = the value closest to course_end in [course_end - w, course_end + w], a tie going to the
---   earlier value. Several values on the chosen day: the lowest measurement_id (first recorded).
+--   earlier value. Several values on the chosen day: the highest (the oracle's reading).
 with
 
 candidates as (
@@ -29,7 +29,7 @@ pre as (
         x.*,
         row_number() over (
             partition by x.person_id, x.course_number, x.variable
-            order by x.measurement_date desc, x.measurement_id
+            order by x.measurement_date desc, x.value desc, x.measurement_id
         ) as rn
     from candidates as x
     cross join study_params as p
@@ -48,6 +48,7 @@ post as (
                     else x.course_end - x.measurement_date
                 end,
                 x.measurement_date,
+                x.value desc,
                 x.measurement_id
         ) as rn
     from candidates as x

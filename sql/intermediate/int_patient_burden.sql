@@ -35,7 +35,7 @@ burden as (
     inner join int_status_at as s
         on s.person_id = w.person_id
         and s.status_date = w.start_date
-        and s.lookback_days = p.status_lookback_days
+        and s.mode = 'window'
     where w.end_date >= w.index_date - p.burden_window_days
         and s.status = 'R/R'
     group by w.person_id

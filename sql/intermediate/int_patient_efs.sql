@@ -1,27 +1,38 @@
 -- grain: one row per person with at least one course
 -- keys: person_id
--- depends_on: int_patient_index, int_course_status, int_status_at, int_assessments, int_study_conditions, int_patient_followup, stg_death, study_params
+-- depends_on: int_patient_index, int_course_status, int_status_at, int_assessments, int_study_conditions, int_patient_followup, stg_death
 -- Rule 14, event-free survival from index_date; the first of:
 --   non_response: course 1 pre-status R/R and its cr is FALSE (event at day 0; cr NULL is no event);
 --   relapse: the first date after index with R/R evidence (a blast result >= threshold, or a relapse
---     record) that follows a date with a CR status (rule 2 status at an assessment date on or after
---     index, or index itself for a patient in CR at index); an MRD rise alone is not a relapse;
+--     record) that follows (strictly later) a date with a CR status: the rule-2 status at a
+--     blast / MRD result date on or after index, or index itself for a patient in CR at index;
+--     an MRD rise alone is not a relapse;
 --   death from any cause.
 -- Same-day ties: non_response, then relapse, then death. Censored at last_followup.
 with
 
-first_cr as (
-    select
-        s.person_id,
-        min(s.status_date) as first_cr_date
+cr_dates as (
+    select s.person_id, s.status_date as cr_date
     from int_status_at as s
-    cross join study_params as p
+    inner join int_assessments as a
+        on a.person_id = s.person_id
+        and a.assessment_date = s.status_date
     inner join int_patient_index as i
         on i.person_id = s.person_id
-    where s.lookback_days = p.status_lookback_days
+    where s.mode = 'window'
         and s.status_date >= i.index_date
         and s.status in ('CR-MRDpos', 'CR-MRDneg')
-    group by s.person_id
+    union all
+    select c1.person_id, c1.course_start
+    from int_course_status as c1
+    where c1.course_number = 1
+        and c1.pre_status in ('CR-MRDpos', 'CR-MRDneg')
+),
+
+first_cr as (
+    select person_id, min(cr_date) as first_cr_date
+    from cr_dates
+    group by person_id
 ),
 
 rr_evidence as (
