@@ -1,0 +1,103 @@
+"""``blina ingest``: load FHIR R4 Bundles / Bulk Data NDJSON into the OMOP CDM (see adapter.fhir.ingest)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from adapter.commands.common import add_db_arguments, open_db
+from adapter.errors import BlinaError
+from adapter.omop import create_cdm
+
+HELP = "ingest FHIR R4 Bundles and Bulk Data NDJSON (.ndjson, .ndjson.gz, folders) into OMOP CDM v5.4"
+EXAMPLES = [
+    "blina ingest synth/center1_fhir_bundles --site center1 --db blina.duckdb --cdm-schema center1 "
+    "--vocab-schema vocab",
+    "blina ingest export/ --site center2 --db postgresql://etl@dbhost/omop --overlay mappings/sites/center2.yaml "
+    "--report ingest-report.json --quarantine rejected.ndjson",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="FHIR files (Bundle or resource .json, .ndjson, .ndjson.gz) or folders of them")
+    p.add_argument("--site", required=True, metavar="S", help="site identifier (keys the person map and lineage)")
+    add_db_arguments(p)
+    g = p.add_argument_group("study definition")
+    g.add_argument("--study", default=None, metavar="FILE", help="study definition (default: packaged study.yaml)")
+    g.add_argument("--overlay", default=None, metavar="FILE", help="site overlay mapping local codes")
+    g = p.add_argument_group("output")
+    g.add_argument("--report", type=Path, default=None, metavar="F", help="write the JSON run report here")
+    g.add_argument("--quarantine", type=Path, default=None, metavar="F",
+                   help="write every rejected resource (with file, line, reason) as NDJSON here")
+    g.add_argument("--quiet", action="store_true", help="print only the one-line summary")
+
+
+def _print_summary(report, quiet: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, highlight=False)
+    line = (f"site {report.site_id}: read {report.read} resources from {len(report.files)} files: "
+            f"loaded {report.n_loaded}, skipped {report.n_skipped}, rejected {report.n_rejected} "
+            f"({report.seconds:.1f} s)")
+    console.print(line)
+    if quiet:
+        return
+    t = Table(title="resources", show_edge=False)
+    for col in ("type", "loaded", "skipped", "why skipped"):
+        t.add_column(col, justify="right" if col in ("loaded", "skipped") else "left")
+    types = sorted(set(report.loaded) | {k for c in report.skipped.values() for k in c})
+    for rtype in types:
+        why = ", ".join(f"{kind} {c[rtype]}" for kind, c in report.skipped.items() if c.get(rtype))
+        skipped = sum(c.get(rtype, 0) for c in report.skipped.values())
+        t.add_row(rtype, str(report.loaded.get(rtype, 0)), str(skipped), why)
+    console.print(t)
+    rows = Table(title="OMOP rows written", show_edge=False)
+    rows.add_column("table")
+    rows.add_column("rows", justify="right")
+    rows.add_column("concept 0 (unknown code)", justify="right")
+    for table, n in report.rows.items():
+        rows.add_row(table, str(n), str(report.unknown_concept_rows.get(table, "")))
+    console.print(rows)
+    if report.n_rejected:
+        rej = Table(title=f"rejected ({report.n_rejected})", show_edge=False)
+        rej.add_column("where")
+        rej.add_column("resource")
+        rej.add_column("reason")
+        for r in report.rejected[:20]:
+            rej.add_row(r.where, r.resource_key or "", r.reason)
+        console.print(rej)
+        if report.n_rejected > 20:
+            console.print(f"... {report.n_rejected - 20} more (see --report / --quarantine)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from adapter.fhir.ingest import ingest_fhir
+    from adapter.study import load_overlay, load_study
+
+    study = load_study(args.study)
+    overlay = load_overlay(args.overlay, study) if args.overlay else None
+    quarantine = None
+    try:
+        if args.quarantine:
+            try:
+                quarantine = open(args.quarantine, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise BlinaError(f"cannot write {args.quarantine}: {exc.strerror}", hint="check the path") from exc
+        with open_db(args) as db:
+            create_cdm(db)
+            report = ingest_fhir(db, args.paths, site_id=args.site, study=study, overlay=overlay,
+                                 quarantine=quarantine)
+    finally:
+        if quarantine is not None:
+            quarantine.close()
+    if args.report:
+        args.report.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    _print_summary(report, args.quiet)
+    if not report.balanced():  # never expected: would be a bug in the accounting itself
+        raise BlinaError("internal accounting mismatch: read != loaded + skipped + rejected",
+                         hint="rerun with --report and file an issue")
+    return 1 if report.n_rejected else 0

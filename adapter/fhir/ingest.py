@@ -1,0 +1,463 @@
+"""FHIR R4 ingest: Bundles and Bulk Data NDJSON -> OMOP CDM v5.4, through SQL-on-FHIR v2 ViewDefinitions.
+
+Every input resource ends as exactly one of (the accounting identity, checked by
+:meth:`IngestReport.balanced`):
+
+* **loaded**: validated (``fhir.resources`` R4B), flattened by its ViewDefinition, resolved and written;
+* **skipped**: ``not_relevant`` (a type no ViewDefinition maps; only parsed and counted), ``status``
+  (``entered-in-error``/``not-done``/``cancelled``, protocol 3b.3; rows it had from an earlier run are
+  deleted), ``duplicate`` (an identical copy of a resource already read in this run), ``filtered``
+  (dropped by a view's ``where``);
+* **rejected**: with file, line or Bundle entry, resource key and reason (malformed JSON, not an object,
+  no resourceType/id, invalid FHIR, missing or dangling subject, duplicate id with different content,
+  partial or invalid dates, no date, unconvertible values of study variables).
+
+A Bundle is a container, not an input resource; its entries are. The whole run is one transaction:
+it either stores everything it reports as loaded or, when it fails midway (I/O error, interrupt,
+database error), nothing. Reruns are idempotent: rows are keyed by their source resource in
+``{cdm}.blina_lineage`` and replaced (same row ids) when the resource comes again; ``person_id`` is
+stable per (site, Patient id) in ``{cdm}.blina_person_map``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+import pandas as pd
+
+from adapter.db import Database
+from adapter.errors import BlinaError
+from adapter.fhir.ingest_sql import LINEAGE_TABLE, PERSON_MAP_TABLE, SqlContext, ddl_create_support, finalize
+from adapter.fhir.mapper import FhirConfig, ResourceMapper, load_config, load_views
+from adapter.fhir.reader import Item, discover_files, iter_items, read_raw
+from adapter.fhir.viewdef import ViewDefinition
+from adapter.study import SiteOverlay, StudyDefinition, load_study
+
+__all__ = ["IngestReport", "Rejection", "ingest_fhir"]
+
+_FLUSH_ROWS = 20_000
+_MAX_LISTED_REJECTS = 10_000  # the report lists this many; the quarantine file has all of them
+_PROGRESS_EVERY = 10_000
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One rejected input resource. ``location`` is ``line N`` and/or a Bundle entry path."""
+
+    file: str
+    line: int | None
+    entry: str | None
+    resource_key: str | None
+    reason: str
+
+    @property
+    def where(self) -> str:
+        parts = [self.file]
+        if self.line is not None:
+            parts.append(f":{self.line}")
+        if self.entry:
+            parts.append(f"#{self.entry}")
+        return "".join(parts)
+
+
+@dataclass
+class IngestReport:
+    """What happened to every input resource, and what was written."""
+
+    site_id: str
+    files: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    read: int = 0
+    loaded: Counter = field(default_factory=Counter)  # by resource type
+    skipped: dict[str, Counter] = field(
+        default_factory=lambda: {k: Counter() for k in ("not_relevant", "status", "duplicate", "filtered")}
+    )
+    n_rejected: int = 0
+    rejected: list[Rejection] = field(default_factory=list)  # the first _MAX_LISTED_REJECTS
+    rejected_by_reason: Counter = field(default_factory=Counter)
+    rows: dict[str, int] = field(default_factory=dict)  # OMOP rows written per table
+    unknown_concept_rows: dict[str, int] = field(default_factory=dict)
+    top_unknown_codes: list[dict[str, Any]] = field(default_factory=list)
+    deceased_without_date: int = 0
+    seconds: float = 0.0
+
+    @property
+    def n_loaded(self) -> int:
+        return sum(self.loaded.values())
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(sum(c.values()) for c in self.skipped.values())
+
+    def balanced(self) -> bool:
+        """The accounting identity: read = loaded + skipped + rejected."""
+        return self.read == self.n_loaded + self.n_skipped + self.n_rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "site_id": self.site_id,
+            "files": self.files,
+            "skipped_files": self.skipped_files,
+            "resources_read": self.read,
+            "loaded": {"total": self.n_loaded, "by_type": dict(sorted(self.loaded.items()))},
+            "skipped": {
+                "total": self.n_skipped,
+                **{k: dict(sorted(c.items())) for k, c in self.skipped.items()},
+            },
+            "rejected": {
+                "total": self.n_rejected,
+                "by_reason": dict(self.rejected_by_reason.most_common()),
+                "listed": [r.__dict__ for r in self.rejected],
+            },
+            "balanced": self.balanced(),
+            "omop_rows_written": self.rows,
+            "unknown_concept_rows": self.unknown_concept_rows,
+            "top_unknown_codes": self.top_unknown_codes,
+            "deceased_without_date": self.deceased_without_date,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _reason_kind(reason: str) -> str:
+    """A short category for counting (the text up to the first colon or detail)."""
+    for sep in (":", " (", " '"):
+        if sep in reason:
+            reason = reason.split(sep, 1)[0]
+    return reason[:80]
+
+
+_SQL_TYPES = {
+    "duckdb": {"decimal": "DOUBLE", "integer": "BIGINT", "positiveInt": "BIGINT", "unsignedInt": "BIGINT",
+               "integer64": "BIGINT", "boolean": "BOOLEAN"},
+    "postgresql": {"decimal": "DOUBLE PRECISION", "integer": "BIGINT", "positiveInt": "BIGINT",
+                   "unsignedInt": "BIGINT", "integer64": "BIGINT", "boolean": "BOOLEAN"},
+}
+_PD_TYPES = {"DOUBLE": "Float64", "DOUBLE PRECISION": "Float64", "BIGINT": "Int64", "INTEGER": "Int64",
+             "BOOLEAN": "boolean"}
+
+
+class _Stage:
+    """Buffers rows per temporary table and appends them in bulk (COPY / DataFrame append)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.tables: dict[str, tuple[list[str], list[str]]] = {}
+        self.buffers: dict[str, list[tuple]] = {}
+
+    def create(self, name: str, columns: list[tuple[str, str]]) -> None:
+        cols = ", ".join(f"{c} {t}" for c, t in columns)
+        self.db.execute(f"CREATE TEMP TABLE {name} ({cols})")
+        self.tables[name] = ([c for c, _ in columns], [t for _, t in columns])
+        self.buffers[name] = []
+
+    def add(self, name: str, rows: Iterable[tuple]) -> None:
+        buf = self.buffers[name]
+        buf.extend(rows)
+        if len(buf) >= _FLUSH_ROWS:
+            self.flush(name)
+
+    def flush(self, name: str | None = None) -> None:
+        for n in [name] if name else list(self.buffers):
+            buf = self.buffers[n]
+            if not buf:
+                continue
+            cols, types = self.tables[n]
+            df = pd.DataFrame.from_records(buf, columns=cols)
+            for c, t in zip(cols, types, strict=True):
+                pd_type = _PD_TYPES.get(t)
+                if pd_type:
+                    df[c] = df[c].astype(pd_type)
+            self.db.bulk_insert(n, df, cols)
+            buf.clear()
+
+
+def _temp_tables(db: Database) -> list[str]:
+    if db.dialect == "duckdb":
+        rows = db.query(
+            "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '\\_bl\\_%' ESCAPE '\\'"
+        )
+    else:
+        rows = db.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_type = 'LOCAL TEMPORARY' "
+            "AND table_name LIKE '\\_bl\\_%' ESCAPE '\\'"
+        )
+    return [r[0] for r in rows]
+
+
+def _config_tables(
+    stage: _Stage, study: StudyDefinition, overlay: SiteOverlay | None, config: FhirConfig, rtypes: Iterable[str]
+) -> None:
+    v = "VARCHAR"
+    tables: dict[str, tuple[list[tuple[str, str]], list[tuple]]] = {
+        "_bl_cfg_system": ([("system", v), ("vocabulary_id", v)], list(config.systems.items())),
+        "_bl_cfg_var": (
+            [("variable", v), ("vocabulary_id", v), ("code", v), ("descendants", "BOOLEAN")],
+            [(n, c.vocabulary_id, c.code, c.descendants) for n, var in study.variables.items() for c in var.codes],
+        ),
+        "_bl_cfg_var_kind": (
+            [("variable", v), ("kind", v), ("unit_family", v), ("canonical", v), ("units_text", v)],
+            [
+                (
+                    n,
+                    var.value,
+                    var.unit_family,
+                    study.unit_families[var.unit_family].canonical if var.unit_family else None,
+                    ", ".join(study.unit_families[var.unit_family].factors) if var.unit_family else None,
+                )
+                for n, var in study.variables.items()
+            ],
+        ),
+        "_bl_cfg_overlay": (
+            [("variable", v), ("source_value", v), ("system", v), ("unit", v)],
+            [(n, c.source_value, c.system, c.unit) for n, codes in (overlay.variables if overlay else {}).items()
+             for c in codes],
+        ),
+        "_bl_cfg_unit": (
+            [("unit_family", v), ("unit", v)],
+            [(f, u) for f, fam in study.unit_families.items() for u in fam.factors],
+        ),
+        "_bl_cfg_value_set": (
+            [("polarity", v), ("vocabulary_id", v), ("code", v)],
+            [("positive", c.vocabulary_id, c.code) for c in study.value_sets.positive]
+            + [("negative", c.vocabulary_id, c.code) for c in study.value_sets.negative],
+        ),
+        "_bl_cfg_operator": ([("name", v)], [(o,) for o in study.operators]),
+        "_bl_cfg_type": (
+            [("rtype", v), ("concept_name", v)],
+            [(t, config.type_concept_name(t)) for t in sorted({*rtypes, "default"})],
+        ),
+        "_bl_cfg_gender": ([("gender", v), ("code", v)], list(config.gender.items())),
+        "_bl_cfg_obs_category": ([("name", v)], [(c,) for c in config.observation_categories]),
+    }
+    for name, (cols, rows) in tables.items():
+        stage.create(name, cols)
+        stage.add(name, rows)
+
+
+def _view_columns(view: ViewDefinition, dialect: str) -> list[tuple[str, str]]:
+    types = _SQL_TYPES[dialect]
+    return [("sid", "BIGINT"), ("ord", "INTEGER")] + [
+        (c.name, types.get(c.type or "", "VARCHAR")) for c in view.columns
+    ]
+
+
+def ingest_fhir(
+    db: Database,
+    paths: Iterable[str | Path],
+    *,
+    site_id: str,
+    study: StudyDefinition | None = None,
+    overlay: SiteOverlay | None = None,
+    views: dict[str, ViewDefinition] | None = None,
+    config: FhirConfig | None = None,
+    quarantine: TextIO | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Ingest FHIR files/folders into ``db``'s CDM schema for site ``site_id`` (see module doc).
+
+    The CDM tables and a vocabulary must exist (``blina init-db``). ``quarantine``: a text stream that
+    receives one JSON line per rejected resource (``file``, ``line``, ``entry``, ``resource_key``,
+    ``reason``, ``resource``). ``on_progress(n_read)`` is called every few thousand resources; an
+    exception it raises aborts the run and rolls everything back.
+    """
+    t0 = time.perf_counter()
+    study = study or load_study()
+    config = config or load_config()
+    views = views or load_views()
+    if overlay is not None and overlay.site_id != site_id:
+        raise BlinaError(
+            f"the overlay {overlay.source} is for site {overlay.site_id!r}, not {site_id!r}",
+            hint="pass the overlay of this site, or the matching --site",
+        )
+    if not db.table_exists(db.schemas.cdm, "person"):
+        raise BlinaError(f"no OMOP CDM tables in schema {db.schemas.cdm!r} of {db.safe_url}",
+                         hint="run `blina init-db` first (same --db/--cdm-schema/--vocab-schema)")
+    if not db.query(f"SELECT COUNT(*) FROM {db.qualified('vocab', 'concept')}")[0][0]:
+        raise BlinaError(f"the vocabulary schema {db.schemas.vocab!r} has no concepts",
+                         hint="run `blina init-db` (loads the study vocabulary) or load the OHDSI vocabulary")
+    files, skipped_files = discover_files(paths)
+    mapper = ResourceMapper(views, config)
+    report = IngestReport(site_id=site_id, files=[str(f) for f in files], skipped_files=[str(f) for f in skipped_files])
+    ucum_system = next((s for s, voc in config.systems.items() if voc == "UCUM"), None)
+    ctx = SqlContext(
+        cdm=db.q(db.schemas.cdm),
+        vocab=db.q(db.schemas.vocab),
+        site=site_id,
+        ucum_system=ucum_system,
+        ucum_vocabulary=config.systems.get(ucum_system) if ucum_system else None,
+        mrn_system=overlay.patient_identifier_system if overlay else None,
+        gender_vocabulary=config.gender_vocabulary,
+        operator_domain=config.operator_domain,
+        type_vocabulary=config.type_concept_vocabulary,
+    )
+    run = _Run(db, mapper, report, quarantine, on_progress)
+    with db.transaction():
+        for stmt in ddl_create_support(db):
+            db.execute(stmt)
+        for name in _temp_tables(db):
+            db.execute(f"DROP TABLE IF EXISTS {name}")
+        stage = _Stage(db)
+        run.stage = stage
+        _config_tables(stage, study, overlay, config, mapper.relevant)
+        for name, view in views.items():
+            stage.create(f"_bl_s_{name}", _view_columns(view, db.dialect))
+        stage.create("_bl_res", [("sid", "BIGINT"), ("rtype", "VARCHAR"), ("source_key", "VARCHAR"),
+                                 ("subject_key", "VARCHAR"), ("file_idx", "INTEGER"), ("line", "INTEGER"),
+                                 ("entry", "VARCHAR")])
+        for file_idx, path in enumerate(files):
+            run.read_file(path, file_idx)
+        if on_progress:
+            on_progress(report.read)
+        stage.create("_bl_cfg_file", [("file_idx", "INTEGER"), ("path", "VARCHAR")])
+        stage.add("_bl_cfg_file", list(enumerate(report.files)))
+        stage.create("_bl_cfg_conflict", [("source_key", "VARCHAR")])
+        stage.add("_bl_cfg_conflict", [(k,) for k in run.conflicts if run.seen[k][1] == "staged"])
+        stage.create("_bl_cfg_rejected_patient", [("patient_key", "VARCHAR")])
+        stage.add("_bl_cfg_rejected_patient", [(k,) for k in run.rejected_patients])
+        stage.create("_bl_cfg_tombstone", [("source_key", "VARCHAR")])
+        stage.add("_bl_cfg_tombstone", [(k,) for k in run.tombstones])
+        stage.flush()
+        result = finalize(db, ctx)
+        seen_sid: set[int] = set()
+        for sid, key, file_idx, line, entry, reason in result["late_rejects"]:
+            if sid in seen_sid:
+                continue  # several problems: the first (by step) is reported
+            seen_sid.add(sid)
+            run.reject(report.files[file_idx], line, entry, key, reason, resource=_LATE)
+        for name in _temp_tables(db):
+            db.execute(f"DROP TABLE IF EXISTS {name}")
+    report.loaded.update(result["loaded_by_type"])
+    report.rows = result["rows"]
+    report.unknown_concept_rows = result["unknown_concept_rows"]
+    report.top_unknown_codes = result["top_unknown_codes"]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+_LATE = object()  # marker: re-read the resource from its file for the quarantine
+
+
+class _Run:
+    """Mutable state of one ingest run (the per-resource hot path lives in :meth:`read_file`)."""
+
+    def __init__(self, db: Database, mapper: ResourceMapper, report: IngestReport, quarantine: TextIO | None,
+                 on_progress: Callable[[int], None] | None) -> None:
+        self.db = db
+        self.mapper = mapper
+        self.report = report
+        self.quarantine = quarantine
+        self.on_progress = on_progress
+        self.stage: _Stage | None = None
+        self.sid = 0
+        # key -> (content hash, outcome, location) for relevant resources only (bounded by their count)
+        self.seen: dict[str, tuple[int, str, str]] = {}
+        self.conflicts: set[str] = set()
+        self.rejected_patients: set[str] = set()
+        self.tombstones: list[str] = []
+
+    def reject(self, file: str, line: int | None, entry: str | None, key: str | None, reason: str,
+               resource: Any = None) -> None:
+        rep = self.report
+        rep.n_rejected += 1
+        rep.rejected_by_reason[_reason_kind(reason)] += 1
+        rej = Rejection(file, line, entry, key, reason)
+        if len(rep.rejected) < _MAX_LISTED_REJECTS:
+            rep.rejected.append(rej)
+        if self.quarantine is not None:
+            if resource is _LATE:
+                resource = read_raw(file, line, entry)
+            rec = {**rej.__dict__, "resource": resource}
+            self.quarantine.write(orjson.dumps(rec).decode() + "\n")
+
+    def read_file(self, path: Path, file_idx: int) -> None:
+        report, mapper, seen, stage = self.report, self.mapper, self.seen, self.stage
+        assert stage is not None
+        not_relevant = report.skipped["not_relevant"]
+        skipped_counts: dict[str, int] = {}
+        progress_at = (report.read // _PROGRESS_EVERY + 1) * _PROGRESS_EVERY
+        base_read = report.read
+        n_items = 0
+        dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
+        for item in iter_items(path, mapper.relevant, skipped_counts):
+            n_items += 1
+            res = item.resource
+            if res is None:
+                self.reject(item.file, item.line, item.entry, None, item.error or "unreadable", item.raw)
+                continue
+            rtype = res.get("resourceType")
+            if not isinstance(rtype, str):
+                self.reject(item.file, item.line, item.entry, None, "not a FHIR resource: no resourceType", res)
+                continue
+            rid = res.get("id") or item.fallback_id
+            if not isinstance(rid, str) or not rid:
+                self.reject(item.file, item.line, item.entry, None, f"{rtype} has no id", res)
+                continue
+            res["id"] = rid
+            key = f"{rtype}/{rid}"
+            digest = hash(dumps(res, option=sort_keys))
+            prev = seen.get(key)
+            if prev is not None:
+                self._repeat(item, key, digest, prev, res)
+            else:
+                self._one(item, res, rtype, key, digest, file_idx)
+            if base_read + n_items + sum(skipped_counts.values()) >= progress_at and self.on_progress:
+                self.on_progress(base_read + n_items + sum(skipped_counts.values()))
+                progress_at += _PROGRESS_EVERY
+        for t, n in skipped_counts.items():
+            not_relevant[t] += n
+        report.read += n_items + sum(skipped_counts.values())
+
+    def _where(self, item: Item) -> str:
+        return item.location
+
+    def _repeat(self, item: Item, key: str, digest: int, prev: tuple[int, str, str], res: dict) -> None:
+        pdigest, pstate, ploc = prev
+        if pdigest == digest:
+            if pstate == "rejected":
+                self.reject(item.file, item.line, item.entry, key, f"identical copy of {key} rejected at {ploc}", res)
+            else:
+                self.report.skipped["duplicate"][res["resourceType"]] += 1
+            return
+        self.conflicts.add(key)
+        self.reject(item.file, item.line, item.entry, key,
+                    f"duplicate id {key} with different content (first at {ploc}): all copies rejected", res)
+
+    def _one(self, item: Item, res: dict, rtype: str, key: str, digest: int, file_idx: int) -> None:
+        report = self.report
+        loc = item.location
+        status = self.mapper.status_skip(res)
+        if status is not None:
+            report.skipped["status"][rtype] += 1
+            self.tombstones.append(key)
+            self.seen[key] = (digest, "skipped", loc)
+            return
+        result = self.mapper.map(res, key, item.refs)
+        if result.status == "rejected":
+            self.seen[key] = (digest, "rejected", loc)
+            if rtype == "Patient":
+                self.rejected_patients.add(res["id"])
+            self.reject(item.file, item.line, item.entry, key, result.reason or "rejected", res)
+            return
+        if result.status == "skipped":
+            self.seen[key] = (digest, "skipped", loc)
+            report.skipped["filtered"][rtype] += 1
+            return
+        self.seen[key] = (digest, "staged", loc)
+        self.sid += 1
+        sid = self.sid
+        stage = self.stage
+        assert stage is not None and result.rows is not None
+        for name, rows in result.rows.items():
+            stage.add(f"_bl_s_{name}", [(sid, i, *row) for i, row in enumerate(rows)])
+        if rtype == "Patient" and "deceasedBoolean" in res and res.get("deceasedBoolean") is True:
+            report.deceased_without_date += 1
+        stage.add("_bl_res", [(sid, rtype, key, result.subject, file_idx, item.line, item.entry)])
+
+
+__all__ += ["LINEAGE_TABLE", "PERSON_MAP_TABLE"]

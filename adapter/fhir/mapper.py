@@ -1,0 +1,313 @@
+"""Per-resource work of the FHIR ingest: status filter, validation, ViewDefinition rows, reference and date checks.
+
+Grain: :meth:`ResourceMapper.map` takes one parsed resource of a study-relevant type and returns either
+the flat rows of its ViewDefinition (ready to stage, one tuple per view row) or the reason it is skipped
+or rejected. Nothing here touches the database: resolution of codes, persons and cross-resource
+references happens later in SQL over the staged rows (``adapter.fhir.ingest_sql``).
+
+What is declarative lives in ``mappings/fhir/``: the ViewDefinitions (which elements; one per resource
+type; the set of their ``resource`` types *is* the set of study-relevant types) and ``systems.yaml``
+(code systems, status rules, OMOP names). The conventions this module relies on are:
+
+* column ``id`` is the resource id; ``subject_ref`` is the Patient reference (required when present);
+  every ``*_ref`` column is a reference, normalised to ``Type/id``;
+* columns of type ``date``/``dateTime``/``instant`` must carry a full calendar date (see
+  :data:`PARTIAL_DATE_RULE`) unless tagged ``partial_date: allowed``;
+* a MedicationAdministration ``medication_ref`` of ``#id`` names a contained Medication, flattened by
+  the Medication view under the key ``<MedicationAdministration key>#id``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from adapter.errors import BlinaError
+from adapter.fhir.reader import normalize_reference
+from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, load_view
+from adapter.resources import mappings_dir
+
+__all__ = [
+    "PARTIAL_DATE_RULE",
+    "FhirConfig",
+    "MapResult",
+    "ResourceMapper",
+    "load_config",
+    "load_views",
+]
+
+PARTIAL_DATE_RULE = (
+    "a date element the mapping uses must be a full calendar date (YYYY-MM-DD or a dateTime); "
+    "a partial date (YYYY or YYYY-MM) rejects the resource, except Patient.birthDate (year/month only)"
+)
+_DATE_TYPES = frozenset({"date", "dateTime", "instant"})
+
+
+@dataclass(frozen=True)
+class FhirConfig:
+    """``mappings/fhir/systems.yaml``, validated."""
+
+    systems: dict[str, str]
+    gender: dict[str, str]
+    not_done_status: frozenset[str]
+    status_elements: dict[str, str]
+    gender_vocabulary: str
+    operator_domain: str
+    type_concept_vocabulary: str
+    type_concepts: dict[str, str]
+    observation_categories: tuple[str, ...]
+    source: str
+
+    def status_element(self, resource_type: str) -> str:
+        return self.status_elements.get(resource_type, self.status_elements.get("default", "status"))
+
+    def type_concept_name(self, resource_type: str) -> str:
+        return self.type_concepts.get(resource_type, self.type_concepts["default"])
+
+
+def load_config(path: str | Path | None = None) -> FhirConfig:
+    """Read ``systems.yaml`` (default: the packaged one); a wrong shape raises BlinaError naming the key."""
+    p = Path(path) if path else mappings_dir() / "fhir" / "systems.yaml"
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise BlinaError(f"{p}: cannot read ({exc})", hint="fix or restore mappings/fhir/systems.yaml") from exc
+
+    def need(obj: Any, key: str, kind: type, where: str) -> Any:
+        val = obj.get(key) if isinstance(obj, dict) else None
+        if not isinstance(val, kind):
+            raise BlinaError(f"{p}: {where}{key}: expected a {kind.__name__}", hint="see the comments in systems.yaml")
+        return val
+
+    omop = need(raw, "omop", dict, "")
+    types = need(omop, "type_concepts", dict, "omop.")
+    if "default" not in types:
+        raise BlinaError(f"{p}: omop.type_concepts.default: missing", hint="name the default Type Concept, e.g. EHR")
+    return FhirConfig(
+        systems={str(k): str(v) for k, v in need(raw, "systems", dict, "").items()},
+        gender={str(k): str(v) for k, v in need(raw, "gender", dict, "").items()},
+        not_done_status=frozenset(str(s) for s in need(raw, "not_done_status", list, "")),
+        status_elements={str(k): str(v) for k, v in (raw.get("status_elements") or {}).items()},
+        gender_vocabulary=str(need(omop, "gender_vocabulary", str, "omop.")),
+        operator_domain=str(need(omop, "operator_domain", str, "omop.")),
+        type_concept_vocabulary=str(need(omop, "type_concept_vocabulary", str, "omop.")),
+        type_concepts={str(k): str(v) for k, v in types.items()},
+        observation_categories=tuple(str(c) for c in omop.get("observation_categories") or ()),
+        source=str(p),
+    )
+
+
+# The staged views the SQL step reads, by name (file mappings/fhir/<name>.json).
+VIEW_NAMES: tuple[str, ...] = (
+    "patient",
+    "encounter",
+    "condition",
+    "medication",
+    "medication_administration",
+    "observation",
+    "procedure",
+)
+
+
+def load_views(folder: str | Path | None = None) -> dict[str, ViewDefinition]:
+    """Compile the ingest's ViewDefinitions, keyed by view name (= file stem)."""
+    d = Path(folder) if folder else mappings_dir() / "fhir"
+    views = {}
+    for name in VIEW_NAMES:
+        path = d / f"{name}.json"
+        try:
+            view = load_view(path)
+        except ViewDefinitionError as exc:
+            raise BlinaError(str(exc), hint="fix the ViewDefinition in mappings/fhir/") from exc
+        if "id" not in view.column_names:
+            raise BlinaError(f"{path}: the view needs a column named 'id' (path: id)", hint="add it")
+        views[name] = view
+    by_type = {}
+    for name, view in views.items():
+        if view.resource in by_type:
+            raise BlinaError(f"{d}: views {by_type[view.resource]} and {name} both map {view.resource}",
+                             hint="keep one view per resource type")
+        by_type[view.resource] = name
+    return views
+
+
+@cache
+def _model(resource_type: str) -> Any:
+    # R4B models explicitly (fhir.resources' default package is R5).
+    from fhir.resources.R4B import get_fhir_model_class
+
+    return get_fhir_model_class(resource_type)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    errs = exc.errors()
+    first = errs[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__") or "(resource)"
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"invalid FHIR R4: {loc}: {first.get('msg', 'invalid')}{more}"
+
+
+@dataclass(slots=True)
+class MapResult:
+    """Outcome of one resource: ``status`` is ``staged``, ``skipped`` or ``rejected``.
+
+    ``rows``: for ``staged``, view name -> list of row tuples (in the view's column order);
+    ``reason``: why skipped/rejected; ``subject``: the ``Patient/id`` the resource belongs to.
+    """
+
+    status: str
+    reason: str | None = None
+    rows: dict[str, list[tuple]] | None = None
+    subject: str | None = None
+
+
+class ResourceMapper:
+    """Maps one resource at a time (see module doc). Build once per run; ``map`` is the hot path."""
+
+    def __init__(self, views: dict[str, ViewDefinition], config: FhirConfig, *, validate: bool = True) -> None:
+        self.views = views
+        self.config = config
+        self.validate = validate
+        self.view_of_type: dict[str, str] = {v.resource: n for n, v in views.items()}
+        self.relevant: frozenset[str] = frozenset(self.view_of_type)
+        self._plans = {name: self._plan(view) for name, view in views.items()}
+
+    @staticmethod
+    def _plan(view: ViewDefinition) -> dict[str, Any]:
+        cols = view.column_names
+        dates = [
+            c.name
+            for c in view.columns
+            if c.type in _DATE_TYPES and ("partial_date", "allowed") not in c.tags
+        ]
+        return {
+            "cols": cols,
+            "refs": [c for c in cols if c.endswith("_ref")],
+            "dates": dates,
+            "birth": [c.name for c in view.columns if ("partial_date", "allowed") in c.tags],
+            "subject": "subject_ref" in cols,
+        }
+
+    def _not_done(self, resource: dict[str, Any]) -> str | None:
+        element = self.config.status_element(resource["resourceType"])
+        value = resource.get(element)
+        if isinstance(value, str):
+            return value if value in self.config.not_done_status else None
+        if isinstance(value, dict):
+            for coding in value.get("coding") or ():
+                code = coding.get("code") if isinstance(coding, dict) else None
+                if code in self.config.not_done_status:
+                    return code
+        return None
+
+    def status_skip(self, resource: dict[str, Any]) -> str | None:
+        """The not-done status of a resource (protocol 3b.3), or None."""
+        return self._not_done(resource)
+
+    def map(self, resource: dict[str, Any], key: str, refs: dict[str, str] | None) -> MapResult:
+        """Validate and flatten one resource of a relevant type (``key`` = ``Type/id``)."""
+        rtype = resource["resourceType"]
+        if self.validate:
+            try:
+                _model(rtype).model_validate(resource)
+            except ValidationError as exc:
+                return MapResult("rejected", _validation_message(exc))
+            except (TypeError, ValueError) as exc:  # fhir_core raises plain ValueErrors for some checks
+                return MapResult("rejected", f"invalid FHIR R4: {exc}")
+        name = self.view_of_type[rtype]
+        view = self.views[name]
+        plan = self._plans[name]
+        try:
+            rows = view.rows(resource)
+        except ViewDefinitionError as exc:
+            return MapResult("rejected", f"cannot flatten with mappings/fhir/{name}.json: {exc}")
+        if not rows:
+            return MapResult("skipped", f"filtered out by the where clause of mappings/fhir/{name}.json")
+        first = rows[0]
+        for col in plan["dates"]:
+            for row in rows:
+                why = _date_problem(row[col])
+                if why:
+                    return MapResult("rejected", f"{why} {row[col]!r} in {col}: {PARTIAL_DATE_RULE}")
+        for col in plan["birth"]:
+            why = _date_problem(first[col], partial_ok=True)
+            if why:
+                return MapResult("rejected", f"{why} {first[col]!r} in {col}")
+        subject = None
+        if plan["subject"]:
+            raw = first["subject_ref"]
+            if raw is None:
+                return MapResult("rejected", "missing subject: no subject.reference to a Patient")
+            subject = normalize_reference(raw, refs)
+            if subject is None:
+                return MapResult("rejected", f"subject reference {raw!r} cannot be resolved"
+                                             + (" in its Bundle" if raw.startswith("urn:") else ""))
+            if not subject.startswith("Patient/"):
+                return MapResult("rejected", f"subject {subject} is not a Patient")
+        staged: dict[str, list[tuple]] = {}
+        for col in plan["refs"]:
+            raw = first[col]
+            if raw is None or col == "subject_ref":
+                continue
+            norm = normalize_reference(raw, refs)
+            if norm is None:
+                return MapResult("rejected", f"{col} {raw!r} cannot be resolved")
+            if norm.startswith("#"):
+                if col != "medication_ref":
+                    norm = None  # contained targets other than Medication are not used
+                else:
+                    norm = self._contained_medication(resource, key, norm[1:], staged)
+                    if norm is None:
+                        return MapResult(
+                            "rejected", f"medicationReference {raw!r}: no contained Medication with that id"
+                        )
+            for row in rows:
+                row[col] = norm
+        if plan["subject"]:
+            for row in rows:
+                row["subject_ref"] = subject
+        cols = plan["cols"]
+        staged[name] = [tuple(row[c] for c in cols) for row in rows]
+        return MapResult("staged", rows=staged, subject=subject)
+
+    def _contained_medication(
+        self, resource: dict[str, Any], key: str, cid: str, staged: dict[str, list[tuple]]
+    ) -> str | None:
+        for c in resource.get("contained") or ():
+            if isinstance(c, dict) and c.get("resourceType") == "Medication" and c.get("id") == cid:
+                name = self.view_of_type.get("Medication")
+                if name is None:
+                    return None
+                ckey = f"{key}#{cid}"
+                rows = self.views[name].rows({**c, "id": ckey})
+                cols = self._plans[name]["cols"]
+                staged.setdefault(name, []).extend(tuple(r[k] for k in cols) for r in rows)
+                return f"Medication/{ckey}"
+        return None
+
+
+def _date_problem(value: Any, *, partial_ok: bool = False) -> str | None:
+    """Why a FHIR date/dateTime string cannot give a calendar date (None when it can, or is absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return "not a date"
+    if len(value) < 10:
+        if partial_ok and len(value) in (4, 7):
+            try:
+                dt.date(int(value[:4]), int(value[5:7]) if len(value) == 7 else 1, 1)
+                return None
+            except ValueError:
+                return "not a valid date"
+        return "partial date"
+    try:
+        dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return "not a valid calendar date"
+    return None

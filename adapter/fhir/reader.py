@@ -1,0 +1,285 @@
+"""Stream FHIR R4 input: Bundles, single resources and Bulk Data NDJSON (plain or ``.gz``), in folders.
+
+Grain: :func:`iter_items` yields one :class:`Item` per *input resource*: an NDJSON line, a Bundle entry,
+or a single-resource JSON file. A Bundle is a container, not an input resource: its entries are (nested
+Bundles are expanded the same way). A unit that cannot be read as a resource (malformed JSON, a line that
+is not a JSON object, a Bundle entry without ``resource``) is still one item, with ``resource=None`` and
+``error`` set, so the caller can account for it.
+
+With ``relevant`` given, a resource of any other type is only counted (in ``skipped``, by type) and not
+yielded: the hot path for noise is one ``orjson.loads`` and one set lookup.
+
+Memory: NDJSON is read line by line; a Bundle file is parsed whole (one patient's record) and dropped
+before the next file. Nothing is retained between items except the current Bundle's fullUrl map.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from adapter.errors import BlinaError
+
+__all__ = ["INPUT_SUFFIXES", "Item", "discover_files", "iter_items", "normalize_reference", "read_raw"]
+
+# File name endings the reader takes (lower case); anything else in a folder is listed as skipped.
+INPUT_SUFFIXES: tuple[str, ...] = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
+_LINE_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+
+
+@dataclass(slots=True)
+class Item:
+    """One input resource (or the unreadable remains of one).
+
+    ``line``: 1-based NDJSON line (None for .json files); ``offset``: byte offset of that line in the
+    (decompressed) file; ``entry``: the Bundle entry path, e.g. ``entry[3]`` (None outside Bundles);
+    ``refs``: the enclosing Bundle's ``fullUrl -> "Type/id"`` map (None outside Bundles);
+    ``raw``: the undecodable text, for unreadable items; ``fallback_id``: the id a Bundle entry gets from
+    its ``urn:uuid`` fullUrl or ``request.url`` when the resource itself has none (transaction Bundles).
+    """
+
+    resource: dict[str, Any] | None
+    file: str
+    line: int | None = None
+    offset: int | None = None
+    entry: str | None = None
+    error: str | None = None
+    refs: dict[str, str] | None = None
+    fallback_id: str | None = None
+    raw: str | None = None
+
+    @property
+    def location(self) -> str:
+        """``file:line`` or ``file#entry[i]`` (or just the file)."""
+        if self.line is not None:
+            where = f"{self.file}:{self.line}"
+            return f"{where}#{self.entry}" if self.entry else where
+        return f"{self.file}#{self.entry}" if self.entry else self.file
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix in INPUT_SUFFIXES:
+        if name.endswith(suffix):
+            return "lines" if suffix in _LINE_SUFFIXES else "json"
+    return None
+
+
+def discover_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Expand files and folders (recursively, sorted) into (input files, skipped files).
+
+    Raises :class:`BlinaError` for a path that does not exist.
+    """
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for child in sorted(c for c in p.rglob("*") if c.is_file()):
+                (files if _kind(child) else skipped).append(child)
+        elif p.is_file():
+            # A file named explicitly is read even with an unusual suffix: as NDJSON unless it is .json.
+            files.append(p)
+        else:
+            raise BlinaError(f"{p}: no such file or folder", hint="pass FHIR Bundle/NDJSON files or folders of them")
+    return files, skipped
+
+
+def _open(path: Path):
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+
+
+def normalize_reference(ref: str, refs: dict[str, str] | None) -> str | None:
+    """``"Type/id"`` for a reference string, or None when it cannot be resolved.
+
+    Handles relative (``Patient/x``), absolute (``https://host/fhir/Patient/x``), versioned
+    (``.../_history/2``) and, inside a Bundle, ``urn:uuid:``/``urn:oid:`` or absolute fullUrls.
+    Contained references (``#x``) are returned unchanged for the caller to resolve.
+    """
+    if refs is not None:
+        hit = refs.get(ref)
+        if hit is not None:
+            return hit
+    if ref.startswith("#"):
+        return ref
+    if ref.startswith("urn:"):
+        return None
+    parts = ref.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2 or not parts[-1] or not parts[-2][:1].isupper():
+        return None
+    return f"{parts[-2]}/{parts[-1]}"
+
+
+def _bundle_refs(entries: list[Any]) -> dict[str, str]:
+    refs: dict[str, str] = {}
+    for e in entries:
+        if not isinstance(e, dict):
+            continue
+        res, full = e.get("resource"), e.get("fullUrl")
+        if isinstance(res, dict) and isinstance(full, str):
+            rid = res.get("id") or _fallback_id(e)
+            if isinstance(res.get("resourceType"), str) and rid:
+                refs[full] = f"{res['resourceType']}/{rid}"
+    return refs
+
+
+def _fallback_id(entry: dict[str, Any]) -> str | None:
+    full = entry.get("fullUrl")
+    if isinstance(full, str) and full.startswith("urn:uuid:"):
+        return full[len("urn:uuid:") :]
+    req = entry.get("request")
+    url = req.get("url") if isinstance(req, dict) else None
+    if isinstance(url, str):
+        parts = url.split("?")[0].rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-1]:
+            return parts[-1]
+    return None
+
+
+def _expand(
+    resource: dict[str, Any], file: str, line: int | None, offset: int | None, prefix: str, keep: _Keep
+) -> Iterator[Item]:
+    """Yield a resource, or the entries of a Bundle (recursively)."""
+    if resource.get("resourceType") != "Bundle":
+        if keep(resource):
+            yield Item(resource, file, line, offset, prefix or None)
+        return
+    entries = resource.get("entry", [])
+    if not isinstance(entries, list):
+        yield Item(None, file, line, offset, prefix or None, error="Bundle.entry is not a list")
+        return
+    refs = _bundle_refs(entries)
+    for i, e in enumerate(entries):
+        where = f"{prefix}.entry[{i}]" if prefix else f"entry[{i}]"
+        res = e.get("resource") if isinstance(e, dict) else None
+        if not isinstance(res, dict):
+            method = e.get("request", {}).get("method") if isinstance(e, dict) else None
+            why = f"Bundle entry has no resource (request {method})" if method else "Bundle entry has no resource"
+            yield Item(None, file, line, offset, where, error=why)
+        elif res.get("resourceType") == "Bundle":
+            yield from _expand(res, file, line, offset, where + ".resource", keep)
+        elif keep(res):
+            yield Item(res, file, line, offset, where, refs=refs, fallback_id=_fallback_id(e))
+
+
+def _json_error(exc: orjson.JSONDecodeError) -> str:
+    return f"malformed JSON ({exc.msg} at column {exc.colno})"
+
+
+class _Keep:
+    """Decides whether a resource is yielded; counts the others by type in ``skipped``."""
+
+    __slots__ = ("relevant", "skipped")
+
+    def __init__(self, relevant: frozenset[str] | None, skipped: dict[str, int] | None) -> None:
+        self.relevant = relevant
+        self.skipped = skipped if skipped is not None else {}
+
+    def __call__(self, resource: dict[str, Any]) -> bool:
+        rtype = resource.get("resourceType")
+        if self.relevant is None or rtype in self.relevant or not isinstance(rtype, str):
+            return True  # a missing resourceType is yielded: the caller rejects it
+        self.skipped[rtype] = self.skipped.get(rtype, 0) + 1
+        return False
+
+
+def iter_items(
+    path: Path, relevant: frozenset[str] | None = None, skipped: dict[str, int] | None = None
+) -> Iterator[Item]:
+    """Yield the input resources of one file (see module doc). File-level I/O failures raise BlinaError.
+
+    ``relevant``: resource types to yield (None: all); others are counted in ``skipped`` by type.
+    """
+    file = str(path)
+    loads = orjson.loads
+    keep = _Keep(relevant, skipped)
+    wanted = relevant if relevant is not None else None
+    try:
+        if _kind(path) == "json":
+            with _open(path) as fh:
+                data = fh.read()
+            try:
+                res = loads(data)
+            except orjson.JSONDecodeError as exc:
+                yield Item(None, file, error=f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+                           raw=data[:2000].decode("utf-8", "replace"))
+                return
+            if not isinstance(res, dict):
+                yield Item(None, file, error=f"not a FHIR resource (a JSON {type(res).__name__}, not an object)")
+                return
+            yield from _expand(res, file, None, None, "", keep)
+            return
+        offset = 0
+        with _open(path) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                start = offset
+                offset += len(raw)
+                try:
+                    res = loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    if raw.strip():
+                        yield Item(None, file, lineno, start, error=_json_error(exc),
+                                   raw=raw[:2000].decode("utf-8", "replace").rstrip("\n"))
+                    continue  # a blank line is not a resource
+                if res.__class__ is dict:
+                    rtype = res.get("resourceType")
+                    # hot path: noise is counted by type and dropped without building an Item
+                    if wanted is not None and rtype not in wanted and rtype.__class__ is str and rtype != "Bundle":
+                        keep.skipped[rtype] = keep.skipped.get(rtype, 0) + 1
+                    elif rtype == "Bundle":
+                        yield from _expand(res, file, lineno, start, "", keep)
+                    else:
+                        yield Item(res, file, lineno, start)
+                else:
+                    yield Item(None, file, lineno, start, error=f"not a FHIR resource (a JSON {type(res).__name__})",
+                               raw=raw[:2000].decode("utf-8", "replace").rstrip("\n"))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BlinaError(
+            f"{file}: cannot read the file ({exc}); nothing from this run was stored",
+            hint="check the file (a truncated .gz must be exported again) and rerun",
+        ) from exc
+
+
+def read_raw(path: str, line: int | None, entry: str | None) -> Any:
+    """Re-read one input unit (for the quarantine file): the NDJSON line or the Bundle entry, as JSON."""
+    p = Path(path)
+    try:
+        if line is not None:
+            with _open(p) as fh:
+                for i, raw in enumerate(fh, 1):  # noqa: B007 - raw is the wanted line after the break
+                    if i == line:
+                        break
+                else:
+                    return None
+            try:
+                data: Any = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return raw.decode("utf-8", "replace").rstrip("\n")
+        else:
+            with _open(p) as fh:
+                blob = fh.read()
+            try:
+                data = orjson.loads(blob)
+            except orjson.JSONDecodeError:
+                return blob.decode("utf-8", "replace")
+        if entry:
+            for step in entry.split("."):
+                if step == "resource":
+                    data = data["resource"]
+                else:
+                    data = data["entry"][int(step[len("entry[") : -1])]
+            if isinstance(data, dict) and isinstance(data.get("resource"), dict):
+                data = data["resource"]
+        return data
+    except (OSError, EOFError, zlib.error, KeyError, IndexError, TypeError, ValueError):
+        return None
