@@ -2,11 +2,14 @@
 
 Plausible, not realistic: statuses, binary covariates with NULLs, integer-day survival with
 ties (events land on weekly visits, non-responders fail at day 0), T-cell counts at the
-reporting precision (2 decimals, 10^9/L) and cytokine peaks (pg/mL). No dates: the pooled
-analyses never read them. Columns follow study-protocol section 4 (dates and lineage omitted).
+reporting precision (2 decimals, 10^9/L) and cytokine peaks (pg/mL). Columns are those of
+study-protocol section 4 (lineage omitted), dates included, so tests can check that no date or
+source id reaches a results package.
 """
 
 from __future__ import annotations
+
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -45,12 +48,14 @@ def simulate_site(
     os_days = np.where(os_event, np.ceil(death_t), np.floor(t_cens)).astype(int)
     os_days = np.maximum(os_days, efs_days)
 
+    index = [date(2018, 1, 1) + timedelta(days=int(d)) for d in rng.integers(0, 1800, n)]
     patient = pd.DataFrame({
         "site_id": site_id,
         "person_id": pid.astype("int64"),
         "person_source_value": [f"MRN{site_id}{p}" for p in pid],
         "sex": sex,
         "age_at_index_years": age,
+        "index_date": index,
         "n_courses": rng.integers(1, 5, n),
         "indication": np.where(referral == "R/R", "R/R",
                                np.where(referral == "CR-MRDpos", "CR-MRDpos", "chemo_delay")),
@@ -65,9 +70,12 @@ def simulate_site(
         "os_event": os_event,
         "os_days": os_days,
     })  # fmt: skip
+    patient["last_followup"] = [i + timedelta(days=int(d)) for i, d in zip(index, os_days,
+                                                                           strict=True)]
 
     rows = []
     for i in range(n):
+        start = index[i]
         for k in range(1, int(patient.at[i, "n_courses"]) + 1):
             if k == 1:
                 pre = referral[i] if not burden[i] else rng.choice(["R/R", "CR-MRDpos",
@@ -80,11 +88,19 @@ def simulate_site(
             cr = bool(rng.random() < p_cr) if pre in ("R/R", "CR-MRDpos") and assessed else None
             maint = bool(rng.random() < 0.97) if pre == "CR-MRDneg" and assessed else None
             hm = bool(high_mrd1[i]) if k == 1 else bool(rng.random() < 0.3)
+            days = int(rng.integers(20, 29))
+            pre_mrd = None if pre == "R/R" else float(rng.choice([0.0, 1e-4, 5e-4, 2e-3]))
+            post = ("NE" if not assessed else
+                    "CR-MRDneg" if (cr or maint) else "CR-MRDpos" if pre != "R/R" else "R/R")
             rec = {
                 "site_id": site_id, "person_id": int(pid[i]),
                 "person_source_value": patient.at[i, "person_source_value"],
-                "course_number": k, "infusion_days": int(rng.integers(20, 29)),
-                "pre_status": pre, "cr": cr, "mrd_maintained": maint,
+                "course_number": k, "course_start": start,
+                "course_end": start + timedelta(days=days - 1), "infusion_days": days,
+                "pre_status": pre, "pre_mrd": pre_mrd,
+                "pre_blasts_pct": round(float(rng.uniform(5, 60)), 1) if pre == "R/R" else 1.0,
+                "post_status": post, "post_mrd": 0.0 if post == "CR-MRDneg" else None,
+                "cr": cr, "mrd_maintained": maint,
                 "high_mrd": None if pre == "CR-MRDneg" and rng.random() < 0.1 else hm,
                 "cd19_loss": None if rng.random() < 0.15 else bool(rng.random() < 0.2),
                 "crs_max_grade": None, "icans_max_grade": None,
@@ -98,6 +114,7 @@ def simulate_site(
                 rec[f"{c}_peak"] = None if rng.random() < 0.1 else round(
                     float(rng.lognormal(mu + (0.4 if cr is False else 0.0), 1.0)), 2)  # fmt: skip
             rows.append(rec)
+            start = start + timedelta(days=days + int(rng.integers(14, 60)))
     course = pd.DataFrame(rows)
     for col in ("cr", "mrd_maintained", "high_mrd", "cd19_loss"):
         course[col] = course[col].astype("boolean")
