@@ -458,6 +458,20 @@ def persist(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
     columns = {"study_params": _params_columns(study), **_INPUT_COLUMNS}
     rendered = render(study, overlay, db, site_id=sid, _tables=schema)
     created: list[str] = []
+    try:
+        _persist(db, q, schema, inline, binds, columns, rendered, created)
+    except BlinaError:
+        raise
+    except Exception as exc:  # permission denied, read-only database, ...: say where and why
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise BlinaError(f"cannot create the study views in schema {schema!r} on {db.safe_url}: {reason}",
+                         hint="--results-schema needs a schema the role may CREATE in; "
+                         "without it, blina build creates nothing") from exc
+    return created
+
+
+def _persist(db: Database, q: str, schema: str, inline: dict[str, str], binds: dict[str, Any],
+             columns: dict[str, list[tuple[str, str]]], rendered: RenderedSQL, created: list[str]) -> None:
     with db.transaction():
         db.execute(f"create schema if not exists {q}")
         for out in OUTPUTS:
@@ -472,7 +486,6 @@ def persist(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
         for out in OUTPUTS:
             db.execute(f"create view {q}.{quote_ident(out)} as\n{rendered.queries[out]}")
             created.append(f"{schema}.{out}")
-    return created
 
 
 _FINGERPRINT_TABLES: dict[str, str | None] = {
