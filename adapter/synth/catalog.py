@@ -148,6 +148,31 @@ class Catalog:
                 return c.vocabulary_id, c.code
         raise BlinaError(f"no RxNorm ingredient {name!r} in study_concepts.csv")
 
+    @cached_property
+    def _variable_index(self) -> dict[tuple[str, str], set[str]]:
+        index: dict[tuple[str, str], set[str]] = {}
+        for name, var in self.study.variables.items():
+            for c in var.codes:
+                index.setdefault((c.vocabulary_id, c.code), set()).add(name)
+                concept = self.concept(c.vocabulary_id, c.code)
+                if c.descendants and concept is not None:
+                    for d in self._descendants.get(concept.concept_id, []):
+                        dc = self._by_id[d]
+                        index.setdefault((dc.vocabulary_id, dc.code), set()).add(name)
+        return index
+
+    def variables_of(self, vocabulary_id: str, code: str) -> set[str]:
+        """The study variables a code belongs to (descendants included; C91.02 is both
+        b_all_diagnosis and relapse)."""
+        return set(self._variable_index.get((vocabulary_id, code), ()))
+
+    def grade_of(self, vocabulary_id: str, code: str) -> int | None:
+        for var in self.study.variables.values():
+            for c in var.codes:
+                if (c.vocabulary_id, c.code) == (vocabulary_id, code):
+                    return c.grade
+        return None
+
     def local(self, variable: str) -> tuple[str, str] | None:
         """center4's (source_value, unit) for a variable, from the site overlay."""
         codes = self.overlay.variables.get(variable)
