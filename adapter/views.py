@@ -51,6 +51,7 @@ __all__ = [
     "normalize",
     "persist",
     "render",
+    "render_query",
 ]
 
 LAYERS: tuple[str, ...] = ("staging", "intermediate", "study")
@@ -339,16 +340,33 @@ def _indent(sql: str) -> str:
     return "\n".join("    " + line if line else line for line in sql.splitlines())
 
 
-def _compose(output: str, models: Mapping[str, SqlModel], inputs: Mapping[str, str], db: Database) -> str:
+def _with_clause(needs: tuple[str, ...], models: Mapping[str, SqlModel], inputs: Mapping[str, str],
+                 db: Database) -> str:
     macro = _DIALECT[db.dialect]
-    order = creation_order(models, (output,))
+    order = creation_order(models, needs)
     ctes = [f"{name} {macro['cte']} (\n{_indent(sql)}\n)" for name, sql in inputs.items()]
     for name in order:
         m = models[name]
         kw = macro["inline_cte"] if m.layer == "staging" else macro["cte"]
         ctes.append(f"-- {m.layer}/{name}: {m.grain}\n{name} {kw} (\n{_indent(_substitute_schemas(m.body, db))}\n)")
+    return "with\n\n" + ",\n\n".join(ctes)
+
+
+def _compose(output: str, models: Mapping[str, SqlModel], inputs: Mapping[str, str], db: Database) -> str:
     cols = ", ".join(_CONTRACT[output])
-    return "with\n\n" + ",\n\n".join(ctes) + f"\n\nselect {cols}\nfrom {output}\norder by {_ORDER[output]}"
+    return _with_clause((output,), models, inputs, db) + f"\n\nselect {cols}\nfrom {output}\norder by {_ORDER[output]}"
+
+
+def render_query(study: StudyDefinition, overlay: SiteOverlay | None, db: Database, select_sql: str,
+                 needs: tuple[str, ...], *, site_id: str = "check") -> tuple[str, dict[str, Any]]:
+    """One read-only query: the relations ``needs`` (and what they need) as CTEs, then ``select_sql``
+    (which may read them by name). Returns (sql, bound values). Used by ``blina check``."""
+    models = load_models()
+    binds: dict[str, Any] = {}
+    inputs = _input_sql(study, overlay, _site_id(site_id, overlay), binds)
+    sql = _with_clause(needs, models, inputs, db) + "\n\n" + select_sql
+    used = {m.group(1) for m in _BIND.finditer(_COMMENT.sub("", sql))}
+    return sql, {k: v for k, v in binds.items() if k in used}
 
 
 _BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)\b(?!:)")

@@ -1,0 +1,193 @@
+"""``blina check``: a fast pre-flight of an OMOP CDM database before building the study views.
+
+Counts only (no patient-level output): the CDM version (CDM_SOURCE), required tables, the study's codes
+found in the vocabulary, rows per study variable per year, unmapped (concept 0) source codes by
+frequency, persons with blinatumomab, measurement values that cannot be used (no number, no unit, a
+unit outside the variable's family), and one clear message per missing variable. A missing required
+variable (or table) makes the check fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapter.db import Database
+from adapter.study import SiteOverlay, StudyDefinition
+from adapter.views import render_query
+
+__all__ = ["REQUIRED_TABLES", "REQUIRED_VARIABLES", "CheckReport", "run_check"]
+
+REQUIRED_TABLES: dict[str, tuple[str, ...]] = {
+    "cdm": ("person", "observation_period", "visit_occurrence", "condition_occurrence", "drug_exposure",
+            "procedure_occurrence", "measurement", "observation", "death"),
+    "vocab": ("concept", "concept_ancestor"),
+}
+# Without these no course, status or response can be derived.
+REQUIRED_VARIABLES: tuple[str, ...] = ("blinatumomab", "marrow_blasts", "mrd")
+
+_FACT_TABLES = {  # table -> (concept column, source value column, date column)
+    "measurement": ("measurement_concept_id", "measurement_source_value", "measurement_date"),
+    "drug_exposure": ("drug_concept_id", "drug_source_value", "drug_exposure_start_date"),
+    "condition_occurrence": ("condition_concept_id", "condition_source_value", "condition_start_date"),
+    "procedure_occurrence": ("procedure_concept_id", "procedure_source_value", "procedure_date"),
+}
+
+_FIX = {
+    "mrd": "no MRD rows: add your lab's MRD code to the site overlay "
+           "(variables: mrd: [{source_value: <local code>, unit: '%'}])",
+    "blinatumomab": "no blinatumomab administrations: check that DRUG_EXPOSURE uses RxNorm blinatumomab "
+                    "(ingredient 1597258 or its products) or map the local drug code in the site overlay",
+    "marrow_blasts": "no marrow-blast rows: map LOINC 11150-0 in MEASUREMENT or add the local code to the "
+                     "site overlay (variables: marrow_blasts: [{source_value: <local code>, unit: '%'}])",
+}
+
+
+@dataclass
+class CheckReport:
+    """What ``blina check`` found. ``ok`` is False when a required table or variable is missing."""
+
+    cdm_version: str | None = None
+    missing_tables: list[str] = field(default_factory=list)
+    codes_found: dict[str, tuple[int, int]] = field(default_factory=dict)  # variable -> (found, listed)
+    rows_per_year: dict[str, dict[int, int]] = field(default_factory=dict)
+    unmapped: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    persons_with_blinatumomab: int = 0
+    unusable_values: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    missing_required: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_tables and not self.missing_required
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "cdm_version": self.cdm_version, "missing_tables": self.missing_tables,
+            "codes_found": {k: list(v) for k, v in self.codes_found.items()},
+            "rows_per_year": {k: {str(y): n for y, n in v.items()} for k, v in self.rows_per_year.items()},
+            "unmapped": {k: [list(x) for x in v] for k, v in self.unmapped.items()},
+            "persons_with_blinatumomab": self.persons_with_blinatumomab,
+            "unusable_values": self.unusable_values, "messages": self.messages,
+            "missing_required": self.missing_required,
+        }
+
+    def text(self) -> str:
+        lines = [f"CDM version: {self.cdm_version or 'unknown (CDM_SOURCE empty or missing)'}"]
+        lines.append("required tables: " + ("all present" if not self.missing_tables
+                                           else "MISSING " + ", ".join(self.missing_tables)))
+        lines.append(f"persons with blinatumomab: {self.persons_with_blinatumomab}")
+        if self.rows_per_year:
+            lines.append("rows per study variable per year:")
+            for var, years in sorted(self.rows_per_year.items()):
+                per = ", ".join(f"{y}: {n}" for y, n in sorted(years.items()))
+                lines.append(f"  {var}: {sum(years.values())} ({per})")
+        short = [f"{v} {f}/{n}" for v, (f, n) in sorted(self.codes_found.items()) if n and f < n]
+        if short:
+            lines.append("study codes not in CONCEPT (found/listed): " + ", ".join(short))
+        for table, rows in self.unmapped.items():
+            if rows:
+                top = ", ".join(f"{sv!s} x{n}" for sv, n in rows)
+                lines.append(f"unmapped (concept 0) source codes in {table}, most frequent first: {top}")
+        for u in self.unusable_values:
+            lines.append(f"unusable {u['variable']} values: {u['rows']} rows, {u['reason']}"
+                         + (f" (unit {u['unit']!r})" if u.get("unit") else ""))
+        lines += [f"! {m}" for m in self.messages]
+        lines.append("check " + ("passed" if self.ok else "FAILED: " + ", ".join(
+            self.missing_tables + [f"variable {v}" for v in self.missing_required])))
+        return "\n".join(lines)
+
+
+def _tables_present(db: Database) -> list[str]:
+    missing = []
+    for role, tables in REQUIRED_TABLES.items():
+        schema = getattr(db.schemas, role)
+        for t in tables:
+            if not db.table_exists(schema, t):
+                missing.append(f"{schema}.{t}")
+    return missing
+
+
+def _cdm_version(db: Database) -> str | None:
+    if not db.table_exists(db.schemas.cdm, "cdm_source"):
+        return None
+    rows = db.query(f"select max(cdm_version) from {db.qualified('cdm', 'cdm_source')}")
+    return rows[0][0] if rows and rows[0][0] else None
+
+
+def run_check(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
+              top: int = 10) -> CheckReport:
+    """Run the pre-flight counts. Never raises for data problems: they are in the report."""
+    rep = CheckReport(cdm_version=_cdm_version(db), missing_tables=_tables_present(db))
+    if rep.missing_tables:
+        rep.messages.append("required CDM / vocabulary tables are missing: check --cdm-schema and "
+                            "--vocab-schema (the views read " + ", ".join(rep.missing_tables) + ")")
+        rep.missing_required = [v for v in REQUIRED_VARIABLES]
+        return rep
+    if rep.cdm_version and not str(rep.cdm_version).lstrip("v").startswith("5.4"):
+        rep.messages.append(f"CDM version {rep.cdm_version}: the views are written for OMOP CDM v5.4")
+
+    # Study codes present in this database's vocabulary.
+    sql, params = render_query(study, overlay, db, """
+select k.variable, count(distinct k.code) as listed, count(distinct c.concept_code) as found
+from study_codes as k
+left join stg_concept as c
+    on c.vocabulary_id = k.vocabulary_id and c.concept_code = k.code
+where k.code_kind = 'concept'
+group by k.variable""", ("stg_concept",), site_id="check")
+    for var, listed, found in db.query(sql, params):
+        rep.codes_found[var] = (int(found), int(listed))
+
+    # Rows per variable per year, persons with blinatumomab, unusable values: one query each over the
+    # same matching relations the build uses.
+    sql, params = render_query(study, overlay, db, """
+select variable, cast(extract(year from d) as integer) as yr, count(*) as n
+from (
+    select variable, measurement_date as d from int_study_measurements
+    union all select variable, start_date from int_drug_exposures
+    union all select variable, condition_date from int_study_conditions
+    union all select variable, procedure_date from int_study_procedures
+) as x
+group by variable, cast(extract(year from d) as integer)""",
+        ("int_study_measurements", "int_drug_exposures", "int_study_conditions", "int_study_procedures"),
+        site_id="check")
+    for var, year, n in db.query(sql, params):
+        rep.rows_per_year.setdefault(var, {})[int(year) if year is not None else 0] = int(n)
+
+    sql, params = render_query(study, overlay, db, """
+select count(distinct person_id) from int_drug_exposures where variable = 'blinatumomab'""",
+        ("int_drug_exposures",), site_id="check")
+    rep.persons_with_blinatumomab = int(db.query(sql, params)[0][0])
+
+    sql, params = render_query(study, overlay, db, """
+select variable, value_status, unit_code, count(*) as n
+from int_measurement_values
+where value_status <> 'ok'
+group by variable, value_status, unit_code
+order by count(*) desc""", ("int_measurement_values",), site_id="check")
+    for var, status, unit, n in db.query(sql, params):
+        reason = {"no_value": "no number and no usable answer", "no_unit": "no unit",
+                  "unit_not_convertible": "unit not convertible to the canonical unit"}.get(status, status)
+        rep.unusable_values.append({"variable": var, "reason": reason, "unit": unit, "rows": int(n)})
+
+    # Unmapped source codes (concept 0) by frequency, excluding the overlay's own codes.
+    local = {c.source_value for codes in (overlay.variables.values() if overlay else []) for c in codes}
+    for table, (concept_col, sv_col, _) in _FACT_TABLES.items():
+        rows = db.query(
+            f"select {sv_col}, count(*) from {db.qualified('cdm', table)} "
+            f"where {concept_col} = 0 group by {sv_col} order by count(*) desc, {sv_col} limit {int(top) + len(local)}")
+        rep.unmapped[table] = [(sv, int(n)) for sv, n in rows if sv not in local][:top]
+
+    for var in study.variables:
+        if var == "death" or var in rep.rows_per_year:
+            continue
+        found, listed = rep.codes_found.get(var, (0, 0))
+        msg = _FIX.get(var) or (
+            f"no {var} rows: " + ("none of its study codes is in CONCEPT; " if listed and not found else "")
+            + f"map the local code in the site overlay (variables: {var}: [{{source_value: <local code>}}])")
+        if var in REQUIRED_VARIABLES:
+            rep.missing_required.append(var)
+            rep.messages.append(msg)
+        else:
+            rep.messages.append(msg + " (optional: the dependent columns will be NULL)")
+    return rep

@@ -1,0 +1,117 @@
+"""``blina check`` (pre-flight counts) and the ``build`` / ``extract`` / ``check`` command lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from adapter.check import run_check
+from adapter.cli import main
+from adapter.db import Database, connect
+from adapter.omop import create_cdm, load_study_vocabulary
+from adapter.study import load_study
+
+D0 = dt.date(2020, 5, 4)
+
+
+def _concept(db: Database, vocab: str, code: str) -> int:
+    return int(db.query(f"select concept_id from {db.qualified('vocab', 'concept')} "
+                        "where vocabulary_id = :v and concept_code = :c", {"v": vocab, "c": code})[0][0])
+
+
+def _insert(db: Database, table: str, row: dict) -> None:
+    db.execute(f"insert into {db.qualified('cdm', table)} ({', '.join(row)}) "
+               f"values ({', '.join(':' + k for k in row)})", row)
+
+
+def _site(db: Database, *, with_mrd: bool = True) -> None:
+    pct, ul = _concept(db, "UCUM", "%"), _concept(db, "UCUM", "pg/mL")
+    _insert(db, "person", {"person_id": 1, "gender_concept_id": 0, "year_of_birth": 2012, "race_concept_id": 0,
+                           "ethnicity_concept_id": 0, "person_source_value": "M1"})
+    _insert(db, "drug_exposure", {"drug_exposure_id": 1, "person_id": 1,
+                                  "drug_concept_id": _concept(db, "RxNorm", "1597258"),
+                                  "drug_exposure_start_date": D0, "drug_exposure_end_date": D0 + dt.timedelta(27),
+                                  "drug_type_concept_id": 0})
+    rows = [(_concept(db, "LOINC", "11150-0"), 2.0, pct, None),
+            (_concept(db, "LOINC", "8122-4"), 1.1, ul, None),          # CD3 in pg/mL: not convertible
+            (0, 7.0, None, "LOCAL-XYZ"), (0, 8.0, None, "LOCAL-XYZ"), (0, 1.0, None, "OTHER")]
+    if with_mrd:
+        rows.append((_concept(db, "BLINA", "MRD-FCM-BM"), 0.1, pct, None))
+    for i, (cid, value, unit, sv) in enumerate(rows, start=1):
+        _insert(db, "measurement", {"measurement_id": i, "person_id": 1, "measurement_concept_id": cid,
+                                    "measurement_date": D0 - dt.timedelta(2), "measurement_type_concept_id": 0,
+                                    "value_as_number": value, "unit_concept_id": unit,
+                                    "measurement_source_value": sv})
+
+
+def test_check_counts_and_passes(db: Database) -> None:
+    _site(db)
+    db.execute(f"insert into {db.qualified('cdm', 'cdm_source')} (cdm_source_name, cdm_source_abbreviation, "
+               "cdm_holder, source_release_date, cdm_release_date, cdm_version, cdm_version_concept_id, "
+               "vocabulary_version) values ('t', 't', 't', :d, :d, 'v5.4', 0, 'subset')", {"d": D0})
+    rep = run_check(db, load_study())
+    assert rep.ok and rep.cdm_version == "v5.4" and not rep.missing_tables
+    assert rep.persons_with_blinatumomab == 1
+    assert rep.rows_per_year["marrow_blasts"] == {2020: 1} and rep.rows_per_year["mrd"] == {2020: 1}
+    assert rep.unmapped["measurement"][:2] == [("LOCAL-XYZ", 2), ("OTHER", 1)]
+    assert {"variable": "cd3_abs", "reason": "unit not convertible to the canonical unit",
+            "unit": "pg/mL", "rows": 1} in rep.unusable_values
+    assert rep.codes_found["blinatumomab"] == (1, 1)
+    assert any(m.startswith("no il6 rows") for m in rep.messages)
+    assert "check passed" in rep.text()
+
+
+def test_check_missing_mrd_fails_with_a_clear_message(db: Database) -> None:
+    _site(db, with_mrd=False)
+    rep = run_check(db, load_study())
+    assert not rep.ok and rep.missing_required == ["mrd"]
+    assert any("no MRD rows: add your lab's MRD code to the site overlay" in m for m in rep.messages)
+
+
+def test_check_missing_tables(tmp_path: Path) -> None:
+    with connect(str(tmp_path / "empty.duckdb")) as db:
+        rep = run_check(db, load_study())
+    assert not rep.ok and "cdm.person" in rep.missing_tables
+
+
+@pytest.fixture
+def site_file(tmp_path: Path) -> str:
+    path = str(tmp_path / "site.duckdb")
+    with connect(path, cdm_schema="cdm", vocab_schema="vocab") as db:
+        create_cdm(db)
+        load_study_vocabulary(db)
+        _site(db)
+    return path
+
+
+def test_cli_build_extract_check(site_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--db", site_file, "--cdm-schema", "cdm", "--vocab-schema", "vocab"]
+    assert main(["check", *base, "--json", str(tmp_path / "check.json")]) == 0
+    assert json.loads((tmp_path / "check.json").read_text())["ok"] is True
+    assert main(["build", *base, "--site-id", "c9"]) == 0
+    assert "built 1 courses of 1 patients (pre-course status: CR-MRDpos 1)" in capsys.readouterr().out
+    assert main(["build", *base, "--site-id", "c9", "--sql-only", str(tmp_path / "r.sql")]) == 0
+    assert "nothing was run" in capsys.readouterr().out
+    assert (tmp_path / "r.sql").read_text().count("-- ===== output:") == 3
+    assert main(["build", *base, "--site-id", "c9", "--results-schema", "blina"]) == 0
+    with connect(site_file) as db:
+        assert db.query('select count(*) from "blina"."course"')[0][0] == 1
+    assert main(["extract", *base, "--site-id", "c9", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "course.parquet").exists() and (tmp_path / "out" / "extract.json").exists()
+    assert main(["build", *base, "--site-id", "c9", "--param", "course_gap_days=-1"]) == 2
+    assert main(["build", *base]) == 2                       # no site id
+    assert "no site id" in capsys.readouterr().err
+
+
+def test_cli_check_exit_1_when_required_variable_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tmp_path / "nomrd.duckdb")
+    with connect(path, cdm_schema="cdm", vocab_schema="vocab") as db:
+        create_cdm(db)
+        load_study_vocabulary(db)
+        _site(db, with_mrd=False)
+    assert main(["check", "--db", path, "--cdm-schema", "cdm", "--vocab-schema", "vocab"]) == 1
+    out = capsys.readouterr()
+    assert "no MRD rows" in out.out and "variable mrd" in out.err
