@@ -207,8 +207,11 @@ def test_cd19_loss_window_and_null() -> None:
     t = tl((0, 27))
     meas(t, "cd19_abs", -3, 0.01)
     assert derive(t, P)[0][0]["cd19_loss"] is False
-    t.measurements.append(Measurement("cd19_negative_blasts", d(-2), None, None, None, detected=True))
-    assert derive(t, P)[0][0]["cd19_loss"] is True
+    t.measurements.append(Measurement("cd19_negative_blasts", d(-200), None, None, None, detected=True))
+    assert derive(t, P)[0][0]["cd19_loss"] is True  # a finding counts on or before the start
+    t = tl((0, 27))
+    t.measurements.append(Measurement("cd19_negative_blasts", d(1), None, None, None, detected=True))
+    assert derive(t, P)[0][0]["cd19_loss"] is None  # after the start: not read
 
 
 def test_tcell_windows_and_tie_goes_to_the_earlier_value() -> None:

@@ -520,7 +520,8 @@ class _Builder:
         elif "resp_until14" in s.edges and k == 0:
             day = ce + _d(14)
         else:
-            day = ce + _d(r.randint(0, 6))
+            # a 14-day course ends before the response window opens (start + response_from_day)
+            day = max(ce + _d(r.randint(0, 6)), cs + _d(self.cat.study.params.response_from_day))
         if kind == "rr":
             if ok:
                 self.blasts(day, self.u(0.2, 4.5))

@@ -114,10 +114,16 @@ def _errors(tl: PatientTimeline, spec: Spec, cat: Catalog, which: int) -> None:
                                                    code=cat.code("marrow_blasts"))))
 
 
-def _chemo_readings_agree(tl: PatientTimeline, p) -> bool:
-    """The oracle reads "chemotherapy in window W" as "an administration starting in W"; check that
-    "any administration day in W" gives the same answers for rules 4, 6 and 12 on this timeline."""
+def _readings_agree(tl: PatientTimeline, p) -> bool:
+    """Where the protocol allows two readings, the data must not tell them apart, so the truth holds
+    under either: "chemotherapy in window W" (rules 4, 6, 12) = an administration starting in W or
+    any administration day in W; a CD19-negative blast finding (rule 9) counts on or before the
+    course start or only in the count's window."""
     courses = oracle.find_courses(tl, p.course_gap_days)
+    for c in courses:
+        before = {m.day for m in tl.measurements if m.variable == "cd19_negative_blasts" and m.day <= c.start}
+        if any(day < c.start - timedelta(days=p.cd19_window_days) for day in before):
+            return False
     idx, last = courses[0].start, courses[-1].end
     windows = [(idx - timedelta(days=p.burden_window_days), idx - timedelta(days=1)),
                (idx - timedelta(days=p.delay_window_days), idx - timedelta(days=1)),
@@ -167,8 +173,8 @@ def build_cohort(*, seed: int = 42, patients: int = 105, noise: int = 0,
                 problems.append(f"{style.site_id} {tl.mrn}: no course")
                 continue
             diff = check_design(specs[i], rows, prow, study.params.landmark_days)
-            if not _chemo_readings_agree(tl, study.params):
-                diff.append("chemotherapy window readings disagree")
+            if not _readings_agree(tl, study.params):
+                diff.append("the data tells two protocol readings apart")
             problems += [f"{style.site_id} {tl.mrn} (spec {specs[i].group}): {d}" for d in diff]
             res.timelines.append(tl)
             res.specs.append(specs[i])

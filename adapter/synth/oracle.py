@@ -260,13 +260,13 @@ def _positive(m: Measurement) -> bool:
 
 def _cd19_loss(tl: PatientTimeline, c: Course, p: Params) -> bool | None:
     """Rule 9. True when the latest CD19 value in [start - cd19_window_days, start] is below
-    cd19_loss_threshold, or a positive CD19-negative-blast finding is dated in that same window
-    (Reading: the finding uses the same window; the generator only places findings where "on or
-    before the course start" gives the same answer). False when there is a value (or a finding
-    result) and neither holds; NULL when there is neither."""
+    cd19_loss_threshold, or a positive CD19-negative-blast finding is recorded on or before the
+    course start (Reading: the window of the sentence binds the count only; the generator places
+    findings only where "in the same window" gives the same answer). False when there is a value
+    (or a finding result) and neither holds; NULL when there is neither."""
     lo = c.start - _days(p.cd19_window_days)
     val = _latest_value(tl, "cd19_abs", lo, c.start)
-    findings = [m for m in tl.measurements if m.variable == "cd19_negative_blasts" and lo <= m.day <= c.start]
+    findings = [m for m in tl.measurements if m.variable == "cd19_negative_blasts" and m.day <= c.start]
     if (val is not None and val < p.cd19_loss_threshold) or any(_positive(m) for m in findings):
         return True
     if val is not None or findings:
