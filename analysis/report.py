@@ -105,6 +105,10 @@ def run_figures(site: SiteResults) -> dict[str, RunFigure]:
         )
     for cov, why in cx.dropped:
         out[f"cox.{cov}"] = RunFigure("not estimated", cx.n, f"dropped: {why}")
+    if not cx.estimated:
+        why = "; ".join(cx.messages) or "no model"
+        for cov in ("high_mrd", "bcr_abl1", "poor_cytogenetics"):
+            out.setdefault(f"cox.{cov}", RunFigure("not estimated", cx.n, f"{cx.method}: {why}"))
     for m in site.tcells.markers:
         k = m.marker.lower()
         out[f"tcells.{k}.pre"] = RunFigure(m.pre.format(), m.n, "course 1 pairs; median (range)")

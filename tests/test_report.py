@@ -334,3 +334,46 @@ def test_cli_report_pooled_only(table_files, tmp_path, capsys):
     assert "Per-center breakdown not computed" in text and "2 center(s)" in text
     assert text.count("data:image/png;base64,") == 2
     assert "pooled only" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_report_on_synthetic_truth_reproduces_the_abstract(tmp_path):
+    """The 105-patient synthetic cohort (``blina synth``) is designed to the abstract's figures: the
+    report must show the flow counts and the response figures as published."""
+    assert main(["synth", "--out", str(tmp_path / "syn")]) == 0
+    tables = {}
+    for name in ("course", "patient"):
+        df = pd.read_csv(tmp_path / "syn" / "truth" / f"{name}.csv", dtype=str)
+        # FHIR centers' truth leaves person_id to the adapter; number those patients here.
+        ids = {v: str(10_000 + i) for i, v in enumerate(sorted(df["person_source_value"].unique()))}
+        df["person_id"] = df["person_id"].fillna(df["person_source_value"].map(ids))
+        tables[name] = tmp_path / f"{name}.csv"
+        df.to_csv(tables[name], index=False)
+    out = tmp_path / "report.html"
+    assert main(["report", "--course", str(tables["course"]), "--patient", str(tables["patient"]),
+                 "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    course = pd.read_csv(tables["course"], dtype=str)
+    patient = pd.read_csv(tables["patient"], dtype=str)
+    run = run_figures(analyze(course, patient, by_center=False).pooled)
+    for key in ("flow.indication.R/R", "flow.indication.CR-MRDpos", "flow.indication.chemo_delay",
+                "flow.referral.R/R", "flow.referral.CR-MRDpos", "flow.referral.CR-MRDneg",
+                "flow.precourse.R/R", "flow.precourse.CR-MRDpos", "flow.precourse.CR-MRDneg",
+                "flow.rr.direct", "flow.rr.burden_reduction", "response.cr.R/R", "response.cr.CR-MRDpos",
+                "response.fisher_p", "response.mrd_maintained"):
+        assert run[key].text == published_by_key()[key].text, key
+    for shown in ("81.8% (9/11)", "82.5% (33/40)", "P = 1.000", "98.6% (73/74)"):
+        assert shown in text, shown
+
+
+def test_cli_report_reports_a_diverging_center_cox_as_not_estimable(tmp_path):
+    course, patient = make_tables()
+    for row in (8, 11):  # center A: every BCR-ABL1 / poor-cytogenetics patient has an event
+        patient.loc[row, ["poor_cytogenetics", "bcr_abl1"]] = [False, False]
+    c, p = tmp_path / "course.csv", tmp_path / "patient.csv"
+    course.to_csv(c, index=False)
+    patient.to_csv(p, index=False)
+    out = tmp_path / "r.html"
+    assert main(["report", "--course", str(c), "--patient", str(p), "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "not estimated" in text or "no model" in text

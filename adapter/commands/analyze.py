@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from adapter.commands.report import read_json_object, run_info_parts
+from adapter.commands.report import analyze_tables, read_json_object, run_info_parts
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
@@ -28,13 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from analysis.io import read_course, read_patient, write_results
     from analysis.stats import format_p
-    from analysis.tables import analyze
 
     course = read_course(args.course)
     patient = read_patient(args.patient)
     info = read_json_object(args.run_info, "run-info") if args.run_info else None
     params, _, _ = run_info_parts(info) if info is not None else ({}, {}, None)
-    results = analyze(course, patient, by_center=not args.no_by_center, parameters=params)
+    results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params)
     written = write_results(results, args.out)
     r = results.pooled
     c1 = r.response[0]

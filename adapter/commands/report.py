@@ -17,7 +17,7 @@ from typing import Any
 
 from adapter.errors import BlinaError
 
-__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "read_json_object", "run_info_parts"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "read_json_object", "run_info_parts", "analyze_tables"]
 
 HELP = "write the self-contained HTML study report (tables, KM plots, published vs this run)"
 EXAMPLES = [
@@ -84,10 +84,49 @@ def run_info_parts(info: dict[str, Any] | None) -> tuple[dict[str, Any], dict[st
     return params, fp, dq if isinstance(dq, dict) else None
 
 
+def _cox_not_estimable(orig: Any) -> Any:
+    """``cox_ph`` that turns an OverflowError (a diverging fit: quasi-complete separation, HR -> inf)
+    into an unestimated model with the reason, instead of aborting the whole analysis."""
+    import math
+
+    from analysis.survival import CoxResult
+
+    def safe(data: Any, duration_col: str, event_col: str, covariates: Any, **kw: Any) -> Any:
+        try:
+            return orig(data, duration_col, event_col, covariates, **kw)
+        except OverflowError:
+            cols = [duration_col, event_col, *covariates]
+            complete = data[cols].notna().all(axis=1)
+            n = int(complete.sum())
+            n_ev = int(data.loc[complete, event_col].astype(float).sum())
+            why = ("no model: the fit diverged (quasi-complete separation; a hazard ratio tends to "
+                   "0 or infinity)")
+            return CoxResult((), (), n, n_ev, int((~complete).sum()), math.nan, False,
+                             "Cox proportional hazards (lifelines CoxPHFitter, Efron ties)", (why,))
+
+    return safe
+
+
+def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[str, Any]) -> Any:
+    """``analysis.tables.analyze``, but a Cox fit that diverges at one center (analysis/survival.py
+    ``cox_ph`` raises OverflowError on quasi-separated data) is reported as not estimable rather
+    than stopping the run. Only on that failure is the analysis repeated with the guard."""
+    import analysis.tables as tables
+
+    try:
+        return tables.analyze(course, patient, by_center=by_center, parameters=params)
+    except OverflowError:
+        orig = tables.cox_ph
+        tables.cox_ph = _cox_not_estimable(orig)
+        try:
+            return tables.analyze(course, patient, by_center=by_center, parameters=params)
+        finally:
+            tables.cox_ph = orig
+
+
 def run(args: argparse.Namespace) -> int:
     from analysis.io import read_course, read_patient
     from analysis.report import render_report
-    from analysis.tables import analyze
 
     course = read_course(args.course)
     patient = read_patient(args.patient)
@@ -95,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     params, fingerprint, dq = run_info_parts(info)
     if args.data_quality:
         dq = read_json_object(args.data_quality, "data-quality")
-    results = analyze(course, patient, by_center=not args.no_by_center, parameters=params)
+    results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params)
     out = render_report(results, course=course, patient=patient, params=params, fingerprint=fingerprint,
                         data_quality=dq, out_path=args.out)
     size = out.stat().st_size
