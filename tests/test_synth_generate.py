@@ -96,6 +96,9 @@ def test_noise_and_scaling_keep_the_truth_design() -> None:
     noisy = build_cohort(patients=40, noise=2)
     assert base.courses == noisy.courses and base.patient_rows == noisy.patient_rows
     assert sum(len(t.measurements) for t in noisy.timelines) > 2 * sum(len(t.measurements) for t in base.timelines)
+    heavy = build_cohort(patients=12, noise=20)
+    for counts in heavy.records.values():
+        assert counts["relevant"] / (counts["relevant"] + counts["irrelevant"]) <= 0.10
     big = build_cohort(patients=210)
     counts = Counter(p["status_at_referral"] for p in big.patient_rows)
     assert counts == {"R/R": 60, "CR-MRDpos": 60, "CR-MRDneg": 90}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from adapter.errors import BlinaError
+from adapter.omop.ddl import field_spec
 from adapter.study import StudyDefinition, load_study
 from adapter.synth import oracle
 from adapter.synth.catalog import Catalog
@@ -51,6 +52,7 @@ class SynthResult:
     specs: list[Spec] = field(default_factory=list)
     courses: list[dict[str, Any]] = field(default_factory=list)
     patient_rows: list[dict[str, Any]] = field(default_factory=list)
+    records: dict[str, dict[str, int]] = field(default_factory=dict)  # site -> relevant / irrelevant
 
 
 def _center_sizes(n: int) -> list[int]:
@@ -164,7 +166,11 @@ def build_cohort(*, seed: int = 42, patients: int = 105, noise: int = 0,
             nr = random.Random(f"{seed}:noise:{i}")
             relevant = 1 + len(tl.administrations) + len(tl.measurements) + len(tl.conditions) + \
                 len(tl.procedures) + len(tl.visits)
-            _noise(tl, style.base_noise + noise * relevant, nr)
+            extra = style.base_noise + noise * relevant
+            _noise(tl, extra, nr)
+            counts = res.records.setdefault(style.site_id, {"relevant": 0, "irrelevant": 0})
+            counts["relevant"] += relevant
+            counts["irrelevant"] += extra
             if style.errors and n_err < 3:
                 _errors(tl, specs[i], cat, n_err)
                 n_err += 1
@@ -252,17 +258,11 @@ def _render(res: SynthResult, out: Path, cat: Catalog) -> list[Path]:
                 rend.add(tl)
             for table in OMOP_TABLES:
                 rows = rend.rows[table]
-                cols = list(rows[0]) if rows else [f.column for f in _fields(table)]
+                cols = [f.column for f in field_spec()[table]]
                 path = folder / f"{table}.csv"
                 path.write_text(_csv_text(cols, rows, OmopRenderer.cell), encoding="utf-8")
                 written.append(path)
     return written
-
-
-def _fields(table: str):
-    from adapter.omop.ddl import field_spec
-
-    return field_spec()[table]
 
 
 def _flow(res: SynthResult) -> dict[str, dict[str, int]]:
@@ -308,6 +308,7 @@ def generate(out: str | Path, *, seed: int = 42, patients: int = 105, noise: int
             "cd_count_units": list(style.cd_units if not style.local else ("/uL",)),
             "cytokine_unit": style.cytokine_unit,
             "overlay": "mappings/sites/center4.yaml" if style.local else None,
+            "records": res.records.get(style.site_id, {}),
         }
     manifest = {
         "generator": f"blina synth v{GENERATOR_VERSION}",
