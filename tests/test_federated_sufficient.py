@@ -19,6 +19,7 @@ from analysis.federated import (
     pool_cox,
     pool_km,
     pool_site_statistics,
+    scan_statistics,
     site_statistics,
 )
 from analysis.federated.simulate import simulate_site
@@ -45,9 +46,15 @@ def test_statistics_are_plain_json_and_flagged(site):
                  "value_histogram", "table2x2"):  # fmt: skip
         assert kinds[kind] == {COORDINATOR_ONLY}, kind
     assert kinds["count_table"] == {PUBLISHABLE}
-    # No source identifier leaks into the statistics.
+    # No source identifier, date or person-level field leaks into the statistics.
     for mrn in patient["person_source_value"]:
         assert mrn not in text
+    assert scan_statistics(st, source_ids=patient["person_source_value"]) == []
+    planted = json.loads(text)
+    planted["statistics"]["km/efs/all"]["index_date"] = str(patient["index_date"].iloc[0])
+    found = {f.problem for f in scan_statistics(planted)}
+    assert "person-level field name 'index_date'" in found
+    assert any(p.startswith("date-like text") for p in found)
 
 
 def test_statistics_do_not_depend_on_row_order_or_source_ids(site):

@@ -15,6 +15,7 @@ from .package import (
     pool_packages,
     read_package,
     scan_package,
+    scan_statistics,
     suppress_counts,
 )
 from .pooling import (
@@ -63,6 +64,7 @@ __all__ = [
     "pool_wilcoxon",
     "read_package",
     "scan_package",
+    "scan_statistics",
     "site_statistics",
     "suppress_counts",
 ]

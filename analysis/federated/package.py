@@ -70,6 +70,7 @@ __all__ = [
     "pool_packages",
     "read_package",
     "scan_package",
+    "scan_statistics",
     "suppress_counts",
 ]
 
@@ -346,8 +347,9 @@ _FORBIDDEN_NAMES = frozenset({
 _DATE_PATTERNS = [
     re.compile(r"(?<!\d)(1[89]|20)\d\d[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])(?!\d)"),
     re.compile(r"(?<!\d)(0?[1-9]|[12]\d|3[01])[-/.](0?[1-9]|1[0-2])[-/.](1[89]|20)\d\d(?!\d)"),
-    re.compile(r"(?<!\d)(0?[1-9]|[12]\d|3[01])[- ]?(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV"
-               r"|DEC)[A-Z]*[- ]?(\d\d)?\d\d(?!\d)", re.IGNORECASE),  # fmt: skip
+    # Not inside a longer token: a SHA-256 hex digest may contain "9dec82".
+    re.compile(r"(?<![0-9A-Za-z])(0?[1-9]|[12]\d|3[01])[- ]?(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV"
+               r"|DEC)[A-Z]*[- ]?(\d\d)?\d\d(?![0-9A-Za-z])", re.IGNORECASE),  # fmt: skip
 ]
 _SOURCE_REF = re.compile(
     r"\b(Patient|Observation|Condition|Procedure|Encounter|MedicationAdministration|"
@@ -479,6 +481,12 @@ def scan_package(path: str | Path, *, source_ids: Iterable[str] = ()) -> list[Sc
     integers that read as YYYYMMDD dates. Returns the findings (empty = clean).
     """
     return _scan_members(_read_members(Path(path)), frozenset(str(s) for s in source_ids))
+
+
+def scan_statistics(stats: Any, *, source_ids: Iterable[str] = ()) -> list[ScanFinding]:
+    """The scanner of ``scan_package`` applied to an in-memory JSON object (e.g. what a
+    vantage6 partial function is about to return)."""
+    return _scan_json("statistics", stats, "", frozenset(str(s) for s in source_ids))
 
 
 # ---------------------------------------------------------------------------------------------
