@@ -54,8 +54,9 @@ def km_plot_png(
 
     Censored times are marked with ``+``; the 1-year mark is a dotted vertical line. The x axis
     runs from 0 to ``max_months`` (default: the last observed time, rounded up to ``tick_months``)
-    with risk counts at every tick. ``annotation`` (e.g. the log-rank P) is printed at the top
-    right. Empty groups (n = 0) are listed in the legend as "(no data)" and not drawn.
+    with risk counts at every tick. ``annotation`` (e.g. the log-rank P) is printed in a box at
+    the lower right (the legend takes the lower left). Empty groups (n = 0) are listed in the legend
+    as "(no data)" and not drawn.
     """
     labels = list(curves)
     last = max((km.time[-1] for km in curves.values() if km.n), default=365.0) / DAYS_PER_MONTH
@@ -100,7 +101,8 @@ def km_plot_png(
     # Curves start at 1 and mostly stay high: the lower left is the emptiest corner.
     ax.legend(loc="lower left", fontsize=8, frameon=False)
     if annotation:
-        ax.set_title(annotation, fontsize=9, loc="right")
+        ax.text(0.98, 0.04, annotation, transform=ax.transAxes, fontsize=8.5, ha="right", va="bottom",
+                bbox={"facecolor": "white", "edgecolor": "#cccccc", "boxstyle": "round,pad=0.3"})
 
     # Numbers at risk: one row per group, aligned with the x ticks of the plot.
     tab = fig.add_axes((left, bottom / height, width, table_h / height))

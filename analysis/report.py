@@ -287,21 +287,21 @@ def _predictors(site: SiteResults) -> str:
 def _cox(site: SiteResults) -> str:
     cx = site.cox_efs
     rows = [
-        [t.covariate, f"{_num(t.hr)} ({_num(t.ci_low)}-{_num(t.ci_high)})", _p_only(t.p_value),
-         f"{_num(t.ph_statistic)} / {_p_only(t.ph_p_value)}", "estimated"]
+        [t.covariate, "estimated", f"{_num(t.hr)} ({_num(t.ci_low)}-{_num(t.ci_high)})", _p_only(t.p_value),
+         f"{_num(t.ph_statistic)} / {_p_only(t.ph_p_value)}"]
         for t in cx.terms
     ]
-    rows += [[cov, "-", "-", "-", f"dropped: {why}"] for cov, why in cx.dropped]
+    rows += [[cov, f"dropped: {why}", "-", "-", "-"] for cov, why in cx.dropped]
     if not cx.estimated and not rows:
-        rows = [["(no model)", "-", "-", "-", "; ".join(cx.messages)]]
+        rows = [["(all)", "not estimated: see the note below", "-", "-", "-"]]
     return _table(
-        ["Covariate", "HR (95% CI)", "P (Wald)", "PH check: χ² / P", "Status"],
+        ["Covariate", "Status", "HR (95% CI)", "P (Wald)", "PH check: χ² / P"],
         rows,
         caption=f"Table 4. Cox proportional hazards for event-free survival (n = {cx.n} patients, "
         f"{cx.n_events} events, {cx.n_excluded} excluded for a missing value)",
         note=f"Method: {cx.method}. Covariates: high MRD before course 1, BCR-ABL1, poor cytogenetics "
         "(complete cases). PH check P < 0.05 means the proportional-hazards assumption is questionable.",
-        cls="num",
+        cls="num", text_cols=2,
     ) + _notes(site, "cox_efs")
 
 
