@@ -226,8 +226,8 @@ def _high_mrd(pre: Status, p: Params) -> bool | None:
 
 
 def _latest_value(tl: PatientTimeline, var: str, lo: date, hi: date) -> float | None:
-    """Latest value of ``var`` dated in [lo, hi]. Reading: same-date values -> the highest (not
-    generated)."""
+    """Latest value of ``var`` dated in [lo, hi]. Reading: same-date values -> the highest (e.g.
+    post values of one course and pre values of the next on one day)."""
     vals = [(m.day, m.canonical) for m in tl.measurements
             if m.variable == var and lo <= m.day <= hi and m.canonical is not None]
     if not vals:
@@ -238,7 +238,8 @@ def _latest_value(tl: PatientTimeline, var: str, lo: date, hi: date) -> float | 
 
 def _closest_value(tl: PatientTimeline, var: str, target: date, half: int) -> float | None:
     """Rule 10 post value: closest to ``target`` in [target - half, target + half]; a tie in
-    distance goes to the earlier date. Reading: same-date values -> the highest (not generated)."""
+    distance goes to the earlier date. Reading: same-date values -> the highest (this occurs when
+    the next course's pre values fall on the chosen day)."""
     vals = [(abs((m.day - target).days), m.day, m.canonical) for m in tl.measurements
             if m.variable == var and abs((m.day - target).days) <= half and m.canonical is not None]
     if not vals:
