@@ -335,6 +335,14 @@ def _to_float_frame(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     return out
 
 
+def _exp(x: float) -> float:
+    """exp() that gives inf instead of raising when a quasi-separated fit has a huge coefficient."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def cox_ph(
     data: pd.DataFrame,
     duration_col: str,
@@ -446,9 +454,9 @@ def cox_ph(
                 covariate=c,
                 coef=coef,
                 se=se,
-                hr=math.exp(coef),
-                ci_low=math.exp(coef - _Z975 * se),
-                ci_high=math.exp(coef + _Z975 * se),
+                hr=_exp(coef),
+                ci_low=_exp(coef - _Z975 * se),
+                ci_high=_exp(coef + _Z975 * se),
                 z=float(summ.loc[c, "z"]),
                 p_value=float(summ.loc[c, "p"]),
                 ph_statistic=ph_stat[c],

@@ -312,9 +312,6 @@ def test_cli_analyze_bad_table_names_the_file(tmp_path, capsys):
     assert "course.csv" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(reason="analysis/survival.py cox_ph: math.exp overflows on a quasi-separated fit "
-                   "(owner: stats); the report cannot be built for such a center until it is guarded",
-                   raises=OverflowError, strict=False)
 def test_report_survives_a_center_with_quasi_separated_cox_fit(tmp_path):
     course, patient = make_tables()
     # Center A: every BCR-ABL1 and every poor-cytogenetics patient has an event (quasi-separation).

@@ -1,0 +1,34 @@
+"""``blina pool``: at the coordinator, verify site packages and pool them exactly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "verify site results packages and pool them (exact KM, log-rank, Fisher/CMH, stratified Cox, Wilcoxon)"
+EXAMPLES = [
+    "blina pool center1.zip center2.zip center3.zip center4.zip --out pooled/",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("packages", nargs="+", type=Path, help="one package per site (from blina site-run)")
+    p.add_argument("--out", type=Path, required=True, help="folder for pooled.json and pooled.html")
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.federated.package import pool_packages
+    from analysis.pooled_report import render_pooled_report
+
+    pooled = pool_packages(args.packages)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pooled.json").write_text(pooled.to_json() + "\n", encoding="utf-8")
+    html = render_pooled_report(pooled, args.out / "pooled.html")
+    print(f"pooled {len(pooled.sites)} sites ({', '.join(pooled.sites)}): {args.out / 'pooled.json'}, {html}")
+    print(json.dumps(_headline(pooled.pooled), indent=None)[:400])
+    return 0
+
+
+def _headline(pooled: dict) -> dict:
+    return {k: v for k, v in pooled.items() if k in ("n_patients", "n_courses", "sites")}

@@ -1,0 +1,81 @@
+"""``blina site-run``: at a center, build the study tables and write an aggregate-only results package."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from adapter import __version__
+from adapter.commands.common import add_db_arguments, add_study_arguments, open_db, study_from_args
+from adapter.db import Database
+from adapter.errors import BlinaError
+
+HELP = "run the study at a center and write its results package (aggregates only; nothing person-level)"
+EXAMPLES = [
+    "blina site-run --db site.duckdb --site-id center3 --out center3.zip",
+    "blina site-run --db postgresql://reader@dbhost/omop --cdm-schema cdm --vocab-schema vocab "
+    "--site-id center2 --out center2.zip --min-cell 10",
+    "blina site-run --course out/course.parquet --patient out/patient.parquet --site-id center1 --out c1.zip",
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_db_arguments(p)
+    add_study_arguments(p)
+    p.add_argument("--site-id", required=True, help="this center's identifier (letters, digits, - and _)")
+    p.add_argument("--out", type=Path, required=True, help="package file to write (.zip)")
+    p.add_argument("--min-cell", type=int, default=5, help="smallest count published in site tables (default 5)")
+    p.add_argument("--course", type=Path, default=None, help="use an extracted course table instead of the database")
+    p.add_argument("--patient", type=Path, default=None, help="use an extracted patient table (with --course)")
+
+
+def vocabulary_version(db: Database) -> str:
+    """The OHDSI vocabulary release (VOCABULARY row 'None'), else CDM_SOURCE's, else the first listed."""
+    for sql in (
+        f"SELECT vocabulary_version FROM {db.qualified('vocab', 'vocabulary')} WHERE vocabulary_id = 'None'",
+        f"SELECT vocabulary_version FROM {db.qualified('cdm', 'cdm_source')}",
+        f"SELECT vocabulary_version FROM {db.qualified('vocab', 'vocabulary')} ORDER BY vocabulary_id",
+    ):
+        try:
+            rows = db.query(sql)
+        except Exception:  # noqa: BLE001 - a missing optional table just means "try the next source"
+            continue
+        if rows and rows[0][0]:
+            return str(rows[0][0])
+    return "unknown"
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.federated.package import build_site_package
+    from analysis.io import read_course, read_patient
+
+    study, overlay = study_from_args(args)
+    if (args.course is None) != (args.patient is None):
+        raise BlinaError("--course and --patient go together", hint="give both extracted tables, or neither")
+    if args.course is not None:
+        course, patient = read_course(args.course), read_patient(args.patient)
+        vocab, fingerprint = "from extracted tables", None
+    else:
+        from adapter.views import build, input_fingerprint
+
+        with open_db(args, read_only=args.db.endswith(".duckdb")) as db:
+            course, patient = build(db, study, overlay, site_id=args.site_id)
+            vocab = vocabulary_version(db)
+            fingerprint = input_fingerprint(db)["sha256"]
+    for frame in (course, patient):
+        frame["site_id"] = args.site_id
+    info = {
+        "package_version": __version__,
+        "study_definition_hash": study.fingerprint(),
+        "parameters": study.params.model_dump(),
+        "vocabulary_version": vocab,
+        "study_id": study.study_id,
+        "study_version": study.version,
+    }
+    if fingerprint:
+        info["input_fingerprint"] = fingerprint
+    path = build_site_package(course, patient, site_id=args.site_id, manifest_info=info, out_path=args.out,
+                              min_cell=args.min_cell)
+    print(f"wrote {path}: {len(patient)} patients, {len(course)} courses as aggregates "
+          f"(min cell {args.min_cell}); send this file to the coordinator")
+    return 0

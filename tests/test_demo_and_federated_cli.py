@@ -1,0 +1,83 @@
+"""End to end as a user runs it: ``blina demo`` (all four centers through both routes, report), then
+``blina site-run`` at each center and ``blina pool`` at the coordinator on the demo's extracts."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+
+from adapter.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo-output"
+    assert main(["demo", "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_reproduces_the_published_response_figures(demo_dir):
+    resp = pd.read_csv(demo_dir / "analysis" / "response.csv")
+    pooled = resp[resp["scope"] == "pooled"].set_index(["courses", "group"])
+    assert pooled.loc[("course 1", "R/R"), ["k", "n"]].tolist() == [9, 11]
+    assert pooled.loc[("course 1", "CR-MRDpos"), ["k", "n"]].tolist() == [33, 40]
+    assert pooled.loc[("all courses", "CR-MRDneg"), ["k", "n"]].tolist() == [73, 74]
+    html = (demo_dir / "report.html").read_text()
+    assert "P = 1.000" in html and "97.8% ± 2.2%" in html
+
+
+def test_demo_flow_counts_match_the_protocol(demo_dir):
+    patient = pd.read_parquet(demo_dir / "study" / "patient.parquet")
+    assert len(patient) == 105
+    assert patient["indication"].value_counts().to_dict() == {"chemo_delay": 54, "R/R": 30, "CR-MRDpos": 21}
+    assert patient["status_at_referral"].value_counts().to_dict() == {"CR-MRDneg": 45, "R/R": 30, "CR-MRDpos": 30}
+
+
+def test_demo_accounts_for_every_input_record(demo_dir):
+    rows = json.loads((demo_dir / "quality" / "data-quality.json").read_text())["records"]
+    assert len(rows) == 4
+    for r in rows:
+        assert r["read"] == r["loaded"] + r["skipped"] + r["rejected"], r
+        assert r["rejected"] == 0
+
+
+def test_site_run_and_pool_on_the_demo_centers(demo_dir, tmp_path, capsys):
+    packages = []
+    for site in ("center1", "center2", "center3", "center4"):
+        pkg = tmp_path / f"{site}.zip"
+        study = demo_dir / "study" / site
+        assert main(["site-run", "--course", str(study / "course.parquet"), "--patient",
+                     str(study / "patient.parquet"), "--site-id", site, "--out", str(pkg)]) == 0
+        packages.append(str(pkg))
+        with zipfile.ZipFile(pkg) as zf:
+            text = " ".join(zf.read(n).decode("utf-8", "replace") for n in zf.namelist())
+        patient = pd.read_parquet(study / "patient.parquet")
+        for mrn in patient["person_source_value"]:
+            assert mrn not in text  # no source patient id leaves the site
+    assert main(["pool", *packages, "--out", str(tmp_path / "pooled")]) == 0
+    pooled = json.loads((tmp_path / "pooled" / "pooled.json").read_text())["results"]["pooled"]
+    assert pooled["response"]["course1"]["table"] == [[9, 2], [33, 7]]
+    groups = pooled["survival"]["efs"]["groups"]
+    one_year = {g: round(groups[g]["landmarks"][0]["survival"], 4) for g in ("CR-MRDneg", "CR-MRDpos", "R/R")}
+    assert one_year == {"CR-MRDneg": round(44 / 45, 4), "CR-MRDpos": round(26 / 30, 4), "R/R": round(22 / 30, 4)}
+    assert (tmp_path / "pooled" / "pooled.html").stat().st_size > 10_000
+
+
+def test_pool_refuses_a_tampered_package(demo_dir, tmp_path, capsys):
+    study = demo_dir / "study" / "center3"
+    pkg = tmp_path / "c3.zip"
+    assert main(["site-run", "--course", str(study / "course.parquet"), "--patient", str(study / "patient.parquet"),
+                 "--site-id", "center3", "--out", str(pkg)]) == 0
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(pkg) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith(".csv"):
+                data = data.replace(b"1", b"2", 1)
+            dst.writestr(name, data)
+    capsys.readouterr()
+    assert main(["pool", str(tampered), "--out", str(tmp_path / "p")]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err
