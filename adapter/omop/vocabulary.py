@@ -45,9 +45,10 @@ def load_study_vocabulary(db: Database) -> dict[str, int]:
     ids = frames["concept"]["concept_id"].tolist()
     counts = {}
     with db.transaction():
-        db.execute(f"DELETE FROM {db.qualified('vocab', 'concept_ancestor')} WHERE descendant_concept_id IN ({','.join(map(str, ids))})")
-        db.execute(f"DELETE FROM {db.qualified('vocab', 'concept_relationship')} WHERE concept_id_1 IN ({','.join(map(str, ids))})")
-        db.execute(f"DELETE FROM {db.qualified('vocab', 'concept')} WHERE concept_id IN ({','.join(map(str, ids))})")
+        id_list = ",".join(str(int(i)) for i in ids)  # integers from our own CSV, never user text
+        for table, column in (("concept_ancestor", "descendant_concept_id"),
+                              ("concept_relationship", "concept_id_1"), ("concept", "concept_id")):
+            db.execute(f"DELETE FROM {db.qualified('vocab', table)} WHERE {column} IN ({id_list})")
         vocab_ids = frames["vocabulary"]["vocabulary_id"].tolist()
         db.execute(
             f"DELETE FROM {db.qualified('vocab', 'vocabulary')} WHERE vocabulary_id IN ("
