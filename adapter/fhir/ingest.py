@@ -33,7 +33,14 @@ import pandas as pd
 
 from adapter.db import Database
 from adapter.errors import BlinaError
-from adapter.fhir.ingest_sql import LINEAGE_TABLE, PERSON_MAP_TABLE, SqlContext, ddl_create_support, finalize
+from adapter.fhir.ingest_sql import (
+    LINEAGE_TABLE,
+    PERSON_MAP_TABLE,
+    SqlContext,
+    ddl_create_support,
+    finalize,
+    study_codes,
+)
 from adapter.fhir.mapper import FhirConfig, ResourceMapper, load_config, load_views
 from adapter.fhir.reader import Item, discover_files, iter_items, read_raw
 from adapter.fhir.viewdef import ViewDefinition
@@ -282,7 +289,6 @@ def ingest_fhir(
         raise BlinaError(f"the vocabulary schema {db.schemas.vocab!r} has no concepts",
                          hint="run `blina init-db` (loads the study vocabulary) or load the OHDSI vocabulary")
     files, skipped_files = discover_files(paths)
-    mapper = ResourceMapper(views, config)
     report = IngestReport(site_id=site_id, files=[str(f) for f in files], skipped_files=[str(f) for f in skipped_files])
     ucum_system = next((s for s, voc in config.systems.items() if voc == "UCUM"), None)
     ctx = SqlContext(
@@ -296,15 +302,17 @@ def ingest_fhir(
         operator_domain=config.operator_domain,
         type_vocabulary=config.type_concept_vocabulary,
     )
-    run = _Run(db, mapper, report, quarantine, on_progress)
     with db.transaction():
         for stmt in ddl_create_support(db):
             db.execute(stmt)
         for name in _temp_tables(db):
             db.execute(f"DROP TABLE IF EXISTS {name}")
         stage = _Stage(db)
+        _config_tables(stage, study, overlay, config, {v.resource for v in views.values()})
+        stage.flush()
+        mapper = _study_mapper(db, ctx, views, config, overlay)
+        run = _Run(db, mapper, report, quarantine, on_progress)
         run.stage = stage
-        _config_tables(stage, study, overlay, config, mapper.relevant)
         for name, view in views.items():
             stage.create(f"_bl_s_{name}", _view_columns(view, db.dialect))
         stage.create("_bl_res", [("sid", "BIGINT"), ("rtype", "VARCHAR"), ("source_key", "VARCHAR"),
@@ -322,6 +330,9 @@ def ingest_fhir(
         stage.add("_bl_cfg_rejected_patient", [(k,) for k in run.rejected_patients])
         stage.create("_bl_cfg_tombstone", [("source_key", "VARCHAR")])
         stage.add("_bl_cfg_tombstone", [(k,) for k in run.tombstones])
+        stage.create("_bl_cfg_followup", [("patient_key", "VARCHAR"), ("first_date", "VARCHAR"),
+                                          ("last_date", "VARCHAR")])
+        stage.add("_bl_cfg_followup", [(k, a, b) for k, (a, b) in run.followup.items()])
         stage.flush()
         result = finalize(db, ctx)
         seen_sid: set[int] = set()
@@ -343,6 +354,27 @@ def ingest_fhir(
 _LATE = object()  # marker: re-read the resource from its file for the quarantine
 
 
+def _study_mapper(db: Database, ctx: SqlContext, views: dict[str, ViewDefinition], config: FhirConfig,
+                  overlay: SiteOverlay | None) -> ResourceMapper:
+    """A mapper that knows the study's codes as (system URI, code) pairs, resolved through this
+    database's vocabulary (so descendants and 'Maps to' sources count), plus the overlay's codes."""
+    systems_of: dict[str, list[str]] = {}
+    for system, vocab in config.systems.items():
+        systems_of.setdefault(vocab, []).append(system)
+    codes: set[tuple[str | None, str]] = set()
+    for vocab, code in study_codes(db, ctx):
+        for system in systems_of.get(vocab, ()):
+            codes.add((system, code))
+    anys: set[str] = set()
+    for entries in (overlay.variables.values() if overlay else ()):
+        for e in entries:
+            if e.system:
+                codes.add((e.system, e.source_value))
+            else:
+                anys.add(e.source_value)
+    return ResourceMapper(views, config, study_codes=frozenset(codes), any_system_codes=frozenset(anys))
+
+
 class _Run:
     """Mutable state of one ingest run (the per-resource hot path lives in :meth:`read_file`)."""
 
@@ -360,6 +392,7 @@ class _Run:
         self.conflicts: set[str] = set()
         self.rejected_patients: set[str] = set()
         self.tombstones: list[str] = []
+        self.followup: dict[str, tuple[str, str]] = {}  # patient id -> (first, last) of records not loaded
 
     def reject(self, file: str, line: int | None, entry: str | None, key: str | None, reason: str,
                resource: Any = None) -> None:
@@ -384,7 +417,8 @@ class _Run:
         base_read = report.read
         n_items = 0
         dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
-        for item in iter_items(path, mapper.relevant, skipped_counts):
+        relevant, is_study = mapper.relevant, mapper.is_study
+        for item in iter_items(path, mapper.wanted, skipped_counts):
             n_items += 1
             res = item.resource
             if res is None:
@@ -393,6 +427,13 @@ class _Run:
             rtype = res.get("resourceType")
             if not isinstance(rtype, str):
                 self.reject(item.file, item.line, item.entry, None, "not a FHIR resource: no resourceType", res)
+                continue
+            if rtype not in relevant or not is_study(res):
+                # not study-relevant: counted by type; its dates still count for follow-up (3b.10)
+                not_relevant[rtype] += 1
+                fu = mapper.followup_dates(res)
+                if fu is not None:
+                    self._followup(*fu)
                 continue
             rid = res.get("id") or item.fallback_id
             if not isinstance(rid, str) or not rid:
@@ -413,8 +454,12 @@ class _Run:
             not_relevant[t] += n
         report.read += n_items + sum(skipped_counts.values())
 
-    def _where(self, item: Item) -> str:
-        return item.location
+    def _followup(self, patient: str, first: str, last: str) -> None:
+        cur = self.followup.get(patient)
+        if cur is None:
+            self.followup[patient] = (first, last)
+        elif first < cur[0] or last > cur[1]:
+            self.followup[patient] = (min(first, cur[0]), max(last, cur[1]))
 
     def _repeat(self, item: Item, key: str, digest: int, prev: tuple[int, str, str], res: dict) -> None:
         pdigest, pstate, ploc = prev

@@ -27,10 +27,12 @@ from dataclasses import dataclass
 
 from adapter.db import Database
 
-__all__ = ["LINEAGE_TABLE", "PERSON_MAP_TABLE", "OMOP_TARGETS", "SqlContext", "finalize"]
+__all__ = ["FOLLOWUP_TABLE", "LINEAGE_TABLE", "OMOP_TARGETS", "PERSON_MAP_TABLE", "SqlContext", "finalize",
+           "study_codes"]
 
 LINEAGE_TABLE = "blina_lineage"
 PERSON_MAP_TABLE = "blina_person_map"
+FOLLOWUP_TABLE = "blina_followup"
 
 # OMOP table -> id column (DEATH has none: its lineage row_id is the person_id).
 OMOP_TARGETS: dict[str, str] = {
@@ -86,17 +88,33 @@ def ddl_create_support(db: Database) -> list[str]:
         "patient_key VARCHAR(255) NOT NULL, person_id BIGINT NOT NULL, PRIMARY KEY (site_id, patient_key))",
         f"CREATE TABLE IF NOT EXISTS {cdm}.{LINEAGE_TABLE} (omop_table VARCHAR(40) NOT NULL, row_id BIGINT NOT NULL, "
         "site_id VARCHAR(40) NOT NULL, source_key VARCHAR(300) NOT NULL, source_file TEXT)",
+        # dates of records that were not loaded (not study-relevant), for follow-up only (3b.10)
+        f"CREATE TABLE IF NOT EXISTS {cdm}.{FOLLOWUP_TABLE} (site_id VARCHAR(40) NOT NULL, "
+        "patient_key VARCHAR(255) NOT NULL, first_date DATE NOT NULL, last_date DATE NOT NULL, "
+        "PRIMARY KEY (site_id, patient_key))",
     ]
     if db.dialect == "postgresql":
         stmts.append(f"CREATE INDEX IF NOT EXISTS idx_blina_lineage_key ON {cdm}.{LINEAGE_TABLE} (site_id, source_key)")
     return stmts
 
 
-def _steps_resolve(c: SqlContext) -> list[str]:
-    codes = " UNION ALL ".join(f"SELECT code_system, code_code FROM _bl_s_{v}" for v in _CODED_VIEWS)
-    return [
-        # study variable concept sets: 'src' = every concept of the code set, 'std' = standard ones + descendants
-        f"""CREATE TEMP TABLE _bl_var_concept AS
+def study_codes(db: Database, c: SqlContext) -> list[tuple[str, str]]:
+    """Create ``_bl_var_concept`` (variable, concept_id, how) and return the (vocabulary_id, code) pairs
+    that make a record study-relevant: every concept of the code sets, the standard ones' descendants,
+    and the source concepts that 'Maps to' one of those (e.g. ICD-10-CM C91.00 -> ALL)."""
+    db.execute(_var_concept_sql(c))
+    return db.query(f"""SELECT c.vocabulary_id, c.concept_code FROM _bl_var_concept v
+                          JOIN {c.vocab}.concept c ON c.concept_id = v.concept_id
+                        UNION
+                        SELECT c.vocabulary_id, c.concept_code FROM _bl_var_concept v
+                          JOIN {c.vocab}.concept_relationship r ON r.concept_id_2 = v.concept_id
+                           AND r.relationship_id = 'Maps to' AND v.how = 'std'
+                          JOIN {c.vocab}.concept c ON c.concept_id = r.concept_id_1""")
+
+
+def _var_concept_sql(c: SqlContext) -> str:
+    # study variable concept sets: 'src' = every concept of the code set, 'std' = standard ones + descendants
+    return f"""CREATE TEMP TABLE _bl_var_concept AS
         SELECT v.variable, c.concept_id, 'src' AS how
           FROM _bl_cfg_var v JOIN {c.vocab}.concept c ON c.vocabulary_id = v.vocabulary_id AND c.concept_code = v.code
         UNION
@@ -107,7 +125,12 @@ def _steps_resolve(c: SqlContext) -> list[str]:
         SELECT v.variable, a.descendant_concept_id, 'std'
           FROM _bl_cfg_var v JOIN {c.vocab}.concept c ON c.vocabulary_id = v.vocabulary_id AND c.concept_code = v.code
           JOIN {c.vocab}.concept_ancestor a ON a.ancestor_concept_id = c.concept_id
-         WHERE v.descendants AND c.standard_concept = 'S'""",
+         WHERE v.descendants AND c.standard_concept = 'S'"""
+
+
+def _steps_resolve(c: SqlContext) -> list[str]:
+    codes = " UNION ALL ".join(f"SELECT code_system, code_code FROM _bl_s_{v}" for v in _CODED_VIEWS)
+    return [
         f"""CREATE TEMP TABLE _bl_codes AS
         SELECT DISTINCT code_system, code_code FROM ({codes}
           UNION ALL SELECT value_system, value_code FROM _bl_s_observation) u
@@ -433,6 +456,8 @@ def _observation_period_out(c: SqlContext) -> str:
             f"FROM {cdm}.procedure_occurrence",
             f"SELECT person_id, visit_start_date, visit_end_date FROM {cdm}.visit_occurrence",
             f"SELECT person_id, death_date, death_date FROM {cdm}.death",
+            f"SELECT m.person_id, u.first_date, u.last_date FROM {c.cdm}.{FOLLOWUP_TABLE} u "
+            f"JOIN {pm} m ON m.site_id = u.site_id AND m.patient_key = u.patient_key WHERE u.site_id = :site",
         ]
     )
     return f"""SELECT 'Patient/' || pm.patient_key AS source_key, CAST(NULL AS VARCHAR) AS source_file, pm.person_id,
@@ -500,6 +525,16 @@ def finalize(db: Database, c: SqlContext) -> dict[str, object]:
     for table in outs:
         counts[table] = _insert(db, c, table, run)
 
+    # follow-up dates of records not loaded: merged (never narrowed) per patient, so reruns are idempotent
+    fu = f"{c.cdm}.{FOLLOWUP_TABLE}"
+    run(f"""CREATE TEMP TABLE _bl_fu AS SELECT patient_key, MIN(first_date) AS first_date,
+                   MAX(last_date) AS last_date FROM (
+              SELECT patient_key, first_date, last_date FROM {fu} WHERE site_id = :site
+              UNION ALL SELECT patient_key, CAST(first_date AS DATE), CAST(last_date AS DATE) FROM _bl_cfg_followup
+            ) x GROUP BY patient_key""")
+    run(f"DELETE FROM {fu} WHERE site_id = :site AND patient_key IN (SELECT patient_key FROM _bl_fu)")
+    run(f"INSERT INTO {fu} (site_id, patient_key, first_date, last_date) "
+        "SELECT :site, patient_key, first_date, last_date FROM _bl_fu")
     # OBSERVATION_PERIOD: one per person of the site, spanning every fact date (protocol 3b.10).
     run(f"CREATE TEMP TABLE _bl_o_observation_period AS {_observation_period_out(c)}")
     run(_id_assign(c, "observation_period", has_row_id=False))

@@ -29,6 +29,7 @@ import yaml
 from pydantic import ValidationError
 
 from adapter.errors import BlinaError
+from adapter.fhir.fhirpath import CompiledPath, Env, compile_path
 from adapter.fhir.reader import normalize_reference
 from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, load_view
 from adapter.resources import mappings_dir
@@ -47,6 +48,7 @@ PARTIAL_DATE_RULE = (
     "a partial date (YYYY or YYYY-MM) rejects the resource, except Patient.birthDate (year/month only)"
 )
 _DATE_TYPES = frozenset({"date", "dateTime", "instant"})
+_FILTER_ENV = Env(None, 0)  # coding paths never read %resource
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class FhirConfig:
     type_concept_vocabulary: str
     type_concepts: dict[str, str]
     observation_categories: tuple[str, ...]
+    followup: dict[str, tuple[str, tuple[str, ...]]]  # resource type -> (subject element, date elements)
     source: str
 
     def status_element(self, resource_type: str) -> str:
@@ -99,6 +102,11 @@ def load_config(path: str | Path | None = None) -> FhirConfig:
         type_concept_vocabulary=str(need(omop, "type_concept_vocabulary", str, "omop.")),
         type_concepts={str(k): str(v) for k, v in types.items()},
         observation_categories=tuple(str(c) for c in omop.get("observation_categories") or ()),
+        followup={
+            str(t): (str(need(spec, "subject", str, f"followup.{t}.")),
+                     tuple(str(d) for d in need(spec, "dates", list, f"followup.{t}.")))
+            for t, spec in (raw.get("followup") or {}).items()
+        },
         source=str(p),
     )
 
@@ -167,16 +175,92 @@ class MapResult:
     subject: str | None = None
 
 
-class ResourceMapper:
-    """Maps one resource at a time (see module doc). Build once per run; ``map`` is the hot path."""
+def _filter_path(view: ViewDefinition) -> CompiledPath | None:
+    """The coding path of the select whose column is tagged ``study_filter: code`` (None: no filter)."""
+    tagged = {c.name for c in view.columns if ("study_filter", "code") in c.tags}
 
-    def __init__(self, views: dict[str, ViewDefinition], config: FhirConfig, *, validate: bool = True) -> None:
+    def walk(selects: list[Any]) -> str | None:
+        for sel in selects:
+            names = {c.get("name") for c in sel.get("column", [])}
+            path = sel.get("forEachOrNull") or sel.get("forEach")
+            if names & tagged and path:
+                return path
+            found = walk(sel.get("select", []))
+            if found:
+                return found
+        return None
+
+    path = walk(view.definition.get("select", [])) if tagged else None
+    return compile_path(path) if path else None
+
+
+class ResourceMapper:
+    """Maps one resource at a time (see module doc). Build once per run; ``map`` is the hot path.
+
+    ``study_codes``: the (system URI, code) pairs of the study's code sets (with descendants and the
+    source codes that map to them), ``any_system_codes``: overlay codes that match whatever the system.
+    With ``study_codes`` None every resource of a mapped type is study-relevant.
+    """
+
+    def __init__(self, views: dict[str, ViewDefinition], config: FhirConfig, *, validate: bool = True,
+                 study_codes: frozenset[tuple[str | None, str]] | None = None,
+                 any_system_codes: frozenset[str] = frozenset()) -> None:
         self.views = views
         self.config = config
         self.validate = validate
         self.view_of_type: dict[str, str] = {v.resource: n for n, v in views.items()}
         self.relevant: frozenset[str] = frozenset(self.view_of_type)
+        # types the reader must hand over: mapped ones, and others whose dates count for follow-up
+        self.wanted: frozenset[str] = self.relevant | frozenset(config.followup)
         self._plans = {name: self._plan(view) for name, view in views.items()}
+        self.study_codes = study_codes
+        self.any_system_codes = any_system_codes
+        self._filters: dict[str, Any] = {}
+        if study_codes is not None:
+            for view in views.values():
+                path = _filter_path(view)
+                if path is not None:
+                    self._filters[view.resource] = path.fn
+
+    def is_study(self, resource: dict[str, Any]) -> bool:
+        """True unless the resource's type is code-filtered and none of its codings is a study code
+        (a resource with no coding at all is kept: it cannot be judged, e.g. a medicationReference)."""
+        fn = self._filters.get(resource["resourceType"])
+        if fn is None:
+            return True
+        codings = fn([resource], _FILTER_ENV)
+        if not codings:
+            return True
+        codes, anys = self.study_codes, self.any_system_codes
+        for c in codings:
+            if c.__class__ is dict:
+                code = c.get("code")
+                if (c.get("system"), code) in codes or code in anys:
+                    return True
+        return False
+
+    def followup_dates(self, resource: dict[str, Any]) -> tuple[str, str, str] | None:
+        """(patient id, first date, last date) of a record that is not loaded, for follow-up (3b.10)."""
+        spec = self.config.followup.get(resource["resourceType"])
+        if spec is None:
+            return None
+        if self._not_done(resource):
+            return None
+        ref = resource.get(spec[0])
+        ref = ref.get("reference") if ref.__class__ is dict else None
+        if ref.__class__ is not str or not ref.startswith("Patient/"):
+            return None  # Bundle-internal urn references are resolved only for loaded records
+        days = []
+        for el in spec[1]:
+            v = resource.get(el)
+            if v.__class__ is str:
+                days.append(v)
+            elif v.__class__ is dict:
+                days.extend(x for x in (v.get("start"), v.get("end")) if x.__class__ is str)
+        days = [d[:10] for d in days if len(d) >= 10 and _date_problem(d) is None]
+        if not days:
+            return None
+        return ref[len("Patient/"):].split("/")[0], min(days), max(days)
 
     @staticmethod
     def _plan(view: ViewDefinition) -> dict[str, Any]:
