@@ -41,7 +41,9 @@ else:
         (str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))), "pg_ctl"
     )
     postgresql_server = factories.postgresql_proc(executable=_pg_ctl, port=None)
-postgresql = factories.postgresql("postgresql_server")
+# A per-run name: pytest-postgresql derives its template database from it, so two runs on one
+# server (or a template left by a killed run) cannot collide.
+postgresql = factories.postgresql("postgresql_server", dbname=f"blina_tests_{os.getpid()}")
 
 
 def _pg_url(request: pytest.FixtureRequest) -> str:
