@@ -21,6 +21,8 @@ stable per (site, Patient id) in ``{cdm}.blina_person_map``.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -34,14 +36,17 @@ import pandas as pd
 from adapter.db import Database
 from adapter.errors import BlinaError
 from adapter.fhir.ingest_sql import (
+    FOLLOWUP_TABLE,
     LINEAGE_TABLE,
     PERSON_MAP_TABLE,
     SqlContext,
+    StageDb,
+    apply,
+    compute,
     ddl_create_support,
-    finalize,
     study_codes,
 )
-from adapter.fhir.mapper import FhirConfig, ResourceMapper, load_config, load_views
+from adapter.fhir.mapper import FhirConfig, ResourceMapper, load_config, load_views, valid_day
 from adapter.fhir.reader import Item, discover_files, iter_items, read_raw
 from adapter.fhir.viewdef import ViewDefinition
 from adapter.study import SiteOverlay, StudyDefinition, load_study
@@ -152,7 +157,7 @@ _PD_TYPES = {"DOUBLE": "Float64", "DOUBLE PRECISION": "Float64", "BIGINT": "Int6
 class _Stage:
     """Buffers rows per temporary table and appends them in bulk (COPY / DataFrame append)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: StageDb) -> None:
         self.db = db
         self.tables: dict[str, tuple[list[str], list[str]]] = {}
         self.buffers: dict[str, list[tuple]] = {}
@@ -182,19 +187,6 @@ class _Stage:
                     df[c] = df[c].astype(pd_type)
             self.db.bulk_insert(n, df, cols)
             buf.clear()
-
-
-def _temp_tables(db: Database) -> list[str]:
-    if db.dialect == "duckdb":
-        rows = db.query(
-            "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '\\_bl\\_%' ESCAPE '\\'"
-        )
-    else:
-        rows = db.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'LOCAL TEMPORARY' "
-            "AND table_name LIKE '\\_bl\\_%' ESCAPE '\\'"
-        )
-    return [r[0] for r in rows]
 
 
 def _config_tables(
@@ -265,13 +257,15 @@ def ingest_fhir(
     config: FhirConfig | None = None,
     quarantine: TextIO | None = None,
     on_progress: Callable[[int], None] | None = None,
+    duckdb_memory_limit: str | None = "128MB",
 ) -> IngestReport:
     """Ingest FHIR files/folders into ``db``'s CDM schema for site ``site_id`` (see module doc).
 
     The CDM tables and a vocabulary must exist (``blina init-db``). ``quarantine``: a text stream that
     receives one JSON line per rejected resource (``file``, ``line``, ``entry``, ``resource_key``,
     ``reason``, ``resource``). ``on_progress(n_read)`` is called every few thousand resources; an
-    exception it raises aborts the run and rolls everything back.
+    exception it raises aborts the run and rolls everything back. ``duckdb_memory_limit``: DuckDB's
+    buffer pool during the run (it spills to disk beyond; restored afterwards), None to leave it.
     """
     t0 = time.perf_counter()
     study = study or load_study()
@@ -302,47 +296,42 @@ def ingest_fhir(
         operator_domain=config.operator_domain,
         type_vocabulary=config.type_concept_vocabulary,
     )
-    with db.transaction():
-        for stmt in ddl_create_support(db):
-            db.execute(stmt)
-        for name in _temp_tables(db):
-            db.execute(f"DROP TABLE IF EXISTS {name}")
-        stage = _Stage(db)
-        _config_tables(stage, study, overlay, config, {v.resource for v in views.values()})
-        stage.flush()
-        mapper = _study_mapper(db, ctx, views, config, overlay)
-        run = _Run(db, mapper, report, quarantine, on_progress)
-        run.stage = stage
-        for name, view in views.items():
-            stage.create(f"_bl_s_{name}", _view_columns(view, db.dialect))
-        stage.create("_bl_res", [("sid", "BIGINT"), ("rtype", "VARCHAR"), ("source_key", "VARCHAR"),
-                                 ("subject_key", "VARCHAR"), ("file_idx", "INTEGER"), ("line", "INTEGER"),
-                                 ("entry", "VARCHAR")])
-        for file_idx, path in enumerate(files):
-            run.read_file(path, file_idx)
-        if on_progress:
-            on_progress(report.read)
-        stage.create("_bl_cfg_file", [("file_idx", "INTEGER"), ("path", "VARCHAR")])
-        stage.add("_bl_cfg_file", list(enumerate(report.files)))
-        stage.create("_bl_cfg_conflict", [("source_key", "VARCHAR")])
-        stage.add("_bl_cfg_conflict", [(k,) for k in run.conflicts if run.seen[k][1] == "staged"])
-        stage.create("_bl_cfg_rejected_patient", [("patient_key", "VARCHAR")])
-        stage.add("_bl_cfg_rejected_patient", [(k,) for k in run.rejected_patients])
-        stage.create("_bl_cfg_tombstone", [("source_key", "VARCHAR")])
-        stage.add("_bl_cfg_tombstone", [(k,) for k in run.tombstones])
-        stage.create("_bl_cfg_followup", [("patient_key", "VARCHAR"), ("first_date", "VARCHAR"),
-                                          ("last_date", "VARCHAR")])
-        stage.add("_bl_cfg_followup", [(k, a, b) for k, (a, b) in run.followup.items()])
-        stage.flush()
-        result = finalize(db, ctx)
-        seen_sid: set[int] = set()
-        for sid, key, file_idx, line, entry, reason in result["late_rejects"]:
-            if sid in seen_sid:
-                continue  # several problems: the first (by step) is reported
-            seen_sid.add(sid)
-            run.reject(report.files[file_idx], line, entry, key, reason, resource=_LATE)
-        for name in _temp_tables(db):
-            db.execute(f"DROP TABLE IF EXISTS {name}")
+    sdb = StageDb(db)
+    # PostgreSQL: everything in one transaction (TEMP work tables live in the server). DuckDB would hold
+    # a whole run's uncommitted work in this process's memory, so there the work tables are committed as
+    # they are filled ("staged") and only the writes to the CDM run in one transaction ("swapped"); the
+    # work tables are dropped whatever happens, so a failed run leaves the database as it was.
+    staged = db.dialect == "duckdb"
+    support_before = {t for t in (PERSON_MAP_TABLE, LINEAGE_TABLE, FOLLOWUP_TABLE)
+                      if db.table_exists(db.schemas.cdm, t)}
+    ok = False
+    restore_limit = None
+    if staged and duckdb_memory_limit:
+        restore_limit = db.query("SELECT current_setting('memory_limit')")[0][0]
+        db.execute(f"SET memory_limit = '{_memory_setting(duckdb_memory_limit)}'")
+    try:
+        with contextlib.nullcontext() if staged else db.transaction():
+            for stmt in ddl_create_support(db):
+                db.execute(stmt)
+            sdb.drop_all()
+            run = _stage_input(sdb, ctx, files, views, study, overlay, config, report, quarantine, on_progress)
+            for sid, key, file_idx, line, entry, reason in compute(sdb, ctx):
+                if sid not in run.late_rejected:  # several problems: the first (by step) is reported
+                    run.late_rejected.add(sid)
+                    run.reject(report.files[file_idx], line, entry, key, reason, resource=_LATE)
+            with db.transaction():
+                result = apply(sdb, ctx)
+                if not staged:
+                    sdb.drop_all()
+        ok = True
+    finally:
+        if restore_limit is not None:
+            db.execute(f"SET memory_limit = '{_memory_setting(restore_limit)}'")
+        if staged:
+            sdb.drop_all()
+            if not ok:
+                for t in {PERSON_MAP_TABLE, LINEAGE_TABLE, FOLLOWUP_TABLE} - support_before:
+                    db.execute(f"DROP TABLE IF EXISTS {db.qualified('cdm', t)}")
     report.loaded.update(result["loaded_by_type"])
     report.rows = result["rows"]
     report.unknown_concept_rows = result["unknown_concept_rows"]
@@ -351,10 +340,52 @@ def ingest_fhir(
     return report
 
 
+def _memory_setting(text: str) -> str:
+    """A DuckDB memory size (``192MB``, ``1.5 GiB``), checked because SET takes no bind parameter."""
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]?i?B\s*", text, re.I):
+        raise BlinaError(f"invalid DuckDB memory limit {text!r}", hint="use a size such as 192MB or 2GB")
+    return text.strip()
+
+
 _LATE = object()  # marker: re-read the resource from its file for the quarantine
+_STAGED, _SKIPPED, _REJECTED = 0, 1, 2  # outcome of the first copy of a key (low bits of _Run.seen)
 
 
-def _study_mapper(db: Database, ctx: SqlContext, views: dict[str, ViewDefinition], config: FhirConfig,
+def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[str, ViewDefinition],
+                 study: StudyDefinition, overlay: SiteOverlay | None, config: FhirConfig, report: IngestReport,
+                 quarantine: TextIO | None, on_progress: Callable[[int], None] | None) -> _Run:
+    """Read every file into the work tables (configuration, view rows, resources, run-level lists)."""
+    stage = _Stage(sdb)
+    _config_tables(stage, study, overlay, config, {v.resource for v in views.values()})
+    stage.flush()
+    mapper = _study_mapper(sdb, ctx, views, config, overlay)
+    run = _Run(mapper, report, quarantine, on_progress, stage)
+    for name, view in views.items():
+        stage.create(f"_bl_s_{name}", _view_columns(view, sdb.dialect))
+    stage.create("_bl_res", [("sid", "BIGINT"), ("rtype", "VARCHAR"), ("source_key", "VARCHAR"),
+                             ("subject_key", "VARCHAR"), ("file_idx", "INTEGER"), ("line", "INTEGER"),
+                             ("entry", "VARCHAR")])
+    for file_idx, path in enumerate(files):
+        run.read_file(path, file_idx)
+    if on_progress:
+        on_progress(report.read)
+    lists: dict[str, tuple[list[tuple[str, str]], list[tuple]]] = {
+        "_bl_cfg_file": ([("file_idx", "INTEGER"), ("path", "VARCHAR")], list(enumerate(report.files))),
+        "_bl_cfg_conflict": ([("source_key", "VARCHAR")],
+                             [(k,) for k in run.conflicts if run.seen[k] & 3 == _STAGED]),
+        "_bl_cfg_rejected_patient": ([("patient_key", "VARCHAR")], [(k,) for k in run.rejected_patients]),
+        "_bl_cfg_tombstone": ([("source_key", "VARCHAR")], [(k,) for k in run.tombstones]),
+        "_bl_cfg_followup": ([("patient_key", "VARCHAR"), ("first_date", "VARCHAR"), ("last_date", "VARCHAR")],
+                             [(k, a, b) for k, (a, b) in run.followup.items()]),
+    }
+    for name, (cols, rows) in lists.items():
+        stage.create(name, cols)
+        stage.add(name, rows)
+    stage.flush()
+    return run
+
+
+def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition], config: FhirConfig,
                   overlay: SiteOverlay | None) -> ResourceMapper:
     """A mapper that knows the study's codes as (system URI, code) pairs, resolved through this
     database's vocabulary (so descendants and 'Maps to' sources count), plus the overlay's codes."""
@@ -378,17 +409,18 @@ def _study_mapper(db: Database, ctx: SqlContext, views: dict[str, ViewDefinition
 class _Run:
     """Mutable state of one ingest run (the per-resource hot path lives in :meth:`read_file`)."""
 
-    def __init__(self, db: Database, mapper: ResourceMapper, report: IngestReport, quarantine: TextIO | None,
-                 on_progress: Callable[[int], None] | None) -> None:
-        self.db = db
+    def __init__(self, mapper: ResourceMapper, report: IngestReport, quarantine: TextIO | None,
+                 on_progress: Callable[[int], None] | None, stage: _Stage) -> None:
         self.mapper = mapper
         self.report = report
         self.quarantine = quarantine
         self.on_progress = on_progress
-        self.stage: _Stage | None = None
+        self.stage = stage
+        self.late_rejected: set[int] = set()
         self.sid = 0
-        # key -> (content hash, outcome, location) for relevant resources only (bounded by their count)
-        self.seen: dict[str, tuple[int, str, str]] = {}
+        # key -> content hash * 4 + outcome, for study-relevant resources only: one int per key keeps
+        # this (the only per-resource state of a run) small
+        self.seen: dict[str, int] = {}
         self.conflicts: set[str] = set()
         self.rejected_patients: set[str] = set()
         self.tombstones: list[str] = []
@@ -455,45 +487,48 @@ class _Run:
         report.read += n_items + sum(skipped_counts.values())
 
     def _followup(self, patient: str, first: str, last: str) -> None:
+        # dates are checked only when they would move an extreme (cheap for noise); impossible ones are ignored
         cur = self.followup.get(patient)
-        if cur is None:
-            self.followup[patient] = (first, last)
-        elif first < cur[0] or last > cur[1]:
-            self.followup[patient] = (min(first, cur[0]), max(last, cur[1]))
+        lo, hi = cur if cur is not None else (None, None)
+        if (lo is None or first < lo) and valid_day(first):
+            lo = first
+        if (hi is None or last > hi) and valid_day(last):
+            hi = last
+        if lo is not None and hi is not None and (lo, hi) != cur:
+            self.followup[patient] = (lo, hi)
 
-    def _repeat(self, item: Item, key: str, digest: int, prev: tuple[int, str, str], res: dict) -> None:
-        pdigest, pstate, ploc = prev
-        if pdigest == digest:
-            if pstate == "rejected":
-                self.reject(item.file, item.line, item.entry, key, f"identical copy of {key} rejected at {ploc}", res)
+    def _repeat(self, item: Item, key: str, digest: int, prev: int, res: dict) -> None:
+        if prev >> 2 == digest:
+            if prev & 3 == _REJECTED:
+                self.reject(item.file, item.line, item.entry, key,
+                            f"identical copy of {key}, which was rejected (see its first copy)", res)
             else:
                 self.report.skipped["duplicate"][res["resourceType"]] += 1
             return
         self.conflicts.add(key)
         self.reject(item.file, item.line, item.entry, key,
-                    f"duplicate id {key} with different content (first at {ploc}): all copies rejected", res)
+                    f"duplicate id {key} with different content in this input: all copies rejected", res)
 
     def _one(self, item: Item, res: dict, rtype: str, key: str, digest: int, file_idx: int) -> None:
         report = self.report
-        loc = item.location
         status = self.mapper.status_skip(res)
         if status is not None:
             report.skipped["status"][rtype] += 1
             self.tombstones.append(key)
-            self.seen[key] = (digest, "skipped", loc)
+            self.seen[key] = digest << 2 | _SKIPPED
             return
         result = self.mapper.map(res, key, item.refs)
         if result.status == "rejected":
-            self.seen[key] = (digest, "rejected", loc)
+            self.seen[key] = digest << 2 | _REJECTED
             if rtype == "Patient":
                 self.rejected_patients.add(res["id"])
             self.reject(item.file, item.line, item.entry, key, result.reason or "rejected", res)
             return
         if result.status == "skipped":
-            self.seen[key] = (digest, "skipped", loc)
+            self.seen[key] = digest << 2 | _SKIPPED
             report.skipped["filtered"][rtype] += 1
             return
-        self.seen[key] = (digest, "staged", loc)
+        self.seen[key] = digest << 2 | _STAGED
         self.sid += 1
         sid = self.sid
         stage = self.stage

@@ -23,12 +23,17 @@ Steps (each a statement below, same SQL on DuckDB and PostgreSQL):
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
 
 from adapter.db import Database
 
-__all__ = ["FOLLOWUP_TABLE", "LINEAGE_TABLE", "OMOP_TARGETS", "PERSON_MAP_TABLE", "SqlContext", "finalize",
-           "study_codes"]
+__all__ = ["FOLLOWUP_TABLE", "LINEAGE_TABLE", "OMOP_TARGETS", "PERSON_MAP_TABLE", "SqlContext", "StageDb",
+           "apply", "compute", "study_codes"]
 
 LINEAGE_TABLE = "blina_lineage"
 PERSON_MAP_TABLE = "blina_person_map"
@@ -49,6 +54,55 @@ OMOP_TARGETS: dict[str, str] = {
 
 # Views whose rows carry a coding in (code_system, code_code).
 _CODED_VIEWS = ("encounter", "condition", "medication", "medication_administration", "observation", "procedure")
+
+
+_STAGE_NAME = re.compile(r'(?<![\w."])(_bl_\w+)')
+
+
+class StageDb:
+    """The database as the ingest's SQL sees it: work tables are written ``_bl_*``.
+
+    PostgreSQL keeps them as session TEMP tables (spilled to disk by the server). DuckDB keeps TEMP
+    tables in this process's memory, so there they become ordinary tables ``"<cdm>"._bl_*`` created
+    and dropped inside the run's transaction (large appends go to the database file, not the heap).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.dialect = db.dialect
+        self.prefix = f"{db.q(db.schemas.cdm)}." if db.dialect == "duckdb" else ""
+
+    def sql(self, text: str) -> str:
+        if not self.prefix:
+            return text
+        return _STAGE_NAME.sub(lambda m: self.prefix + m.group(1), text.replace("CREATE TEMP TABLE ", "CREATE TABLE "))
+
+    def execute(self, text: str, params: Mapping[str, Any] | None = None) -> None:
+        self.db.execute(self.sql(text), params)
+
+    def query(self, text: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        return self.db.query(self.sql(text), params)
+
+    def query_df(self, text: str) -> pd.DataFrame:
+        return self.db.query_df(self.sql(text))
+
+    def bulk_insert(self, name: str, df: pd.DataFrame, columns: Sequence[str]) -> int:
+        return self.db.bulk_insert(self.sql(name), df, columns)
+
+    def tables(self) -> list[str]:
+        """The ``_bl_*`` work tables that exist now (unqualified names)."""
+        like = "LIKE '\\_bl\\_%' ESCAPE '\\'"
+        if self.dialect == "duckdb":
+            rows = self.db.query(f"SELECT table_name FROM information_schema.tables WHERE table_schema = :s "
+                                 f"AND table_name {like}", {"s": self.db.schemas.cdm})
+        else:
+            rows = self.db.query(f"SELECT table_name FROM information_schema.tables "
+                                 f"WHERE table_type = 'LOCAL TEMPORARY' AND table_name {like}")
+        return [r[0] for r in rows]
+
+    def drop_all(self) -> None:
+        for name in self.tables():
+            self.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 @dataclass
@@ -98,7 +152,7 @@ def ddl_create_support(db: Database) -> list[str]:
     return stmts
 
 
-def study_codes(db: Database, c: SqlContext) -> list[tuple[str, str]]:
+def study_codes(db: StageDb, c: SqlContext) -> list[tuple[str, str]]:
     """Create ``_bl_var_concept`` (variable, concept_id, how) and return the (vocabulary_id, code) pairs
     that make a record study-relevant: every concept of the code sets, the standard ones' descendants,
     and the source concepts that 'Maps to' one of those (e.g. ICD-10-CM C91.00 -> ALL)."""
@@ -323,10 +377,14 @@ def _steps_lookups(c: SqlContext) -> list[str]:
     ]
 
 
-def _person_map_insert(c: SqlContext) -> str:
+def _person_map_new(c: SqlContext) -> str:
+    """``_bl_pm``: the site's person map as it will be (existing ids kept, new Patients numbered after the
+    largest person_id in PERSON and in the map)."""
     pm = f"{c.cdm}.{PERSON_MAP_TABLE}"
-    return f"""INSERT INTO {pm} (site_id, patient_key, person_id)
-    SELECT :site, n.patient_key, b.base + ROW_NUMBER() OVER (ORDER BY n.patient_key)
+    return f"""CREATE TEMP TABLE _bl_pm AS
+    SELECT patient_key, person_id, FALSE AS is_new FROM {pm} WHERE site_id = :site
+    UNION ALL
+    SELECT n.patient_key, b.base + ROW_NUMBER() OVER (ORDER BY n.patient_key), TRUE
       FROM (SELECT DISTINCT p.id AS patient_key FROM _bl_p_patient p JOIN _bl_ok k ON k.sid = p.sid
              WHERE NOT EXISTS (SELECT 1 FROM {pm} m WHERE m.site_id = :site AND m.patient_key = p.id)) n
      CROSS JOIN (SELECT GREATEST(COALESCE((SELECT MAX(person_id) FROM {c.cdm}.person), 0),
@@ -335,10 +393,9 @@ def _person_map_insert(c: SqlContext) -> str:
 
 def _outs(c: SqlContext) -> dict[str, str]:
     """OMOP table -> SELECT producing (source_key, source_file[, row_id], <table columns except the id>)."""
-    pm = f"{c.cdm}.{PERSON_MAP_TABLE}"
     base = (
         "JOIN _bl_ok r ON r.sid = p.sid JOIN _bl_cfg_file f ON f.file_idx = r.file_idx "
-        f"JOIN {pm} pm ON pm.site_id = :site AND 'Patient/' || pm.patient_key = r.subject_key "
+        "JOIN _bl_pm pm ON 'Patient/' || pm.patient_key = r.subject_key "
     )
 
     def typ(rtype: str) -> str:
@@ -377,13 +434,13 @@ def _outs(c: SqlContext) -> dict[str, str]:
             {_v50('COALESCE(p.identifier_value, p.id)')} AS person_source_value,
             {_v50('p.gender')} AS gender_source_value
           FROM _bl_p_patient p JOIN _bl_ok r ON r.sid = p.sid JOIN _bl_cfg_file f ON f.file_idx = r.file_idx
-          JOIN {pm} pm ON pm.site_id = :site AND pm.patient_key = p.id
+          JOIN _bl_pm pm ON pm.patient_key = p.id
           LEFT JOIN _bl_gender g ON g.gender = p.gender""",
         "death": f"""SELECT r.source_key, f.path AS source_file, pm.person_id AS row_id,
             pm.person_id, {_d('p.deceased_datetime')} AS death_date, {_ts('p.deceased_datetime')} AS death_datetime,
             {typ('Patient')} AS death_type_concept_id
           FROM _bl_p_patient p JOIN _bl_ok r ON r.sid = p.sid JOIN _bl_cfg_file f ON f.file_idx = r.file_idx
-          JOIN {pm} pm ON pm.site_id = :site AND pm.patient_key = p.id
+          JOIN _bl_pm pm ON pm.patient_key = p.id
          WHERE p.deceased_datetime IS NOT NULL""",
         "visit_occurrence": f"""SELECT r.source_key, f.path AS source_file, pm.person_id,
             p.concept_id AS visit_concept_id, {_d('p.period_start')} AS visit_start_date,
@@ -482,11 +539,7 @@ def _id_assign(c: SqlContext, table: str, has_row_id: bool) -> str:
                    AS base) b"""
 
 
-def finalize(db: Database, c: SqlContext) -> dict[str, object]:
-    """Run steps 1-5 (see module doc). Returns row counts, unknown-code counts and the late rejects.
-
-    Must run inside the caller's transaction; the temporary tables stay until the caller drops them.
-    """
+def _runner(db: StageDb, c: SqlContext):
     params = {
         "site": c.site,
         "mrn": c.mrn_system,
@@ -498,44 +551,57 @@ def finalize(db: Database, c: SqlContext) -> dict[str, object]:
     }
 
     def run(sql: str) -> None:
-        used = {k: v for k, v in params.items() if f":{k}" in sql}
-        db.execute(sql, used)
+        db.execute(sql, {k: v for k, v in params.items() if f":{k}" in sql})
 
+    return run
+
+
+def compute(db: StageDb, c: SqlContext) -> list[tuple]:
+    """Steps 1-4 into work tables only (nothing the study reads changes). Returns the late rejects
+    as (sid, source_key, file_idx, line, entry, reason), several per sid possible (first = main one)."""
+    run = _runner(db, c)
     for stmt in _steps_resolve(c) + _steps_lookups(c) + _steps_pick() + _steps_reject(c):
         run(stmt)
     late = db.query(
         "SELECT r.sid, r.source_key, r.file_idx, r.line, r.entry, j.reason FROM _bl_rej j "
         "JOIN _bl_res r ON r.sid = j.sid ORDER BY r.sid, j.step, j.reason"
     )
-    run(_person_map_insert(c))
-
-    outs = _outs(c)
-    for table, sql in outs.items():
+    run(_person_map_new(c))
+    for table, sql in _outs(c).items():
         run(f"CREATE TEMP TABLE _bl_o_{table} AS {sql}")
         run(_id_assign(c, table, has_row_id=table in ("person", "death")))
-    lin = f"{c.cdm}.{LINEAGE_TABLE}"
     run("CREATE TEMP TABLE _bl_touched AS SELECT source_key FROM _bl_ok UNION SELECT source_key FROM _bl_cfg_tombstone")
-    for table in outs:
+    # follow-up dates of records not loaded: merged (never narrowed) per patient, so reruns are idempotent
+    run(f"""CREATE TEMP TABLE _bl_fu AS SELECT patient_key, MIN(first_date) AS first_date,
+                   MAX(last_date) AS last_date FROM (
+              SELECT patient_key, first_date, last_date FROM {c.cdm}.{FOLLOWUP_TABLE} WHERE site_id = :site
+              UNION ALL SELECT patient_key, CAST(first_date AS DATE), CAST(last_date AS DATE) FROM _bl_cfg_followup
+            ) x GROUP BY patient_key""")
+    return late
+
+
+def apply(db: StageDb, c: SqlContext) -> dict[str, object]:
+    """Step 5: write what :func:`compute` prepared (run it in one transaction). Returns row counts,
+    unknown-code counts and loaded resources by type."""
+    run = _runner(db, c)
+    pm, lin, fu = (f"{c.cdm}.{t}" for t in (PERSON_MAP_TABLE, LINEAGE_TABLE, FOLLOWUP_TABLE))
+    run(f"INSERT INTO {pm} (site_id, patient_key, person_id) SELECT :site, patient_key, person_id "
+        "FROM _bl_pm WHERE is_new")
+    tables = list(_outs(c))
+    for table in tables:
         run(f"""DELETE FROM {c.cdm}.{table} WHERE {OMOP_TARGETS[table]} IN (
                 SELECT l.row_id FROM {lin} l JOIN _bl_touched t ON t.source_key = l.source_key
                  WHERE l.site_id = :site AND l.omop_table = '{table}')""")
     run(f"""DELETE FROM {lin} WHERE site_id = :site AND omop_table <> 'observation_period'
              AND source_key IN (SELECT source_key FROM _bl_touched)""")
     counts: dict[str, int] = {}
-    for table in outs:
+    for table in tables:
         counts[table] = _insert(db, c, table, run)
-
-    # follow-up dates of records not loaded: merged (never narrowed) per patient, so reruns are idempotent
-    fu = f"{c.cdm}.{FOLLOWUP_TABLE}"
-    run(f"""CREATE TEMP TABLE _bl_fu AS SELECT patient_key, MIN(first_date) AS first_date,
-                   MAX(last_date) AS last_date FROM (
-              SELECT patient_key, first_date, last_date FROM {fu} WHERE site_id = :site
-              UNION ALL SELECT patient_key, CAST(first_date AS DATE), CAST(last_date AS DATE) FROM _bl_cfg_followup
-            ) x GROUP BY patient_key""")
     run(f"DELETE FROM {fu} WHERE site_id = :site AND patient_key IN (SELECT patient_key FROM _bl_fu)")
     run(f"INSERT INTO {fu} (site_id, patient_key, first_date, last_date) "
         "SELECT :site, patient_key, first_date, last_date FROM _bl_fu")
-    # OBSERVATION_PERIOD: one per person of the site, spanning every fact date (protocol 3b.10).
+    # OBSERVATION_PERIOD: one per person of the site, spanning every fact date (protocol 3b.10), so it
+    # is computed from the tables as they are now.
     run(f"CREATE TEMP TABLE _bl_o_observation_period AS {_observation_period_out(c)}")
     run(_id_assign(c, "observation_period", has_row_id=False))
     run(f"""DELETE FROM {c.cdm}.observation_period WHERE observation_period_id IN (
@@ -560,7 +626,6 @@ def finalize(db: Database, c: SqlContext) -> dict[str, object]:
     )
     loaded = db.query("SELECT rtype, COUNT(*) FROM _bl_ok GROUP BY rtype")
     return {
-        "late_rejects": late,
         "rows": counts,
         "unknown_concept_rows": unknown,
         "top_unknown_codes": [{"system": s, "code": k, "rows": int(n)} for s, k, n in top_unknown],
@@ -568,7 +633,7 @@ def finalize(db: Database, c: SqlContext) -> dict[str, object]:
     }
 
 
-def _insert(db: Database, c: SqlContext, table: str, run) -> int:
+def _insert(db: StageDb, c: SqlContext, table: str, run) -> int:
     cols = [
         col for col in db.query_df(f"SELECT * FROM _bl_i_{table} LIMIT 0").columns
         if col not in ("source_key", "source_file", "row_id")

@@ -41,6 +41,7 @@ __all__ = [
     "ResourceMapper",
     "load_config",
     "load_views",
+    "valid_day",
 ]
 
 PARTIAL_DATE_RULE = (
@@ -240,7 +241,9 @@ class ResourceMapper:
         return False
 
     def followup_dates(self, resource: dict[str, Any]) -> tuple[str, str, str] | None:
-        """(patient id, first date, last date) of a record that is not loaded, for follow-up (3b.10)."""
+        """(patient id, first date, last date) of a record that is not loaded, for follow-up (3b.10).
+
+        The dates are ``YYYY-MM-DD`` prefixes, not yet checked: see :func:`valid_day`."""
         spec = self.config.followup.get(resource["resourceType"])
         if spec is None:
             return None
@@ -250,17 +253,19 @@ class ResourceMapper:
         ref = ref.get("reference") if ref.__class__ is dict else None
         if ref.__class__ is not str or not ref.startswith("Patient/"):
             return None  # Bundle-internal urn references are resolved only for loaded records
-        days = []
+        first = last = None
         for el in spec[1]:
             v = resource.get(el)
-            if v.__class__ is str:
-                days.append(v)
-            elif v.__class__ is dict:
-                days.extend(x for x in (v.get("start"), v.get("end")) if x.__class__ is str)
-        days = [d[:10] for d in days if len(d) >= 10 and _date_problem(d) is None]
-        if not days:
+            for d in (v,) if v.__class__ is str else (v.get("start"), v.get("end")) if v.__class__ is dict else ():
+                if d.__class__ is str and len(d) >= 10:
+                    d = d[:10]  # a partial date says too little for follow-up: ignored
+                    if first is None or d < first:
+                        first = d
+                    if last is None or d > last:
+                        last = d
+        if first is None:
             return None
-        return ref[len("Patient/"):].split("/")[0], min(days), max(days)
+        return ref[8:].split("/")[0], first, last
 
     @staticmethod
     def _plan(view: ViewDefinition) -> dict[str, Any]:
@@ -374,6 +379,11 @@ class ResourceMapper:
                 staged.setdefault(name, []).extend(tuple(r[k] for k in cols) for r in rows)
                 return f"Medication/{ckey}"
         return None
+
+
+def valid_day(text: str) -> bool:
+    """True when ``text`` (``YYYY-MM-DD``) is a real calendar date."""
+    return _date_problem(text) is None
 
 
 def _date_problem(value: Any, *, partial_ok: bool = False) -> str | None:

@@ -1,0 +1,222 @@
+"""Benchmark of ``blina ingest`` on a generated Bulk Data export (not a test: run by hand).
+
+    /work/venv/bin/python bench/fhir_ingest.py --sizes 100000 1000000 --noise 9 \\
+        --pg postgresql://postgres@127.0.0.1:5432/postgres --results bench/RESULTS.md
+
+For each size it writes a center2-style Bulk NDJSON export with the generator (``adapter.synth``:
+``--noise K`` irrelevant records per study-relevant record, so K = 9 gives <= 10 % relevant), then
+measures, each in a fresh process (so peak RSS is that of the step alone):
+
+* ``parse``: the limit: read every line and ``orjson.loads`` it, nothing else;
+* ``duckdb`` / ``postgresql``: ``ingest_fhir`` end to end into a fresh database that already holds
+  the CDM tables and the study vocabulary (their creation is not timed).
+
+It reports resources/s, the ratio ingest/parse (same files, same machine, one run) and peak RSS,
+and (with ``--results``) replaces the "FHIR ingest" section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------ generation
+def _render(out: Path, patients: int, noise: int, seed: int) -> dict[str, int]:
+    """Write the center2 (Bulk NDJSON) part of a generated cohort; return resources per type."""
+    from adapter.synth import build_cohort
+    from adapter.synth.catalog import Catalog
+    from adapter.synth.render_fhir import patient_resources
+
+    res = build_cohort(seed=seed, patients=patients, noise=noise)
+    cat = Catalog(res.study)
+    r = random.Random(f"{seed}:bench:render")
+    out.mkdir(parents=True, exist_ok=True)
+    handles: dict[str, object] = {}
+    counts: dict[str, int] = {}
+    try:
+        for tl in res.timelines:
+            if tl.site_id != "center2":
+                continue
+            for rec in patient_resources(tl, cat, r, lambda t, i: f"{t}/{i}", with_time=True):
+                rtype = rec["resourceType"]
+                fh = handles.get(rtype)
+                if fh is None:
+                    fh = handles[rtype] = open(out / f"{rtype}.ndjson", "w", encoding="utf-8")  # noqa: SIM115
+                fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                counts[rtype] = counts.get(rtype, 0) + 1
+    finally:
+        for fh in handles.values():
+            fh.close()
+    (out / "counts.json").write_text(json.dumps({"patients": patients, "noise": noise, "counts": counts}))
+    return counts
+
+
+def make_export(root: Path, target: int, noise: int, seed: int = 7) -> tuple[Path, int]:
+    """An export of about ``target`` resources (reused when already generated)."""
+    folder = root / f"export_{target}_noise{noise}"
+    meta = folder / "counts.json"
+    if meta.exists():
+        return folder, sum(json.loads(meta.read_text())["counts"].values())
+    trial = _render(root / "trial", 60, noise, seed)
+    center2_share = 25 / 105  # the generator's center weights
+    per_patient = sum(trial.values()) / max(1, round(60 * center2_share))
+    patients = max(20, round(target / per_patient / center2_share))
+    counts = _render(folder, patients, noise, seed)
+    return folder, sum(counts.values())
+
+
+# ------------------------------------------------------------------------------------ measures
+def _peak_rss_mb() -> float:
+    # VmHWM is this process image's peak; ru_maxrss would include the parent's peak inherited at fork
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _measure_parse(folder: Path) -> dict:
+    import orjson
+
+    t0 = time.perf_counter()
+    n = 0
+    for f in sorted(folder.glob("*.ndjson")):
+        with open(f, "rb") as fh:
+            for line in fh:
+                orjson.loads(line)
+                n += 1
+    return {"resources": n, "seconds": time.perf_counter() - t0}
+
+
+def _measure_ingest(folder: Path, url: str) -> dict:
+    from adapter.db import connect
+    from adapter.fhir.ingest import ingest_fhir
+    from adapter.omop import create_cdm, load_study_vocabulary
+
+    db = connect(url, cdm_schema="cdm", vocab_schema="vocab")
+    create_cdm(db)
+    load_study_vocabulary(db)
+    t0 = time.perf_counter()
+    rep = ingest_fhir(db, sorted(folder.glob("*.ndjson")), site_id="bench")
+    seconds = time.perf_counter() - t0
+    db.close()
+    assert rep.balanced()
+    return {"resources": rep.read, "seconds": seconds, "loaded": rep.n_loaded, "rejected": rep.n_rejected,
+            "skipped": rep.n_skipped, "rows": sum(rep.rows.values())}
+
+
+def _child(mode: str, folder: Path, url: str | None) -> dict:
+    out = _measure_parse(folder) if mode == "parse" else _measure_ingest(folder, url or "")
+    out["peak_rss_mb"] = _peak_rss_mb()
+    return out
+
+
+def _run_child(mode: str, folder: Path, url: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, str(folder)] + ([url] if url else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=_ROOT, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fresh_pg(base_url: str, name: str) -> str:
+    import psycopg
+
+    conninfo = re.sub(r"^postgresql(\+psycopg)?://", "postgresql://", base_url)
+    with psycopg.connect(conninfo, autocommit=True) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        con.execute(f'CREATE DATABASE "{name}"')
+    return conninfo.rsplit("/", 1)[0] + "/" + name
+
+
+# ------------------------------------------------------------------------------------ report
+def _section(rows: list[dict], noise: int) -> str:
+    lines = [
+        "## FHIR ingest",
+        "",
+        f"`bench/fhir_ingest.py` on {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Input: a generated center2 Bulk NDJSON export "
+        f"(`adapter.synth`, noise K = {noise}: K irrelevant records per study-relevant record). "
+        "Each figure is one run; every step in a fresh process. `parse` = read lines + `orjson.loads` only "
+        "(the limit); ingest = `ingest_fhir` end to end (validation with fhir.resources R4B of the "
+        "study-relevant resources, ViewDefinitions, staging, SQL resolution, OMOP rows, lineage, one "
+        "transaction) into a fresh database with the CDM and the study vocabulary already created.",
+        "",
+        "| resources | relevant (loaded) | engine | seconds | resources/s | ratio to parse | peak RSS MB |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['resources']:,} | {r.get('loaded', '')} | {r['engine']} | {r['seconds']:.2f} | "
+            f"{r['resources'] / r['seconds']:,.0f} | {r.get('ratio', '')} | {r['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", "Targets: ratio >= 0.5 into DuckDB; peak RSS < 400 MB at both sizes.", ""]
+    return "\n".join(lines)
+
+
+def _write_results(path: Path, section: str, notes: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n\n"
+    block = section + notes
+    pattern = re.compile(r"## FHIR ingest\n.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _m: block.rstrip("\n") + "\n", text) if pattern.search(text) else \
+        text.rstrip("\n") + "\n\n" + block
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--child":
+        print(json.dumps(_child(argv[1], Path(argv[2]), argv[3] if len(argv) > 3 else None)))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--noise", type=int, default=9, help="irrelevant records per relevant record (default 9)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/blina-bench-fhir"), help="where exports are written")
+    ap.add_argument("--pg", default=None, metavar="URL", help="PostgreSQL server URL (a database is created)")
+    ap.add_argument("--results", type=Path, default=None, help="update this RESULTS.md")
+    ap.add_argument("--notes", default="", help="text appended under the table")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(_ROOT))
+    rows = []
+    for size in args.sizes:
+        folder, n = make_export(args.work, size, args.noise)
+        parse = _run_child("parse", folder, None)
+        rows.append({"engine": "parse (orjson only)", **parse})
+        print(f"{n:,} resources: parse {parse['resources'] / parse['seconds']:,.0f}/s", flush=True)
+        targets = [("duckdb", str(args.work / f"bench_{size}.duckdb"))]
+        if args.pg:
+            targets.append(("postgresql", None))
+        for engine, url in targets:
+            if engine == "duckdb":
+                for p in Path(url).parent.glob(Path(url).name + "*"):
+                    p.unlink()
+            else:
+                url = _fresh_pg(args.pg, f"blina_bench_{size}")
+            res = _run_child("ingest", folder, url)
+            res["ratio"] = f"{(parse['seconds'] / res['seconds']):.2f}"
+            rows.append({"engine": engine, **res})
+            print(f"  {engine}: {res['resources'] / res['seconds']:,.0f}/s, ratio {res['ratio']}, "
+                  f"peak RSS {res['peak_rss_mb']:.0f} MB, loaded {res['loaded']:,}", flush=True)
+    section = _section(rows, args.noise)
+    print(section)
+    if args.results:
+        _write_results(args.results, section, args.notes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
