@@ -374,3 +374,62 @@ def test_searchset_bundle_and_absolute_references(db: Database, tmp_path: Path) 
     (tmp_path / "s.json").write_text(json.dumps(bundle))
     rep = ingest(db, tmp_path / "s.json")
     assert (rep.n_loaded, rep.n_rejected, dict(rep.skipped["not_relevant"])) == (2, 0, {"OperationOutcome": 1})
+
+
+def test_overlay_codes_mrd_not_detected_and_mrn_system(db: Database, tmp_path: Path) -> None:
+    overlay_file = tmp_path / "site.yaml"
+    overlay_file.write_text(
+        "site_id: s1\npatient_identifier_system: urn:hospital:mrn\n"
+        "variables:\n  mrd: [{source_value: MRD-LOC, system: 'urn:lab', unit: '%'}]\n"
+        "  cd3_abs: [{source_value: CD3L, unit: '/uL'}]\n")
+    from adapter.study import load_overlay
+
+    overlay = load_overlay(overlay_file)
+    nd = {"resourceType": "Observation", "id": "nd", "status": "final",
+          "code": {"coding": [{"system": "urn:lab", "code": "MRD-LOC"}]}, "subject": {"reference": "Patient/P"},
+          "effectiveDateTime": "2023-05-02",
+          "valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA11883-8"}]}}
+    path = write_ndjson(tmp_path / "in.ndjson", [
+        patient("P", identifier=[{"system": "urn:other", "value": "X1"},
+                                 {"system": "urn:hospital:mrn", "value": "H-77"}]),
+        nd,
+        # local code without unit: the overlay's unit applies
+        quantity_obs("cd3", "P", "CD3L", 800, "/uL", system="urn:lis") | {"valueQuantity": {"value": 800}},
+        # the same local code from another system is not the overlay's MRD code: not study-relevant
+        quantity_obs("other", "P", "MRD-LOC", 1, "%", system="urn:elsewhere"),
+    ])
+    rep = ingest(db, path, overlay=overlay)
+    assert rep.n_rejected == 0, rep.rejected
+    assert rep.skipped["not_relevant"] == {"Observation": 1}
+    assert db.query("SELECT person_source_value FROM cdm.person") == [("H-77",)]
+    rows = sorted(db.query("SELECT measurement_source_value, measurement_concept_id, value_as_number, "
+                           "value_as_concept_id, unit_source_value FROM cdm.measurement"))
+    assert rows == [("CD3L", 0, 800, None, None), ("MRD-LOC", 0, None, concept(db, "LOINC", "LA11883-8"), None)]
+    # an overlay is for one site
+    with pytest.raises(BlinaError, match="not 's2'"):
+        ingest_fhir(db, [path], site_id="s2", overlay=overlay)
+
+
+def _work_tables(db: Database) -> list[tuple]:
+    return db.query("SELECT table_name FROM information_schema.tables WHERE table_name LIKE '\\_bl\\_%' ESCAPE '\\'")
+
+
+def test_failure_while_writing_the_cdm_leaves_it_unchanged(db: Database, clean_input: Path, tmp_path: Path) -> None:
+    ingest(db, clean_input)
+    assert _work_tables(db) == []
+    # the last write of a run is OBSERVATION_PERIOD: make it fail after every other table was written
+    cols = db.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'cdm' "
+                    "AND table_name = 'observation_period' ORDER BY ordinal_position")
+    rows = db.query("SELECT * FROM cdm.observation_period")
+    db.execute("DROP TABLE cdm.observation_period")
+    db.execute("CREATE TABLE cdm.observation_period (" + ", ".join(f"{c} {t}" for c, t in cols)
+               + ", CHECK (observation_period_start_date > DATE '2100-01-01'))")
+    before = snapshot(db)
+    assert rows and before["observation_period"] == []
+    more = write_ndjson(tmp_path / "more.ndjson", [patient("Z"), quantity_obs("oz", "Z", "8122-4", 1, "/uL")])
+    with pytest.raises(Exception, match="(?i)check"):
+        ingest_fhir(db, [more], site_id="s1")
+    if db.dialect == "postgresql":
+        db._sa_conn.rollback()
+    assert snapshot(db) == before
+    assert _work_tables(db) == []
