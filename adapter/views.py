@@ -86,16 +86,22 @@ _ORDER = {"course": "person_id, course_number", "patient": "person_id",
 
 # The one place where the engines differ. Staging CTEs are plain renames of big tables: PostgreSQL
 # would materialise a CTE read twice (e.g. measurement, for values and for follow-up), so they are
-# marked NOT MATERIALIZED (DuckDB accepts the same syntax). Kept as a table so a third engine only
-# adds a row here.
-_DIALECT: dict[str, dict[str, str]] = {
-    "duckdb": {"inline_cte": "as not materialized", "cte": "as"},
-    "postgresql": {"inline_cte": "as not materialized", "cte": "as"},
+# marked NOT MATERIALIZED (DuckDB accepts the same syntax). ``setup`` statements run in the query's own
+# transaction (SET LOCAL: nothing persists, allowed for a SELECT-only role). PostgreSQL: JIT would spend
+# seconds compiling the ~1000 expressions of a composed query; its CTE row estimates are guesses (often
+# 1 row for 10^5), which makes it pick quadratic nested loops, so nested-loop joins are discouraged (the
+# per-person index lookups of follow-up are correlated subqueries, which this does not affect); and the
+# hash tables of ~10^6 study rows get the memory they need instead of spilling.
+_DIALECT: dict[str, dict[str, Any]] = {
+    "duckdb": {"inline_cte": "as not materialized", "cte": "as", "setup": ()},
+    "postgresql": {"inline_cte": "as not materialized", "cte": "as",
+                   "setup": ("set local jit = off", "set local enable_nestloop = off",
+                             "set local work_mem = '256MB'")},
 }
 
 _HEADER = re.compile(r"^--\s*(grain|keys|depends_on)\s*:\s*(.*)$")
 _SOURCE = re.compile(r"\{(cdm|vocab)\}\.([A-Za-z_][A-Za-z0-9_]*)")
-_REF = re.compile(r"\b(?:from|join)\s+([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\.)", re.IGNORECASE)
+_REF = re.compile(r"\b(?:from|join)\s+(?!lateral\b)([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\.)", re.IGNORECASE)
 _LOCAL_CTE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s+as\s+(?:not\s+)?(?:materialized\s+)?\(", re.IGNORECASE)
 _COMMENT = re.compile(r"--[^\n]*")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -135,13 +141,17 @@ class RenderedSQL:
     """Composed queries (one per output) and the bound values they need.
 
     ``queries[name]`` is a single ``WITH ... SELECT`` statement with ``:name`` binds; ``params[name]``
-    holds exactly the values that query uses.
+    holds exactly the values that query uses. ``combined`` computes all the requested outputs in one
+    statement (each shared relation once): ``union all`` of the outputs in one wide row type with an
+    ``output_name`` column; :func:`build` and :func:`extract` run it and split the rows.
     """
 
     queries: dict[str, str]
     params: dict[str, dict[str, Any]]
     dialect: str
     relations: tuple[str, ...] = field(default_factory=tuple)
+    combined: str = ""
+    combined_params: dict[str, Any] = field(default_factory=dict)
 
     def text(self) -> str:
         """A reviewable script: each query, preceded by its bound values as comments."""
@@ -357,6 +367,29 @@ def _compose(output: str, models: Mapping[str, SqlModel], inputs: Mapping[str, s
     return _with_clause((output,), models, inputs, db) + f"\n\nselect {cols}\nfrom {output}\norder by {_ORDER[output]}"
 
 
+_SQL_TYPE = {"text": "varchar", "bigint": "bigint", "int": "integer", "date": "date",
+             "double": "double precision", "boolean": "boolean"}
+
+
+def _envelope(outputs: tuple[str, ...]) -> dict[str, str]:
+    cols: dict[str, str] = {}
+    for out in outputs:
+        for name, kind in _CONTRACT[out].items():
+            if cols.setdefault(name, kind) != kind:
+                raise ViewsError(f"column {name} has two types in the contract", hint="rename one")
+    return cols
+
+
+def _compose_combined(outputs: tuple[str, ...], models: Mapping[str, SqlModel], inputs: Mapping[str, str],
+                      db: Database) -> str:
+    env = _envelope(outputs)
+    parts = []
+    for out in outputs:
+        cells = [n if n in _CONTRACT[out] else f"cast(null as {_SQL_TYPE[k]}) as {n}" for n, k in env.items()]
+        parts.append(f"select '{out}' as output_name, " + ", ".join(cells) + f"\nfrom {out}")
+    return _with_clause(outputs, models, inputs, db) + "\n\n" + "\nunion all\n".join(parts)
+
+
 def render_query(study: StudyDefinition, overlay: SiteOverlay | None, db: Database, select_sql: str,
                  needs: tuple[str, ...], *, site_id: str = "check") -> tuple[str, dict[str, Any]]:
     """One read-only query: the relations ``needs`` (and what they need) as CTEs, then ``select_sql``
@@ -393,8 +426,11 @@ def render(study: StudyDefinition, overlay: SiteOverlay | None, db: Database, *,
                              hint="parameters come from study_params; read them from that relation")
         queries[out] = sql
         params[out] = {k: binds[k] for k in binds if k in used}
+    combined = _compose_combined(outputs, models, inputs, db)
+    used = {m.group(1) for m in _BIND.finditer(_COMMENT.sub("", combined))}
     return RenderedSQL(queries=queries, params=params, dialect=db.dialect,
-                       relations=tuple(creation_order(models, outputs)))
+                       relations=tuple(creation_order(models, outputs)), combined=combined,
+                       combined_params={k: binds[k] for k in binds if k in used})
 
 
 # --------------------------------------------------------------------------- types
@@ -434,34 +470,47 @@ def normalize(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- run
-def _run(db: Database, rendered: RenderedSQL, output: str) -> pd.DataFrame:
+def _query(db: Database, sql: str, params: Mapping[str, Any], what: str) -> pd.DataFrame:
     try:
-        df = db.query_df(rendered.queries[output], rendered.params[output])
+        with db.transaction():
+            for stmt in _DIALECT[db.dialect]["setup"]:
+                db.execute(stmt)
+            return db.query_df(sql, params)
     except Exception as exc:  # the database names the missing table / column / permission
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise BlinaError(
-            f"building {output} failed on {db.safe_url}: {reason}",
+            f"building {what} failed on {db.safe_url}: {reason}",
             hint="check --cdm-schema / --vocab-schema and that the role may SELECT from them "
             "(blina check lists what is missing)",
         ) from exc
-    return normalize(df, _CONTRACT[output])
+
+
+def _run(db: Database, rendered: RenderedSQL) -> dict[str, pd.DataFrame]:
+    """Run the combined query once and split it into one contract frame per output (sorted by key)."""
+    df = _query(db, rendered.combined, rendered.combined_params, " and ".join(rendered.queries))
+    frames = {}
+    for out in rendered.queries:
+        part = df[df["output_name"] == out]
+        keys = [k.strip() for k in _ORDER[out].split(",")]
+        part = part.sort_values(keys, na_position="last", kind="mergesort")
+        frames[out] = normalize(part, _CONTRACT[out])
+    return frames
 
 
 def build(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
           site_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the inline queries and return ``(course, patient)`` with contract columns and types.
+    """Run the inline query and return ``(course, patient)`` with contract columns and types.
 
     Read-only: creates no object (not even a temporary table), so a SELECT-only role can run it.
     """
-    rendered = render(study, overlay, db, site_id=site_id, outputs=("course", "patient"))
-    return _run(db, rendered, "course"), _run(db, rendered, "patient")
+    frames = _run(db, render(study, overlay, db, site_id=site_id, outputs=("course", "patient")))
+    return frames["course"], frames["patient"]
 
 
 def build_lineage(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
                   site_id: str | None = None) -> pd.DataFrame:
     """Lineage rows: (site_id, person_id, course_number, derived, source ``table:row_id``)."""
-    rendered = render(study, overlay, db, site_id=site_id, outputs=("lineage",))
-    return _run(db, rendered, "lineage")
+    return _run(db, render(study, overlay, db, site_id=site_id, outputs=("lineage",)))["lineage"]
 
 
 def persist(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
@@ -539,8 +588,7 @@ def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BlinaError(f"cannot create output folder {out}: {exc.strerror}", hint="check the path") from None
-    rendered = render(study, overlay, db, site_id=sid)
-    frames = {name: _run(db, rendered, name) for name in OUTPUTS}
+    frames = _run(db, render(study, overlay, db, site_id=sid))
     paths: dict[str, Path] = {}
     for name in ("course", "patient"):
         df = frames[name]

@@ -192,7 +192,7 @@ def test_missing_table_is_a_clear_error(study: StudyDefinition, tmp_path: Path) 
     from adapter.errors import BlinaError
 
     db = connect(str(tmp_path / "empty.duckdb"))
-    with pytest.raises(BlinaError, match="building course failed") as err:
+    with pytest.raises(BlinaError, match="building course and patient failed") as err:
         build(db, study, site_id="x")
     assert "blina check" in str(err.value)
     db.close()

@@ -6,6 +6,9 @@
 -- for them); match_on = 'source' is matched against *_source_concept_id (every concept of the set,
 -- standard or not, so non-standard ICD-10-CM codes never go through a generic 'Maps to' target).
 -- grade: the grade the code carries (CRS / ICANS), inherited by descendants.
+-- The vocabulary is read by lookups per study code (lateral, 'offset 0' keeps PostgreSQL from
+-- flattening them into joins), so a full OHDSI CONCEPT / CONCEPT_ANCESTOR is probed through its
+-- indexes, never scanned.
 with
 
 coded as (
@@ -16,9 +19,13 @@ coded as (
         c.concept_id,
         c.standard_concept
     from study_codes as k
-    inner join stg_concept as c
-        on c.vocabulary_id = k.vocabulary_id
-        and c.concept_code = k.code
+    cross join lateral (
+        select x.concept_id, x.standard_concept
+        from stg_concept as x
+        where x.vocabulary_id = k.vocabulary_id
+            and x.concept_code = k.code
+        offset 0
+    ) as c
     where k.code_kind = 'concept'
 ),
 
@@ -27,10 +34,14 @@ standard_set as (
     from coded
     where standard_concept = 'S'
     union all
-    select k.variable, ca.descendant_concept_id as concept_id, k.grade
+    select k.variable, d.descendant_concept_id as concept_id, k.grade
     from coded as k
-    inner join stg_concept_ancestor as ca
-        on ca.ancestor_concept_id = k.concept_id
+    cross join lateral (
+        select ca.descendant_concept_id
+        from stg_concept_ancestor as ca
+        where ca.ancestor_concept_id = k.concept_id
+        offset 0
+    ) as d
     where k.descendants and k.standard_concept = 'S'
 )
 

@@ -35,7 +35,10 @@ resolved as (
         on v.variable = sm.variable
     left join int_operators as op
         on op.concept_id = sm.operator_concept_id
-    left join stg_concept as uc
+    left join (
+        -- UCUM units only (read through the vocabulary_id index, not the whole CONCEPT table)
+        select concept_id, concept_code from stg_concept where vocabulary_id = 'UCUM'
+    ) as uc
         on uc.concept_id = sm.unit_concept_id
         and sm.unit_concept_id <> 0
     left join int_value_sets as neg

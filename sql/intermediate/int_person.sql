@@ -14,7 +14,8 @@ select
         else 'other'
     end as sex
 from stg_person as p
-left join stg_concept as g
+left join (
+    select concept_id, concept_code, concept_name from stg_concept where vocabulary_id = 'Gender'
+) as g
     on g.concept_id = p.gender_concept_id
     and p.gender_concept_id <> 0
-    and g.vocabulary_id = 'Gender'

@@ -33,6 +33,8 @@ candidates as (
 ),
 
 labelled as (
+    -- a concept match (standard or source) and an overlay match of the same row and variable: the
+    -- concept match wins (priority 1); duplicates are folded by the group by below
     select s.variable, m.measurement_id, 1 as priority, cast(null as varchar(50)) as overlay_unit
     from candidates as m
     inner join meas_sets as s
@@ -53,10 +55,11 @@ best as (
     select
         variable,
         measurement_id,
-        priority,
-        overlay_unit,
-        row_number() over (partition by variable, measurement_id order by priority, overlay_unit) as rn
+        min(priority) as priority,
+        -- the overlay unit only matters when the row matched through the overlay alone
+        max(overlay_unit) as overlay_unit
     from labelled
+    group by variable, measurement_id
 )
 
 select
@@ -76,4 +79,3 @@ select
 from best as b
 inner join candidates as m
     on m.measurement_id = b.measurement_id
-where b.rn = 1
