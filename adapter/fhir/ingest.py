@@ -4,7 +4,9 @@ Every input resource ends as exactly one of (the accounting identity, checked by
 :meth:`IngestReport.balanced`):
 
 * **loaded**: validated (``fhir.resources`` R4B), flattened by its ViewDefinition, resolved and written;
-* **skipped**: ``not_relevant`` (a type no ViewDefinition maps; only parsed and counted), ``status``
+* **skipped**: ``not_relevant`` (a type no ViewDefinition maps, or a record of a mapped type none of
+  whose codings is a study code: only parsed and counted, its dates still extend the patient's
+  observation period, protocol 3b.10), ``status``
   (``entered-in-error``/``not-done``/``cancelled``, protocol 3b.3; rows it had from an earlier run are
   deleted), ``duplicate`` (an identical copy of a resource already read in this run), ``filtered``
   (dropped by a view's ``where``);
@@ -12,9 +14,11 @@ Every input resource ends as exactly one of (the accounting identity, checked by
   no resourceType/id, invalid FHIR, missing or dangling subject, duplicate id with different content,
   partial or invalid dates, no date, unconvertible values of study variables).
 
-A Bundle is a container, not an input resource; its entries are. The whole run is one transaction:
-it either stores everything it reports as loaded or, when it fails midway (I/O error, interrupt,
-database error), nothing. Reruns are idempotent: rows are keyed by their source resource in
+A Bundle is a container, not an input resource; its entries are. A run either stores everything it
+reports as loaded or, when it fails midway (I/O error, interrupt, database error), nothing: on
+PostgreSQL it is one transaction; on DuckDB the work tables are committed as they fill (so they need
+not sit in memory) and dropped whatever happens, and every write to the CDM is one transaction.
+Reruns are idempotent: rows are keyed by their source resource in
 ``{cdm}.blina_lineage`` and replaced (same row ids) when the resource comes again; ``person_id`` is
 stable per (site, Patient id) in ``{cdm}.blina_person_map``.
 """
@@ -441,8 +445,7 @@ class _Run:
             self.quarantine.write(orjson.dumps(rec).decode() + "\n")
 
     def read_file(self, path: Path, file_idx: int) -> None:
-        report, mapper, seen, stage = self.report, self.mapper, self.seen, self.stage
-        assert stage is not None
+        report, mapper, seen = self.report, self.mapper, self.seen
         not_relevant = report.skipped["not_relevant"]
         skipped_counts: dict[str, int] = {}
         progress_at = (report.read // _PROGRESS_EVERY + 1) * _PROGRESS_EVERY
@@ -532,8 +535,7 @@ class _Run:
         self.sid += 1
         sid = self.sid
         stage = self.stage
-        assert stage is not None and result.rows is not None
-        for name, rows in result.rows.items():
+        for name, rows in (result.rows or {}).items():
             stage.add(f"_bl_s_{name}", [(sid, i, *row) for i, row in enumerate(rows)])
         if rtype == "Patient" and "deceasedBoolean" in res and res.get("deceasedBoolean") is True:
             report.deceased_without_date += 1

@@ -1,4 +1,7 @@
-"""The SQL half of the FHIR ingest: staged view rows -> OMOP CDM rows, in one transaction.
+"""The SQL half of the FHIR ingest: staged view rows -> OMOP CDM rows.
+
+:func:`compute` (steps 1-4) writes work tables only; :func:`apply` (step 5) writes the CDM and must run
+in one transaction.
 
 Input (temporary tables, filled by ``adapter.fhir.ingest``): ``_bl_s_<view>`` (one per ViewDefinition:
 ``sid``, ``ord`` + the view's columns), ``_bl_res`` (one row per staged resource: ``sid``, ``rtype``,

@@ -14,7 +14,9 @@ type; the set of their ``resource`` types *is* the set of study-relevant types) 
 * columns of type ``date``/``dateTime``/``instant`` must carry a full calendar date (see
   :data:`PARTIAL_DATE_RULE`) unless tagged ``partial_date: allowed``;
 * a MedicationAdministration ``medication_ref`` of ``#id`` names a contained Medication, flattened by
-  the Medication view under the key ``<MedicationAdministration key>#id``.
+  the Medication view under the key ``<MedicationAdministration key>#id``;
+* a column tagged ``study_filter: code`` marks the coding (its select's ``forEachOrNull`` path) that
+  decides study relevance: a resource none of whose codings is a study code is not mapped.
 """
 
 from __future__ import annotations
