@@ -54,14 +54,6 @@ class Item:
     fallback_id: str | None = None
     raw: str | None = None
 
-    @property
-    def location(self) -> str:
-        """``file:line`` or ``file#entry[i]`` (or just the file)."""
-        if self.line is not None:
-            where = f"{self.file}:{self.line}"
-            return f"{where}#{self.entry}" if self.entry else where
-        return f"{self.file}#{self.entry}" if self.entry else self.file
-
 
 def _kind(path: Path) -> str | None:
     name = path.name.lower()
