@@ -10,9 +10,11 @@ the site overlay (never from files): ``study_params`` (one row: every parameter 
 ``study_value_sets``. Their values are bound parameters, never pasted into SQL.
 
 :func:`render` composes, per output (``course``, ``patient``, ``lineage``), one ``WITH`` query of the
-needed relations in dependency order: it creates nothing, so :func:`build` works for a role that may
-only SELECT. :func:`persist` materialises the inputs as tables and the outputs as views in a
-results schema; :func:`extract` writes the contract files plus lineage and a JSON sidecar.
+needed relations in dependency order, plus one combined query of several outputs (each shared
+relation computed once) that :func:`build` and :func:`extract` run. Nothing is created, so a role that
+may only SELECT can build. :func:`persist` materialises the inputs as tables and the outputs as views
+in a results schema; :func:`extract` writes the contract files plus lineage and a JSON sidecar.
+Engine differences live in one table, ``_DIALECT``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "SqlModel",
     "ViewsError",
     "build",
+    "build_lineage",
     "creation_order",
     "extract",
     "input_fingerprint",
