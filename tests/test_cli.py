@@ -67,3 +67,15 @@ def test_load_omop_exit_code_1_on_rejected_rows(tmp_path, capsys):
 def test_console_script_runs():
     res = subprocess.run([sys.executable, "-m", "adapter.cli", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and "blina-study" in res.stdout
+
+
+@pytest.mark.parametrize(("param", "message"), [
+    ("course_gap_days=abc", "is not a number"),
+    ("no_such_param=1", "unknown parameter"),
+    ("course_gap_days", "is not NAME=VALUE"),
+    ("course_gap_days=-1", "--param"),
+])
+def test_bad_param_override_is_a_usage_error(tmp_path, capsys, param, message):
+    rc = main(["build", "--db", str(tmp_path / "x.duckdb"), "--param", param])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "internal error" not in err

@@ -32,6 +32,7 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
 
 def study_from_args(args: argparse.Namespace) -> tuple[StudyDefinition, SiteOverlay | None]:
     from adapter.errors import BlinaError
+    from adapter.study import Params
 
     study = load_study(args.study)
     overrides = {}
@@ -39,10 +40,14 @@ def study_from_args(args: argparse.Namespace) -> tuple[StudyDefinition, SiteOver
         name, sep, value = item.partition("=")
         if not sep:
             raise BlinaError(f"--param {item!r} is not NAME=VALUE", hint="e.g. --param course_gap_days=10")
-        if name not in study.params.model_fields:
+        if name not in Params.model_fields:
             raise BlinaError(f"--param {name}: unknown parameter",
-                             hint=f"one of: {', '.join(study.params.model_fields)}")
-        overrides[name] = float(value) if any(c in value for c in ".eE") else int(value)
+                             hint=f"one of: {', '.join(Params.model_fields)}")
+        try:
+            overrides[name] = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            raise BlinaError(f"--param {name}={value!r} is not a number",
+                             hint="e.g. --param course_gap_days=10") from None
     if overrides:
         from pydantic import ValidationError
 
