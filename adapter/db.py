@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_DB = "blina.duckdb"
+T = TypeVar("T")
 Dialect = Literal["duckdb", "postgresql"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -121,16 +122,27 @@ class Database:
     def _duck_sql(self, sql: str) -> str:
         return _BIND.sub(r"$\1", sql)
 
+    def _pg(self, sql: str, params: Mapping[str, Any] | None, read: Callable[[Any], T]) -> T:
+        """Run one PostgreSQL statement; outside :meth:`transaction` commit it, or roll back on error
+        so one failed statement does not leave the connection unusable ("transaction is aborted")."""
+        from sqlalchemy import text
+
+        try:
+            out = read(self._sa_conn.execute(text(sql), dict(params or {})))
+        except BaseException:
+            if not self._in_tx:
+                self._sa_conn.rollback()
+            raise
+        if not self._in_tx:
+            self._sa_conn.commit()
+        return out
+
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run one statement (committed at once unless inside :meth:`transaction`)."""
         if self.dialect == "duckdb":
             self._duck.execute(self._duck_sql(sql), dict(params) if params else None)
             return
-        from sqlalchemy import text
-
-        self._sa_conn.execute(text(sql), dict(params or {}))
-        if not self._in_tx:
-            self._sa_conn.commit()
+        self._pg(sql, params, lambda res: None)
 
     def executescript(self, sql: str) -> None:
         """Run several ``;``-separated statements without parameters."""
@@ -141,25 +153,14 @@ class Database:
         """Run a query and return its rows as tuples."""
         if self.dialect == "duckdb":
             return self._duck.execute(self._duck_sql(sql), dict(params) if params else None).fetchall()
-        from sqlalchemy import text
-
-        rows = [tuple(r) for r in self._sa_conn.execute(text(sql), dict(params or {})).fetchall()]
-        if not self._in_tx:
-            self._sa_conn.commit()
-        return rows
+        return self._pg(sql, params, lambda res: [tuple(r) for r in res.fetchall()])
 
     def query_df(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run a query and return a DataFrame (column names as in the query)."""
         if self.dialect == "duckdb":
             rel = self._duck.execute(self._duck_sql(sql), dict(params) if params else None)
             return rel.df()
-        from sqlalchemy import text
-
-        res = self._sa_conn.execute(text(sql), dict(params or {}))
-        df = pd.DataFrame(res.fetchall(), columns=list(res.keys()))
-        if not self._in_tx:
-            self._sa_conn.commit()
-        return df
+        return self._pg(sql, params, lambda res: pd.DataFrame(res.fetchall(), columns=list(res.keys())))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Database]:

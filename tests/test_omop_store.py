@@ -117,3 +117,10 @@ def test_csv_loader_refuses_missing_required_column(db, tmp_path):
     _write(tmp_path, "person.csv", "person_id,year_of_birth\n1,2012\n")
     with pytest.raises(BlinaError, match="missing required column"):
         load_omop_csv(db, tmp_path)
+
+
+def test_connection_survives_a_failed_statement(db):
+    # PostgreSQL leaves a failed implicit transaction aborted unless it is rolled back.
+    with pytest.raises(Exception):  # noqa: B017 - engine-specific error classes
+        db.query("SELECT * FROM cdm.no_such_table")
+    assert db.query("SELECT count(*) FROM vocab.concept")[0][0] > 100
