@@ -33,13 +33,15 @@ _FACT_TABLES = {  # table -> (concept column, source value column, date column)
     "procedure_occurrence": ("procedure_concept_id", "procedure_source_value", "procedure_date"),
 }
 
+# Hints per required variable; {codes} is filled from the study definition so the hint names the
+# codes this run actually looks for.
 _FIX = {
     "mrd": "no MRD rows: add your lab's MRD code to the site overlay "
-           "(variables: mrd: [{source_value: <local code>, unit: '%'}])",
-    "blinatumomab": "no blinatumomab administrations: check that DRUG_EXPOSURE uses RxNorm blinatumomab "
-                    "(ingredient 1597258 or its products) or map the local drug code in the site overlay",
-    "marrow_blasts": "no marrow-blast rows: map LOINC 11150-0 in MEASUREMENT or add the local code to the "
-                     "site overlay (variables: marrow_blasts: [{source_value: <local code>, unit: '%'}])",
+           "(variables: mrd: [{{source_value: <local code>, unit: '%'}}])",
+    "blinatumomab": "no blinatumomab administrations: check that DRUG_EXPOSURE uses {codes} "
+                    "(or its products) or map the local drug code in the site overlay",
+    "marrow_blasts": "no marrow-blast rows: map {codes} in MEASUREMENT or add the local code to the "
+                     "site overlay (variables: marrow_blasts: [{{source_value: <local code>, unit: '%'}}])",
 }
 
 
@@ -182,7 +184,8 @@ order by count(*) desc""", ("int_measurement_values",), site_id="check")
         if var == "death" or var in rep.rows_per_year:
             continue
         found, listed = rep.codes_found.get(var, (0, 0))
-        msg = _FIX.get(var) or (
+        codes = ", ".join(f"{c.vocabulary_id} {c.code}" for c in study.variables[var].codes)
+        msg = _FIX[var].format(codes=codes) if var in _FIX else (
             f"no {var} rows: " + ("none of its study codes is in CONCEPT; " if listed and not found else "")
             + f"map the local code in the site overlay (variables: {var}: [{{source_value: <local code>}}])")
         if var in REQUIRED_VARIABLES:
