@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from adapter.commands.common import add_table_arguments
 from adapter.commands.report import analyze_tables, read_json_object, run_info_parts
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
@@ -17,8 +18,7 @@ EXAMPLES = [
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--course", required=True, metavar="FILE", help="course table (.csv, .csv.gz, .parquet)")
-    p.add_argument("--patient", required=True, metavar="FILE", help="patient table (.csv, .csv.gz, .parquet)")
+    add_table_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for <table>.csv and results.json")
     p.add_argument("--run-info", default=None, metavar="FILE",
                    help="run-info JSON of the extract step: its parameters are recorded with the results")

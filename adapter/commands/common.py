@@ -7,7 +7,7 @@ import argparse
 from adapter.db import DEFAULT_DB, Database, connect
 from adapter.study import SiteOverlay, StudyDefinition, load_overlay, load_study
 
-__all__ = ["add_db_arguments", "add_study_arguments", "open_db", "study_from_args"]
+__all__ = ["add_db_arguments", "add_study_arguments", "add_table_arguments", "open_db", "study_from_args"]
 
 
 def add_db_arguments(p: argparse.ArgumentParser, *, results: bool = False) -> None:
@@ -20,6 +20,12 @@ def add_db_arguments(p: argparse.ArgumentParser, *, results: bool = False) -> No
     if results:
         g.add_argument("--results-schema", default=None, metavar="R",
                        help="writable schema to persist the study views in (default: create nothing)")
+
+
+def add_table_arguments(p: argparse.ArgumentParser) -> None:
+    """``--course`` / ``--patient``: the extracted study tables an analysis step reads."""
+    p.add_argument("--course", required=True, metavar="FILE", help="course table (.csv, .csv.gz, .parquet)")
+    p.add_argument("--patient", required=True, metavar="FILE", help="patient table (.csv, .csv.gz, .parquet)")
 
 
 def add_study_arguments(p: argparse.ArgumentParser) -> None:

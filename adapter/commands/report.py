@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adapter.commands.common import add_table_arguments
 from adapter.errors import BlinaError
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "read_json_object", "run_info_parts", "analyze_tables"]
@@ -28,8 +29,7 @@ EXAMPLES = [
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--course", required=True, metavar="FILE", help="course table (.csv, .csv.gz, .parquet)")
-    p.add_argument("--patient", required=True, metavar="FILE", help="patient table (.csv, .csv.gz, .parquet)")
+    add_table_arguments(p)
     p.add_argument("--out", required=True, metavar="FILE", help="HTML file to write, e.g. report.html")
     p.add_argument("--data-quality", default=None, metavar="FILE",
                    help="data-quality summary JSON of the extract (quarantine/reject counts, coverage)")
