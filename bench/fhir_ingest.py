@@ -1,6 +1,6 @@
 """Benchmark of ``blina ingest`` on a generated Bulk Data export (not a test: run by hand).
 
-    /work/venv/bin/python bench/fhir_ingest.py --sizes 100000 1000000 --noise 9 \\
+    .venv/bin/python bench/fhir_ingest.py --sizes 100000 1000000 --noise 9 \\
         --pg postgresql://postgres@127.0.0.1:5432/postgres --results bench/RESULTS.md
 
 For each size it writes a center2-style Bulk NDJSON export with the generator (``adapter.synth``:

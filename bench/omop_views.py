@@ -14,7 +14,7 @@ Measured per engine and size (best of ``--repeat`` runs, warm cache):
   implementation must read): ``count/sum/max`` over ``measurement`` and ``drug_exposure`` filtered
   on the resolved concept ids.
 
-Run:  /work/venv/bin/python bench/omop_views.py [--sizes 10000,100000] [--engines duckdb,postgresql]
+Run:  .venv/bin/python bench/omop_views.py [--sizes 10000,100000] [--engines duckdb,postgresql]
       [--pg postgresql://postgres@127.0.0.1:5432] [--repeat 3] [--results bench/RESULTS.md]
 """
 
@@ -261,7 +261,7 @@ def write_results(path: Path, results: list[dict[str, object]], argv: list[str])
     lines = ["## OMOP views", "",
              f"Run {dt.date.today().isoformat()} on {platform.machine()}, {platform.python_version()}; "
              "best of the repeats, warm cache. Rerun with:", "",
-             "```", ("/work/venv/bin/python bench/omop_views.py " + " ".join(argv)).rstrip(), "```", "",
+             "```", (".venv/bin/python bench/omop_views.py " + " ".join(argv)).rstrip(), "```", "",
              "limit = one indexed scan selecting the study's measurement and drug concepts; build = course + "
              "patient (read-only composed queries); extract = course + patient + lineage + input fingerprint + "
              "CSV/Parquet/JSON files.", "",
