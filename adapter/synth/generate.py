@@ -35,7 +35,7 @@ from adapter.synth.timeline import (
     PatientTimeline,
 )
 
-__all__ = ["SynthResult", "build_cohort", "generate", "write_truth"]
+__all__ = ["SynthResult", "build_cohort", "generate", "render_timelines", "write_truth"]
 
 GENERATOR_VERSION = "1"
 
@@ -230,38 +230,49 @@ def _dumps(obj: Any, *, indent: int | None = None) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=indent, separators=(",", ":") if indent is None else None)
 
 
+def render_timelines(timelines: list[PatientTimeline], kind: str, folder: Path, cat: Catalog,
+                     r: random.Random) -> list[Path]:
+    """Write ``timelines`` into ``folder`` in one route: ``fhir_bundle`` (one transaction Bundle per
+    patient), ``fhir_ndjson`` (Bulk Data, one file per resource type) or ``omop_standard`` /
+    ``omop_local`` (OMOP CSV; the codes are whatever the timelines carry). The same timelines rendered
+    in two routes must give the same study tables (the FHIR/OMOP equivalence test)."""
+    written: list[Path] = []
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "fhir_bundle":
+        for k, tl in enumerate(timelines, start=1):
+            resources = patient_resources(tl, cat, r, lambda t, i: f"urn:uuid:{i}")
+            path = folder / f"patient-{k:04d}.json"
+            path.write_text(_dumps(bundle(resources), indent=1) + "\n", encoding="utf-8")
+            written.append(path)
+    elif kind == "fhir_ndjson":
+        by_type: dict[str, list[str]] = {}
+        for tl in timelines:
+            for resource in patient_resources(tl, cat, r, lambda t, i: f"{t}/{i}", with_time=True):
+                by_type.setdefault(resource["resourceType"], []).append(_dumps(resource))
+        for rtype in sorted(by_type):
+            path = folder / f"{rtype}.ndjson"
+            path.write_text("\n".join(by_type[rtype]) + "\n", encoding="utf-8")
+            written.append(path)
+    elif kind in ("omop_standard", "omop_local"):
+        rend = OmopRenderer(cat)
+        for tl in timelines:
+            rend.add(tl)
+        for table in OMOP_TABLES:
+            cols = [f.column for f in field_spec()[table]]
+            path = folder / f"{table}.csv"
+            path.write_text(_csv_text(cols, rend.rows[table], OmopRenderer.cell), encoding="utf-8")
+            written.append(path)
+    else:
+        raise BlinaError(f"unknown route {kind!r}", hint="fhir_bundle, fhir_ndjson, omop_standard or omop_local")
+    return written
+
+
 def _render(res: SynthResult, out: Path, cat: Catalog) -> list[Path]:
     written: list[Path] = []
     for style in CENTERS:
         tls = [tl for tl in res.timelines if tl.site_id == style.site_id]
-        folder = out / style.folder
-        folder.mkdir(parents=True, exist_ok=True)
         r = random.Random(f"{res.seed}:{style.site_id}:render")
-        if style.kind == "fhir_bundle":
-            for k, tl in enumerate(tls, start=1):
-                resources = patient_resources(tl, cat, r, lambda t, i: f"urn:uuid:{i}")
-                path = folder / f"patient-{k:04d}.json"
-                path.write_text(_dumps(bundle(resources), indent=1) + "\n", encoding="utf-8")
-                written.append(path)
-        elif style.kind == "fhir_ndjson":
-            by_type: dict[str, list[str]] = {}
-            for tl in tls:
-                for resource in patient_resources(tl, cat, r, lambda t, i: f"{t}/{i}", with_time=True):
-                    by_type.setdefault(resource["resourceType"], []).append(_dumps(resource))
-            for rtype in sorted(by_type):
-                path = folder / f"{rtype}.ndjson"
-                path.write_text("\n".join(by_type[rtype]) + "\n", encoding="utf-8")
-                written.append(path)
-        else:
-            rend = OmopRenderer(cat)
-            for tl in tls:
-                rend.add(tl)
-            for table in OMOP_TABLES:
-                rows = rend.rows[table]
-                cols = [f.column for f in field_spec()[table]]
-                path = folder / f"{table}.csv"
-                path.write_text(_csv_text(cols, rows, OmopRenderer.cell), encoding="utf-8")
-                written.append(path)
+        written += render_timelines(tls, style.kind, out / style.folder, cat, r)
     return written
 
 

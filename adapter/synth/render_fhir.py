@@ -31,11 +31,15 @@ _COND_CLIN = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 _COND_VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 _ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 _GENDER = {"F": "female", "M": "male"}
+# System of a site-local laboratory code (timeline vocabulary "LOCAL"); the site overlay matches the
+# code whatever its system.
+_LOCAL_SYSTEM = "urn:blina-synth:local-lab"
 
 
 def _cc(cat: Catalog, vc: tuple[str, str], display: str | None = None) -> dict[str, Any]:
     vocab, code = vc
-    return {"coding": [{"system": cat.uri(vocab), "code": code, "display": display or cat.name(vocab, code)}]}
+    system = _LOCAL_SYSTEM if vocab == "LOCAL" else cat.uri(vocab)
+    return {"coding": [{"system": system, "code": code, "display": display or cat.name(vocab, code)}]}
 
 
 class _Ctx:

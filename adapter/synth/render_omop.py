@@ -57,9 +57,11 @@ class OmopRenderer:
                   year_of_birth=b.year, month_of_birth=b.month, day_of_birth=b.day,
                   birth_datetime=f"{b.isoformat()} 00:00:00", race_concept_id=0, ethnicity_concept_id=0,
                   person_source_value=tl.mrn, gender_source_value=tl.sex, gender_source_concept_id=0)
+        # A timeline made for a FHIR center has no period: span its records, as an ETL would.
+        dates = tl.record_dates() if tl.observation_start is None or tl.observation_end is None else ()
         self._row("observation_period", observation_period_id=self._id("observation_period"), person_id=pid,
-                  observation_period_start_date=tl.observation_start,
-                  observation_period_end_date=tl.observation_end, period_type_concept_id=self.ehr)
+                  observation_period_start_date=tl.observation_start or min(dates),
+                  observation_period_end_date=tl.observation_end or max(dates), period_type_concept_id=self.ehr)
         for s, e in tl.visits:
             self._row("visit_occurrence", visit_occurrence_id=self._id("visit_occurrence"), person_id=pid,
                       visit_concept_id=0, visit_start_date=s, visit_end_date=e, visit_type_concept_id=self.ehr,
