@@ -95,18 +95,27 @@ _ORDER = {"course": "person_id, course_number", "patient": "person_id",
 # 1 row for 10^5), which makes it pick quadratic nested loops, so nested-loop joins are discouraged (the
 # per-person index lookups of follow-up are correlated subqueries, which this does not affect); and the
 # hash tables of ~10^6 study rows get the memory they need instead of spilling.
+#
+# ``in_cohort``: what ``{in_cohort(t.person_id)}`` in a SQL file becomes: "this row is of a study
+# patient" (int_cohort_persons). PostgreSQL gets an array, so the fact table is read through its person_id
+# index (a bitmap scan of the study patients' rows) rather than joined after a full scan (nested loops
+# being off); DuckDB gets a semi-join, which it runs as a hash probe during its column scan.
 _DIALECT: dict[str, dict[str, Any]] = {
-    "duckdb": {"inline_cte": "as not materialized", "cte": "as", "setup": ()},
+    "duckdb": {"inline_cte": "as not materialized", "cte": "as", "setup": (),
+               "in_cohort": "{col} in (select person_id from int_cohort_persons)"},
     "postgresql": {"inline_cte": "as not materialized", "cte": "as",
                    "setup": ("set local jit = off", "set local enable_nestloop = off",
-                             "set local work_mem = '256MB'")},
+                             "set local work_mem = '256MB'"),
+                   "in_cohort": "{col} = any(array(select person_id from int_cohort_persons))"},
 }
+COHORT_RELATION = "int_cohort_persons"
 
 _HEADER = re.compile(r"^--\s*(grain|keys|depends_on)\s*:\s*(.*)$")
 _SOURCE = re.compile(r"\{(cdm|vocab)\}\.([A-Za-z_][A-Za-z0-9_]*)")
 _REF = re.compile(r"\b(?:from|join)\s+(?!lateral\b)([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\.)", re.IGNORECASE)
 _LOCAL_CTE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s+as\s+(?:not\s+)?(?:materialized\s+)?\(", re.IGNORECASE)
 _COMMENT = re.compile(r"--[^\n]*")
+_IN_COHORT = re.compile(r"\{in_cohort\(([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)\)\}")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -132,6 +141,8 @@ class SqlModel:
         local = {m.group(1).lower() for m in _LOCAL_CTE.finditer(code)}
         refs = {m.group(1).lower() for m in _REF.finditer(code)} - local
         refs |= {f"{m.group(1)}.{m.group(2).lower()}" for m in _SOURCE.finditer(code)}
+        if _IN_COHORT.search(code):
+            refs.add(COHORT_RELATION)
         return refs
 
     def relation_deps(self) -> tuple[str, ...]:
@@ -343,9 +354,11 @@ def _input_sql(study: StudyDefinition, overlay: SiteOverlay | None, site_id: str
 
 
 # --------------------------------------------------------------------------- render
-def _substitute_schemas(body: str, db: Database) -> str:
+def _substitute(body: str, db: Database) -> str:
+    """Schema names (``{cdm}``, ``{vocab}``: validated and quoted) and the ``{in_cohort(t.col)}`` macro."""
     def repl(m: re.Match[str]) -> str:
         return quote_ident(getattr(db.schemas, m.group(1)), f"{m.group(1)} schema name")
+    body = _IN_COHORT.sub(lambda m: _DIALECT[db.dialect]["in_cohort"].format(col=m.group(1)), body)
     return re.sub(r"\{(cdm|vocab)\}", repl, body)
 
 
@@ -361,7 +374,7 @@ def _with_clause(needs: tuple[str, ...], models: Mapping[str, SqlModel], inputs:
     for name in order:
         m = models[name]
         kw = macro["inline_cte"] if m.layer == "staging" else macro["cte"]
-        ctes.append(f"-- {m.layer}/{name}: {m.grain}\n{name} {kw} (\n{_indent(_substitute_schemas(m.body, db))}\n)")
+        ctes.append(f"-- {m.layer}/{name}: {m.grain}\n{name} {kw} (\n{_indent(_substitute(m.body, db))}\n)")
     return "with\n\n" + ",\n\n".join(ctes)
 
 

@@ -68,8 +68,8 @@ def _center_sizes(n: int) -> list[int]:
 
 def _noise(tl: PatientTimeline, count: int, r: random.Random) -> None:
     """Add ``count`` irrelevant records dated inside the patient's follow-up (so the truth, which
-    uses the latest record date, does not move): vital signs, supportive drugs, other diagnoses,
-    outpatient visits."""
+    uses the latest record date, does not move): vital signs, supportive drugs, other diagnoses. Each
+    is a record the study reads nothing from (visits would not qualify: they extend follow-up)."""
     lo = tl.observation_start or min(tl.record_dates())
     hi = max(tl.record_dates())
     span = (hi - lo).days
@@ -89,7 +89,9 @@ def _noise(tl: PatientTimeline, count: int, r: random.Random) -> None:
         elif k < 0.88:
             tl.conditions.append(ConditionRecord("other", day, ("ICD10CM", r.choice(("R50.9", "D70.9", "B37.0")))))
         else:
-            tl.visits.append((day, day))
+            # not an outpatient visit: visits are read for follow-up (3b.10), so they are relevant records
+            tl.measurements.append(Measurement("other", day, float(r.randint(12, 40)), "/min", None,
+                                               code=("LOINC", "9279-1")))
 
 
 def _errors(tl: PatientTimeline, spec: Spec, cat: Catalog, which: int) -> None:

@@ -1,6 +1,6 @@
 -- grain: one row per (variable, condition_occurrence_id)
 -- keys: variable, condition_occurrence_id
--- depends_on: stg_condition_occurrence, int_concept_sets, study_codes, study_variables
+-- depends_on: stg_condition_occurrence, int_concept_sets, study_codes, study_variables, int_cohort_persons
 -- Conditions of a study variable (relapse, crs, icans, b_all_diagnosis), matched like measurements.
 -- grade (3b.8) comes from the matched code (study.yaml or overlay); ungraded codes give NULL.
 with
@@ -24,9 +24,10 @@ overlay as (
 candidates as (
     select c.*
     from stg_condition_occurrence as c
-    where c.condition_concept_id in (select concept_id from cond_sets where match_on = 'standard')
-        or c.condition_source_concept_id in (select concept_id from cond_sets where match_on = 'source')
-        or c.condition_source_value in (select source_value from overlay)
+    where {in_cohort(c.person_id)}
+        and (c.condition_concept_id in (select concept_id from cond_sets where match_on = 'standard')
+            or c.condition_source_concept_id in (select concept_id from cond_sets where match_on = 'source')
+            or c.condition_source_value in (select source_value from overlay))
 ),
 
 labelled as (

@@ -1,6 +1,6 @@
 -- grain: one row per (variable, measurement_id)
 -- keys: variable, measurement_id
--- depends_on: stg_measurement, int_concept_sets, study_codes, study_variables
+-- depends_on: stg_measurement, int_concept_sets, study_codes, study_variables, int_cohort_persons
 -- Measurements that belong to a study variable: measurement_concept_id in the standard set, or
 -- measurement_source_concept_id in the source set, or (site overlay) measurement_source_value equal to
 -- one of the overlay's source values. The table is read once: the three tests are OR-ed semi-joins,
@@ -27,9 +27,10 @@ overlay as (
 candidates as (
     select m.*
     from stg_measurement as m
-    where m.measurement_concept_id in (select concept_id from meas_sets where match_on = 'standard')
-        or m.measurement_source_concept_id in (select concept_id from meas_sets where match_on = 'source')
-        or m.measurement_source_value in (select source_value from overlay)
+    where {in_cohort(m.person_id)}
+        and (m.measurement_concept_id in (select concept_id from meas_sets where match_on = 'standard')
+            or m.measurement_source_concept_id in (select concept_id from meas_sets where match_on = 'source')
+            or m.measurement_source_value in (select source_value from overlay))
 ),
 
 labelled as (

@@ -1,6 +1,6 @@
 -- grain: one row per (variable, procedure_occurrence_id)
 -- keys: variable, procedure_occurrence_id
--- depends_on: stg_procedure_occurrence, int_concept_sets, study_codes, study_variables
+-- depends_on: stg_procedure_occurrence, int_concept_sets, study_codes, study_variables, int_cohort_persons
 -- Procedures of a study variable (hsct, car_t), matched like measurements.
 with
 
@@ -23,9 +23,10 @@ overlay as (
 candidates as (
     select p.*
     from stg_procedure_occurrence as p
-    where p.procedure_concept_id in (select concept_id from proc_sets where match_on = 'standard')
-        or p.procedure_source_concept_id in (select concept_id from proc_sets where match_on = 'source')
-        or p.procedure_source_value in (select source_value from overlay)
+    where {in_cohort(p.person_id)}
+        and (p.procedure_concept_id in (select concept_id from proc_sets where match_on = 'standard')
+            or p.procedure_source_concept_id in (select concept_id from proc_sets where match_on = 'source')
+            or p.procedure_source_value in (select source_value from overlay))
 ),
 
 labelled as (
