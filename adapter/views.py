@@ -413,7 +413,7 @@ def render_query(study: StudyDefinition, overlay: SiteOverlay | None, db: Databa
     models = load_models()
     binds: dict[str, Any] = {}
     inputs = _input_sql(study, overlay, _site_id(site_id, overlay), binds)
-    sql = _with_clause(needs, models, inputs, db) + "\n\n" + select_sql
+    sql = _with_clause(needs, models, inputs, db) + "\n\n" + _substitute(select_sql, db)
     used = {m.group(1) for m in _BIND.finditer(_COMMENT.sub("", sql))}
     return sql, {k: v for k, v in binds.items() if k in used}
 
@@ -579,13 +579,32 @@ _FINGERPRINT_TABLES: dict[str, str | None] = {
 }
 
 
-def input_fingerprint(db: Database) -> dict[str, Any]:
-    """Row count and max id (death: max date) per CDM table read, plus the vocabulary size."""
+def input_fingerprint(db: Database, study: StudyDefinition | None = None, overlay: SiteOverlay | None = None, *,
+                      site_id: str | None = None) -> dict[str, Any]:
+    """Row count and max id (death: max date) per CDM table read, plus the vocabulary size.
+
+    With ``study``: only the rows of the study patients (``int_cohort_persons``), i.e. exactly the
+    records ``course`` and ``patient`` are computed from. Records of other persons do not move it, and a
+    hospital's whole CDM is not counted (20 million MEASUREMENT rows cost a full scan on PostgreSQL).
+    """
     tables: dict[str, Any] = {}
+    parts = []
     for table, key in _FINGERPRINT_TABLES.items():
         col = quote_ident(key) if key else "death_date"
-        n, mx = db.query(f"select count(*), max({col}) from {db.qualified('cdm', table)}")[0]
+        where = " as t where {in_cohort(t.person_id)}" if study is not None else ""
+        parts.append(f"select '{table}' as table_name, count(*) as n, cast(max({col}) as varchar(40)) as mx "
+                     f"from {db.qualified('cdm', table)}{where}")
+    sql = "\nunion all\n".join(parts)
+    if study is None:
+        rows, params = db.query(sql), None
+    else:
+        sql, params = render_query(study, overlay, db, sql, (COHORT_RELATION,), site_id=site_id or "fingerprint")
+        rows = db.query(sql, params)
+    for table, n, mx in rows:
         tables[table] = {"rows": int(n), "max": None if mx is None else str(mx)}
+    tables = {t: tables[t] for t in _FINGERPRINT_TABLES}
+    if study is not None:
+        tables["scope"] = "study patients"
     n_concept = db.query(f"select count(*) from {db.qualified('vocab', 'concept')}")[0][0]
     tables["vocab.concept"] = {"rows": int(n_concept)}
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
@@ -626,7 +645,7 @@ def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
         "study_fingerprint": study.fingerprint(),
         "overlay": None if overlay is None else {"site_id": overlay.site_id, "source": overlay.source},
         "parameters": study.params.model_dump(),
-        "input_fingerprint": input_fingerprint(db),
+        "input_fingerprint": input_fingerprint(db, study, overlay, site_id=sid),
         "rows": {name: len(df) for name, df in frames.items()},
         "columns": {name: list(_CONTRACT[name]) for name in ("course", "patient")},
         "lineage_note": "lineage.csv links derived values to source rows; it stays at the site",

@@ -26,6 +26,7 @@ from adapter.views import (
     build,
     creation_order,
     extract,
+    input_fingerprint,
     load_models,
     persist,
     render,
@@ -285,3 +286,21 @@ def test_build_as_select_only_role_creates_nothing(request: pytest.FixtureReques
         admin.execute(f'drop owned by "{role}"')
         admin.execute(f'drop role "{role}"')
         admin.close()
+
+
+def test_input_fingerprint_covers_the_study_patients_only(db: Database, study: StudyDefinition) -> None:
+    _small_site(db)
+    before = input_fingerprint(db, study, site_id="siteA")
+    assert before["tables"]["measurement"] == {"rows": 4, "max": "4"} and before["tables"]["person"]["rows"] == 2
+    # a person who never had blinatumomab: nothing the outputs depend on, the fingerprint stays
+    _insert(db, "person", {"person_id": 3, "gender_concept_id": 0, "year_of_birth": 2010, "race_concept_id": 0,
+                           "ethnicity_concept_id": 0, "person_source_value": "P3"})
+    _insert(db, "measurement", {"measurement_id": 50, "person_id": 3, "measurement_concept_id": 0,
+                                "measurement_date": day(5), "measurement_type_concept_id": 0})
+    assert input_fingerprint(db, study, site_id="siteA") == before
+    assert input_fingerprint(db)["tables"]["person"]["rows"] == 3       # whole-table form still counts them
+    # any new record of a study patient (even an irrelevant one: it can move follow-up) changes it
+    _insert(db, "measurement", {"measurement_id": 51, "person_id": 1, "measurement_concept_id": 0,
+                                "measurement_date": day(300), "measurement_type_concept_id": 0})
+    after = input_fingerprint(db, study, site_id="siteA")
+    assert after["sha256"] != before["sha256"] and after["tables"]["measurement"] == {"rows": 5, "max": "51"}

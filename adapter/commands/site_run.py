@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         with open_db(args, read_only=args.db.endswith(".duckdb")) as db:
             course, patient = build(db, study, overlay, site_id=args.site_id)
             vocab = vocabulary_version(db)
-            fingerprint = input_fingerprint(db)["sha256"]
+            fingerprint = input_fingerprint(db, study, overlay, site_id=args.site_id)["sha256"]
     for frame in (course, patient):
         frame["site_id"] = args.site_id
     info = {

@@ -1,11 +1,12 @@
 -- grain: one row per person with at least one blinatumomab exposure (the study population)
 -- keys: person_id
 -- depends_on: stg_drug_exposure, int_concept_sets, study_codes
--- The only persons a course or patient row can be about. The relations that read the large fact tables
--- (int_study_measurements, int_drug_exposures, int_study_conditions, int_study_procedures) keep only
--- these persons first (the in_cohort macro of adapter/views.py; PostgreSQL answers it with each table's person_id index), so a
--- hospital's whole MEASUREMENT table is never searched for study codes. Blinatumomab is matched as in
--- int_drug_exposures: standard set (with descendants), source set, or the overlay's source values.
+-- The only persons a course or patient row can be about. The relations that read the large fact
+-- tables (int_study_measurements, int_drug_exposures, int_study_conditions, int_study_procedures) keep
+-- only these persons first (the in_cohort macro of adapter/views.py; PostgreSQL answers it with each
+-- table's person_id index), so a hospital's whole MEASUREMENT table is never searched for study codes.
+-- Blinatumomab is matched as in int_drug_exposures: standard set (with descendants), source set, or the
+-- overlay's source values.
 select distinct d.person_id
 from stg_drug_exposure as d
 where d.drug_concept_id in (

@@ -3,9 +3,9 @@
 -- depends_on: stg_measurement, int_concept_sets, study_codes, study_variables, int_cohort_persons
 -- Measurements that belong to a study variable: measurement_concept_id in the standard set, or
 -- measurement_source_concept_id in the source set, or (site overlay) measurement_source_value equal to
--- one of the overlay's source values. The table is read once: the three tests are OR-ed semi-joins,
--- then the (small) candidate set is labelled. A concept match wins over an overlay match (its unit
--- comes from the row, not from the overlay).
+-- one of the overlay's source values. Only the study patients' rows are read (int_cohort_persons); the
+-- three tests are OR-ed semi-joins, then the (small) candidate set is labelled. A concept match wins
+-- over an overlay match (its unit comes from the row, not from the overlay).
 with
 
 meas_sets as (
