@@ -100,15 +100,15 @@ _ORDER = {"course": "person_id, course_number", "patient": "person_id",
 # patient" (int_cohort_persons). PostgreSQL gets an array, so the fact table is read through its person_id
 # index (a bitmap scan of the study patients' rows) rather than joined after a full scan (nested loops
 # being off); DuckDB gets a semi-join, which it runs as a hash probe during its column scan.
+COHORT_RELATION = "int_cohort_persons"
 _DIALECT: dict[str, dict[str, Any]] = {
     "duckdb": {"inline_cte": "as not materialized", "cte": "as", "setup": (),
-               "in_cohort": "{col} in (select person_id from int_cohort_persons)"},
+               "in_cohort": f"{{col}} in (select person_id from {COHORT_RELATION})"},
     "postgresql": {"inline_cte": "as not materialized", "cte": "as",
                    "setup": ("set local jit = off", "set local enable_nestloop = off",
                              "set local work_mem = '256MB'"),
-                   "in_cohort": "{col} = any(array(select person_id from int_cohort_persons))"},
+                   "in_cohort": f"{{col}} = any(array(select person_id from {COHORT_RELATION}))"},
 }
-COHORT_RELATION = "int_cohort_persons"
 
 _HEADER = re.compile(r"^--\s*(grain|keys|depends_on)\s*:\s*(.*)$")
 _SOURCE = re.compile(r"\{(cdm|vocab)\}\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -594,13 +594,10 @@ def input_fingerprint(db: Database, study: StudyDefinition | None = None, overla
         where = " as t where {in_cohort(t.person_id)}" if study is not None else ""
         parts.append(f"select '{table}' as table_name, count(*) as n, cast(max({col}) as varchar(40)) as mx "
                      f"from {db.qualified('cdm', table)}{where}")
-    sql = "\nunion all\n".join(parts)
-    if study is None:
-        rows, params = db.query(sql), None
-    else:
+    sql, params = "\nunion all\n".join(parts), None
+    if study is not None:
         sql, params = render_query(study, overlay, db, sql, (COHORT_RELATION,), site_id=site_id or "fingerprint")
-        rows = db.query(sql, params)
-    for table, n, mx in rows:
+    for table, n, mx in db.query(sql, params):
         tables[table] = {"rows": int(n), "max": None if mx is None else str(mx)}
     tables = {t: tables[t] for t in _FINGERPRINT_TABLES}
     if study is not None:
