@@ -1,6 +1,6 @@
 -- grain: one row per (variable, drug_exposure_id)
 -- keys: variable, drug_exposure_id
--- depends_on: stg_drug_exposure, int_concept_sets, study_codes, study_variables
+-- depends_on: stg_drug_exposure, int_concept_sets, study_codes, study_variables, int_cohort_persons
 -- Drug exposures of a study variable (blinatumomab, chemotherapy, car_t products): drug_concept_id in
 -- the standard set (ingredient roll-up through CONCEPT_ANCESTOR), or the source concept / overlay
 -- source value. Variables of other domains that list a drug code (car_t: tisagenlecleucel) are
@@ -23,9 +23,10 @@ overlay as (
 candidates as (
     select d.*
     from stg_drug_exposure as d
-    where d.drug_concept_id in (select concept_id from drug_sets where match_on = 'standard')
-        or d.drug_source_concept_id in (select concept_id from drug_sets where match_on = 'source')
-        or d.drug_source_value in (select source_value from overlay)
+    where {in_cohort(d.person_id)}
+        and (d.drug_concept_id in (select concept_id from drug_sets where match_on = 'standard')
+            or d.drug_source_concept_id in (select concept_id from drug_sets where match_on = 'source')
+            or d.drug_source_value in (select source_value from overlay))
 ),
 
 labelled as (
