@@ -239,7 +239,7 @@ NOTES = """Reading the numbers (OMOP views, issue 4):
   (which computes course + patient + lineage itself, then writes the files); a site runs one or the other.
   Both are shown against the limit, and their sum as the issue's "build + extract".
 - PostgreSQL (the hospital route): build is within 3x the limit at both sizes (2.2x at 1e4, 1.5x at 1e5);
-  extract (which adds lineage and the input fingerprint) is 2.6x at 1e5 and 3.7x at 1e4; build + extract
+  extract (which adds lineage and the input fingerprint) is 2.6x at 1e5 and 3.7-3.8x at 1e4; build + extract
   run back to back is 4-6x. At 1e4 the limit is only 0.03-0.06 s, and the fixed cost of planning and
   running a ~40-relation query (~0.1 s) sets the ratio.
 - What made PostgreSQL fast: every relation that reads a large fact table first keeps the study patients
