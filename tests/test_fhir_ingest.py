@@ -433,3 +433,72 @@ def test_failure_while_writing_the_cdm_leaves_it_unchanged(db: Database, clean_i
         db._sa_conn.rollback()
     assert snapshot(db) == before
     assert _work_tables(db) == []
+
+
+def test_followup_counts_noise_dates_unless_not_done(db: Database, tmp_path: Path) -> None:
+    """Records that are not loaded extend the observation period (3b.10) unless they are not-done (3b.3),
+    whatever their order; impossible dates are ignored. (The ingest checks status and date only when a
+    record would move the patient's first or last date.)"""
+    def vital(oid: str, date: str, status: str = "final") -> dict:
+        return {"resourceType": "Observation", "id": oid, "status": status,
+                "code": {"coding": [{"system": LOINC, "code": "8302-2"}]}, "subject": {"reference": "Patient/P"},
+                "effectiveDateTime": date, "valueQuantity": {"value": 120, "unit": "cm"}}
+
+    path = write_ndjson(tmp_path / "in.ndjson", [
+        patient("P"),
+        quantity_obs("cd3", "P", "8122-4", 950, "/uL", date="2023-06-01"),
+        vital("v1", "2023-08-01"),
+        vital("v2", "2024-01-01", status="entered-in-error"),  # later, but not done: ignored
+        vital("v3", "2023-09-30"),
+        vital("v4", "2023-02-30"),  # impossible: ignored
+        vital("v5", "2023-01-15", status="cancelled"),  # earlier, but not done: ignored
+        vital("v6", "2023-03-01"),
+    ])
+    rep = ingest(db, path)
+    assert rep.n_rejected == 0 and rep.skipped["not_relevant"] == {"Observation": 6}
+    assert db.query("SELECT CAST(observation_period_start_date AS VARCHAR), "
+                    "CAST(observation_period_end_date AS VARCHAR) FROM cdm.observation_period") == [
+        ("2023-03-01", "2023-09-30")]
+
+
+SHAPES: list[dict] = [
+    {"code": {"coding": [{"system": LOINC, "code": "8122-4"}]}},
+    {"code": {"coding": [None, {"code": "a"}, None]}},
+    {"code": {"coding": [None, "x", {"code": "a"}]}},
+    {"code": [{"coding": [{"code": "b"}]}, None, 5, {"coding": {"code": "c"}}]},
+    {"code": {"coding": [[{"code": "z"}]]}},
+    {"code": {"text": "no coding"}},
+    {"code": None},
+    {"code": "a string"},
+    {},
+    {"codeCodeableConcept": {"coding": [{"code": "choice"}]}},
+    {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1597262"}]}},
+    {"medicationReference": {"reference": "Medication/x"}},
+    {"medicationCodeableConcept": [{"coding": [{"code": "listed"}]}, {"coding": [None]}]},
+]
+
+
+def test_study_filter_key_walk_equals_the_fhirpath_evaluator() -> None:
+    """The relevance test's plain key walk (the ingest's hot path) gives what the compiled FHIRPath gives."""
+    from adapter.fhir.fhirpath import Env
+    from adapter.fhir.mapper import _filter_path, _member_keys, _walk_keys, load_views
+
+    checked = 0
+    for view in load_views().values():
+        path = _filter_path(view)
+        if path is None:
+            continue
+        keys = _member_keys(path.expression)
+        assert keys is not None, f"{path.expression}: the filter path lost its fast walk"
+        for shape in SHAPES:
+            res = {"resourceType": view.resource, "id": "x", **shape}
+            walked = _walk_keys(res, keys)
+            evaluated = [c for c in path.fn([res], Env(None, 0)) if c is not None]
+            if walked is None:  # undecided (a choice base is missing): the evaluator decides
+                continue
+            assert walked == evaluated, (path.expression, shape)
+            checked += 1
+    assert checked >= 30
+    assert _member_keys("code.coding.where(system = 'x')") is None
+    assert _member_keys("value.ofType(CodeableConcept).coding") == ("valueCodeableConcept", "coding")
+    assert _member_keys("coding.ofType(Coding)") is None  # ofType on a non-choice element

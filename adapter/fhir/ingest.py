@@ -429,6 +429,10 @@ class _Run:
         self.rejected_patients: set[str] = set()
         self.tombstones: list[str] = []
         self.followup: dict[str, tuple[str, str]] = {}  # patient id -> (first, last) of records not loaded
+        self.n_noise = 0  # resources handled by _noise (counted in report.read per file)
+        self.not_relevant = report.skipped["not_relevant"]
+        self.relevant, self.is_study = mapper.relevant, mapper.is_study
+        self.followup_candidate = mapper.followup_candidate
 
     def reject(self, file: str, line: int | None, entry: str | None, key: str | None, reason: str,
                resource: Any = None) -> None:
@@ -446,14 +450,15 @@ class _Run:
 
     def read_file(self, path: Path, file_idx: int) -> None:
         report, mapper, seen = self.report, self.mapper, self.seen
-        not_relevant = report.skipped["not_relevant"]
+        not_relevant = self.not_relevant
         skipped_counts: dict[str, int] = {}
         progress_at = (report.read // _PROGRESS_EVERY + 1) * _PROGRESS_EVERY
         base_read = report.read
         n_items = 0
         dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
-        relevant, is_study = mapper.relevant, mapper.is_study
-        for item in iter_items(path, mapper.wanted, skipped_counts):
+        noise_before = self.n_noise
+        noise = self._noise
+        for item in iter_items(path, mapper.wanted, skipped_counts, noise):
             n_items += 1
             res = item.resource
             if res is None:
@@ -463,12 +468,8 @@ class _Run:
             if not isinstance(rtype, str):
                 self.reject(item.file, item.line, item.entry, None, "not a FHIR resource: no resourceType", res)
                 continue
-            if rtype not in relevant or not is_study(res):
-                # not study-relevant: counted by type; its dates still count for follow-up (3b.10)
-                not_relevant[rtype] += 1
-                fu = mapper.followup_dates(res)
-                if fu is not None:
-                    self._followup(*fu)
+            if noise(res, rtype):  # Bundle entries only: the reader hands NDJSON noise to _noise itself
+                n_items -= 1  # counted by _noise in n_noise
                 continue
             rid = res.get("id") or item.fallback_id
             if not isinstance(rid, str) or not rid:
@@ -482,23 +483,41 @@ class _Run:
                 self._repeat(item, key, digest, prev, res)
             else:
                 self._one(item, res, rtype, key, digest, file_idx)
-            if base_read + n_items + sum(skipped_counts.values()) >= progress_at and self.on_progress:
-                self.on_progress(base_read + n_items + sum(skipped_counts.values()))
+            n_read = base_read + n_items + self.n_noise - noise_before + sum(skipped_counts.values())
+            if n_read >= progress_at and self.on_progress:
+                self.on_progress(n_read)
                 progress_at += _PROGRESS_EVERY
         for t, n in skipped_counts.items():
             not_relevant[t] += n
-        report.read += n_items + sum(skipped_counts.values())
+        report.read += n_items + self.n_noise - noise_before + sum(skipped_counts.values())
 
-    def _followup(self, patient: str, first: str, last: str) -> None:
-        # dates are checked only when they would move an extreme (cheap for noise); impossible ones are ignored
+    def _noise(self, res: dict, rtype: str) -> bool:
+        """Handle a resource that is not study-relevant (True) or leave it to the caller (False).
+
+        It is counted by type, and its dates still count for follow-up (3b.10). Called by the reader
+        for every NDJSON resource of a wanted type, so no Item is built for the noise (the hot path)."""
+        if rtype in self.relevant and self.is_study(res):
+            return False
+        self.not_relevant[rtype] += 1
+        self.n_noise += 1
+        fu = self.followup_candidate(res)
+        if fu is None:
+            return True
+        patient, first, last = fu
         cur = self.followup.get(patient)
         lo, hi = cur if cur is not None else (None, None)
-        if (lo is None or first < lo) and valid_day(first):
+        move_lo = lo is None or first < lo
+        move_hi = hi is None or last > hi
+        # the not-done check (3b.3) and the date check only when the dates would move an extreme
+        if not (move_lo or move_hi) or self.mapper.status_skip(res):
+            return True
+        if move_lo and valid_day(first):  # an impossible date is ignored
             lo = first
-        if (hi is None or last > hi) and valid_day(last):
+        if move_hi and valid_day(last):
             hi = last
         if lo is not None and hi is not None and (lo, hi) != cur:
             self.followup[patient] = (lo, hi)
+        return True
 
     def _repeat(self, item: Item, key: str, digest: int, prev: int, res: dict) -> None:
         if prev >> 2 == digest:

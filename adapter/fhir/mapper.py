@@ -22,6 +22,7 @@ type; the set of their ``resource`` types *is* the set of study-relevant types) 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -31,7 +32,7 @@ import yaml
 from pydantic import ValidationError
 
 from adapter.errors import BlinaError
-from adapter.fhir.fhirpath import CompiledPath, Env, compile_path
+from adapter.fhir.fhirpath import _CHOICE_BASES, CompiledPath, Env, compile_path
 from adapter.fhir.reader import normalize_reference
 from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, load_view
 from adapter.resources import mappings_dir
@@ -197,6 +198,46 @@ def _filter_path(view: ViewDefinition) -> CompiledPath | None:
     return compile_path(path) if path else None
 
 
+_OF_TYPE = re.compile(r"ofType\(([A-Z][A-Za-z]*)\)")
+
+
+def _member_keys(expression: str) -> tuple[str, ...] | None:
+    """The JSON keys of a plain member path (``code.coding``, ``medication.ofType(CodeableConcept).coding``),
+    or None when the expression is anything else (the FHIRPath evaluator then decides)."""
+    keys: list[str] = []
+    for part in expression.split("."):
+        of_type = _OF_TYPE.fullmatch(part)
+        if of_type:
+            if not keys or keys[-1] not in _CHOICE_BASES:
+                return None
+            keys[-1] += of_type.group(1)
+        elif re.fullmatch(r"[a-z][A-Za-z0-9]*", part):
+            keys.append(part)
+        else:
+            return None  # a function, a type name
+    return tuple(keys) or None
+
+
+def _walk_keys(resource: dict[str, Any], keys: tuple[str, ...]) -> list[Any] | None:
+    """FHIRPath member navigation over plain JSON keys (lists flattened one level, nulls dropped), or None
+    when a missing key is the base of a choice element (``code`` -> ``codeCodeableConcept``), which only the
+    evaluator resolves."""
+    nodes: list[Any] = [resource]
+    for key in keys:
+        found: list[Any] = []
+        for node in nodes:
+            if node.__class__ is dict:
+                value = node.get(key)
+                if value.__class__ is list:
+                    found.extend(v for v in value if v is not None)
+                elif value is not None:
+                    found.append(value)
+                elif key in _CHOICE_BASES:
+                    return None
+        nodes = found
+    return nodes
+
+
 class ResourceMapper:
     """Maps one resource at a time (see module doc). Build once per run; ``map`` is the hot path.
 
@@ -219,19 +260,39 @@ class ResourceMapper:
         self.study_codes = study_codes
         self.any_system_codes = any_system_codes
         self._filters: dict[str, Any] = {}
+        self._filter_keys: dict[str, tuple[str, ...]] = {}
+        self._status_element: dict[str, str] = {}
         if study_codes is not None:
             for view in views.values():
                 path = _filter_path(view)
                 if path is not None:
                     self._filters[view.resource] = path.fn
+                    keys = _member_keys(path.expression)
+                    if keys is not None:  # the hot path of noise: a plain key walk, same result
+                        self._filter_keys[view.resource] = keys
 
     def is_study(self, resource: dict[str, Any]) -> bool:
         """True unless the resource's type is code-filtered and none of its codings is a study code
         (a resource with no coding at all is kept: it cannot be judged, e.g. a medicationReference)."""
-        fn = self._filters.get(resource["resourceType"])
-        if fn is None:
-            return True
-        codings = fn([resource], _FILTER_ENV)
+        rtype = resource["resourceType"]
+        keys = self._filter_keys.get(rtype)
+        if keys is not None and len(keys) == 2:  # the common shape (code.coding), written out
+            parent = resource.get(keys[0])
+            codings = parent.get(keys[1]) if parent.__class__ is dict else None
+            if codings.__class__ is list and codings and codings[0].__class__ is dict:
+                codes, anys = self.study_codes, self.any_system_codes
+                for c in codings:
+                    if c.__class__ is dict:
+                        code = c.get("code")
+                        if (c.get("system"), code) in codes or code in anys:
+                            return True
+                return False
+        codings = _walk_keys(resource, keys) if keys is not None else None
+        if codings is None:
+            fn = self._filters.get(rtype)
+            if fn is None:
+                return True
+            codings = fn([resource], _FILTER_ENV)
         if not codings:
             return True
         codes, anys = self.study_codes, self.any_system_codes
@@ -246,10 +307,14 @@ class ResourceMapper:
         """(patient id, first date, last date) of a record that is not loaded, for follow-up (3b.10).
 
         The dates are ``YYYY-MM-DD`` prefixes, not yet checked: see :func:`valid_day`."""
+        found = self.followup_candidate(resource)
+        return None if found is None or self._not_done(resource) else found
+
+    def followup_candidate(self, resource: dict[str, Any]) -> tuple[str, str, str] | None:
+        """:meth:`followup_dates` before the not-done check (3b.3), which the caller makes only when
+        the dates would matter (the ingest: when they move the patient's first or last date)."""
         spec = self.config.followup.get(resource["resourceType"])
         if spec is None:
-            return None
-        if self._not_done(resource):
             return None
         ref = resource.get(spec[0])
         ref = ref.get("reference") if ref.__class__ is dict else None
@@ -258,12 +323,16 @@ class ResourceMapper:
         first = last = None
         for el in spec[1]:
             v = resource.get(el)
+            if v is None:
+                continue
             for d in (v,) if v.__class__ is str else (v.get("start"), v.get("end")) if v.__class__ is dict else ():
-                if d.__class__ is str and len(d) >= 10:
-                    d = d[:10]  # a partial date says too little for follow-up: ignored
-                    if first is None or d < first:
+                if d.__class__ is str and len(d) >= 10:  # a partial date says too little: ignored
+                    d = d[:10]
+                    if first is None:
+                        first = last = d
+                    elif d < first:
                         first = d
-                    if last is None or d > last:
+                    elif d > last:
                         last = d
         if first is None:
             return None
@@ -286,9 +355,12 @@ class ResourceMapper:
         }
 
     def _not_done(self, resource: dict[str, Any]) -> str | None:
-        element = self.config.status_element(resource["resourceType"])
+        rtype = resource["resourceType"]
+        element = self._status_element.get(rtype)
+        if element is None:
+            element = self._status_element[rtype] = self.config.status_element(rtype)
         value = resource.get(element)
-        if isinstance(value, str):
+        if value.__class__ is str:
             return value if value in self.config.not_done_status else None
         if isinstance(value, dict):
             for coding in value.get("coding") or ():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,11 +186,17 @@ class _Keep:
 
 
 def iter_items(
-    path: Path, relevant: frozenset[str] | None = None, skipped: dict[str, int] | None = None
+    path: Path,
+    relevant: frozenset[str] | None = None,
+    skipped: dict[str, int] | None = None,
+    consume: Callable[[dict[str, Any], str], bool] | None = None,
 ) -> Iterator[Item]:
     """Yield the input resources of one file (see module doc). File-level I/O failures raise BlinaError.
 
     ``relevant``: resource types to yield (None: all); others are counted in ``skipped`` by type.
+    ``consume(resource, type)``: called for each NDJSON resource of a yielded type before an Item is built;
+    when it returns True the resource was dealt with by the caller and is not yielded (the fast path of
+    noise; Bundle entries are always yielded).
     """
     file = str(path)
     loads = orjson.loads
@@ -230,7 +236,7 @@ def iter_items(
                         keep.skipped[rtype] = keep.skipped.get(rtype, 0) + 1
                     elif rtype == "Bundle":
                         yield from _expand(res, file, lineno, start, "", keep)
-                    else:
+                    elif consume is None or rtype.__class__ is not str or not consume(res, rtype):
                         yield Item(res, file, lineno, start)
                 else:
                     yield Item(None, file, lineno, start, error=f"not a FHIR resource (a JSON {type(res).__name__})",
