@@ -359,6 +359,10 @@ def test_failure_midway_leaves_database_as_before(db: Database, clean_input: Pat
     with pytest.raises(BlinaError, match="cannot read the file"):
         ingest_fhir(db, [tmp_path / "cut.ndjson.gz"], site_id="s1")
     assert snapshot(db) == before
+    # the same in a worker process (parallel reading): its error reaches the run, which stores nothing
+    with pytest.raises(BlinaError, match="cut.ndjson.gz: cannot read the file"):
+        ingest_fhir(db, [more, tmp_path / "cut.ndjson.gz"], site_id="s1", workers=2)
+    assert snapshot(db) == before
     # and the next good run works on the unchanged database
     assert ingest(db, more).n_rejected == 0
 
@@ -502,3 +506,75 @@ def test_study_filter_key_walk_equals_the_fhirpath_evaluator() -> None:
     assert _member_keys("code.coding.where(system = 'x')") is None
     assert _member_keys("value.ofType(CodeableConcept).coding") == ("valueCodeableConcept", "coding")
     assert _member_keys("coding.ofType(Coding)") is None  # ofType on a non-choice element
+
+
+def _schema_snapshot(db: Database, schema: str) -> dict[str, list[tuple]]:
+    return {t: sorted(db.query(f"SELECT * FROM {schema}.{t}"), key=repr)
+            for t in (*TABLES, "blina_lineage", "blina_person_map") if db.table_exists(schema, t)}
+
+
+def test_parallel_reading_gives_the_serial_outcome(engine_url: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes reading NDJSON ranges (faults, noise, duplicates, a Bundle line, a .gz file and a
+    Bundle file among them) give exactly what one process gives: report, quarantine and every row."""
+    import adapter.fhir.ingest as ingest_module
+    from adapter.db import connect
+    from adapter.fhir.reader import line_chunks
+    from adapter.omop import create_cdm, load_study_vocabulary
+
+    def vital(oid: str, pid: str, date: str, status: str = "final") -> dict:
+        return {"resourceType": "Observation", "id": oid, "status": status,
+                "code": {"coding": [{"system": LOINC, "code": "8302-2"}]}, "subject": {"reference": f"Patient/{pid}"},
+                "effectiveDateTime": date, "valueQuantity": {"value": 120, "unit": "cm"}}
+
+    faults = [_clean(x) for lines, _ in FAULTS.values() for x in lines]
+    dup = quantity_obs("dup", "P1", "8122-4", 7, "/uL")
+    lines: list[Any] = [patient("P"), *[patient(f"P{i}") for i in range(6)]]
+    for i in range(400):
+        pid = f"P{i % 6}"
+        day = f"2023-{1 + i % 12:02d}-{1 + i % 27:02d}"
+        lines.append(vital(f"v{i}", pid, day, status="cancelled" if i % 11 == 0 else "final"))
+        if i % 9 == 0:
+            lines.append(quantity_obs(f"cd3-{i}", pid, "8122-4", 500 + i, "/uL", date=day))
+        if i % 37 == 0:
+            lines.append(faults[(i // 37) % len(faults)])
+        if i % 53 == 0:
+            lines.append({"resourceType": "Immunization", "id": f"imm{i}", "status": "completed",
+                          "vaccineCode": {"text": "x"}, "patient": {"reference": f"Patient/{pid}"},
+                          "occurrenceDateTime": "2019-01-0" + str(1 + i % 9)})
+    lines[50:50] = [dup, dup, quantity_obs("cd3-9", "P3", "8122-4", 1, "/uL"), "", "[1]", "{not json"]
+    lines.append({"resourceType": "Bundle", "type": "collection",
+                  "entry": [{"resource": patient("B1")}, {"resource": quantity_obs("b-o", "B1", "8122-4", 3, "/uL")},
+                            {"resource": vital("b-v", "B1", "2025-01-01")}]})
+    root = tmp_path / "in"
+    root.mkdir()
+    big = write_ndjson(root / "a.ndjson", lines)
+    write_ndjson(root / "b.ndjson.gz", [vital("gz1", "P2", "2026-01-01"),
+                                        quantity_obs("gz2", "P2", "8122-4", 9, "/uL")])
+    bundle = transaction_bundle([patient("T"), quantity_obs("t1", "T", "8122-4", 4, "/uL")])
+    (root / "c.json").write_text(json.dumps(bundle))
+    monkeypatch.setattr(ingest_module, "_CHUNK_BYTES", 2000)
+    assert len(line_chunks(big, 2000)) > 20
+
+    outcomes = []
+    for schema, workers in (("cdm", 1), ("cdm_par", 2)):
+        db = connect(engine_url, cdm_schema=schema, vocab_schema="vocab")
+        try:
+            create_cdm(db)
+            if workers == 1:
+                load_study_vocabulary(db)
+            quarantine = io.StringIO()
+            rep = ingest_fhir(db, [root], site_id="s1", workers=workers, quarantine=quarantine)
+            assert rep.balanced()
+            outcome = rep.to_dict()
+            outcome.pop("seconds")
+            outcomes.append((outcome, quarantine.getvalue(), _schema_snapshot(db, schema)))
+        finally:
+            db.close()
+    serial, parallel = outcomes
+    assert serial[0]["rejected"]["total"] > 10 and serial[0]["skipped"]["duplicate"] == {"Observation": 1}
+    assert serial[0]["loaded"]["total"] > 50 and serial[0]["skipped"]["not_relevant"]["Observation"] > 300
+    assert serial[2]["observation_period"] and serial[2]["measurement"]
+    assert parallel[0] == serial[0]
+    assert parallel[1] == serial[1]
+    assert parallel[2] == serial[2]

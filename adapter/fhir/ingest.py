@@ -26,10 +26,14 @@ stable per (site, Patient id) in ``{cdm}.blina_person_map``.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import re
+import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,8 +54,17 @@ from adapter.fhir.ingest_sql import (
     ddl_create_support,
     study_codes,
 )
-from adapter.fhir.mapper import FhirConfig, ResourceMapper, load_config, load_views, valid_day
-from adapter.fhir.reader import Item, discover_files, iter_items, read_raw
+from adapter.fhir.mapper import NOT_CHECKED, FhirConfig, ResourceMapper, load_config, load_views, valid_day
+from adapter.fhir.reader import (
+    Item,
+    discover_files,
+    is_ndjson,
+    iter_items,
+    iter_line_items,
+    line_chunks,
+    read_chunk,
+    read_raw,
+)
 from adapter.fhir.viewdef import ViewDefinition
 from adapter.study import SiteOverlay, StudyDefinition, load_study
 
@@ -60,6 +73,10 @@ __all__ = ["IngestReport", "Rejection", "ingest_fhir"]
 _FLUSH_ROWS = 20_000
 _MAX_LISTED_REJECTS = 10_000  # the report lists this many; the quarantine file has all of them
 _PROGRESS_EVERY = 10_000
+# Parallel reading (see _Run.read_parallel): NDJSON ranges of this size go to worker processes, when the
+# NDJSON input is at least _PARALLEL_MIN_BYTES (below, starting the workers costs more than they save).
+_CHUNK_BYTES = 8 << 20
+_PARALLEL_MIN_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -262,6 +279,7 @@ def ingest_fhir(
     quarantine: TextIO | None = None,
     on_progress: Callable[[int], None] | None = None,
     duckdb_memory_limit: str | None = "128MB",
+    workers: int | None = None,
 ) -> IngestReport:
     """Ingest FHIR files/folders into ``db``'s CDM schema for site ``site_id`` (see module doc).
 
@@ -270,6 +288,8 @@ def ingest_fhir(
     ``reason``, ``resource``). ``on_progress(n_read)`` is called every few thousand resources; an
     exception it raises aborts the run and rolls everything back. ``duckdb_memory_limit``: DuckDB's
     buffer pool during the run (it spills to disk beyond; restored afterwards), None to leave it.
+    ``workers``: processes that parse NDJSON ranges side by side (Linux; the outcome is the same as with
+    one): None takes the CPU count (at most 4) when the NDJSON input is 64 MB or more, else 1.
     """
     t0 = time.perf_counter()
     study = study or load_study()
@@ -318,7 +338,8 @@ def ingest_fhir(
             for stmt in ddl_create_support(db):
                 db.execute(stmt)
             sdb.drop_all()
-            run = _stage_input(sdb, ctx, files, views, study, overlay, config, report, quarantine, on_progress)
+            run = _stage_input(sdb, ctx, files, views, study, overlay, config, report, quarantine, on_progress,
+                               _reading_workers(files, workers))
             for sid, key, file_idx, line, entry, reason in compute(sdb, ctx):
                 if sid not in run.late_rejected:  # several problems: the first (by step) is reported
                     run.late_rejected.add(sid)
@@ -344,6 +365,23 @@ def ingest_fhir(
     return report
 
 
+def _reading_workers(files: list[Path], workers: int | None) -> int:
+    """How many processes read the input (see ``ingest_fhir``)."""
+    if workers is not None and workers < 1:
+        raise BlinaError(f"workers must be 1 or more, not {workers}", hint="pass --workers 1 to read in one process")
+    # the workers are forked (they inherit the run's mapper; spawning would re-import ~0.5 s of modules),
+    # which is safe here: they only parse files and never touch the database connection
+    if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if workers is not None:
+        return workers
+    try:
+        size = sum(p.stat().st_size for p in files if is_ndjson(p))
+    except OSError:
+        return 1  # the reader reports the file
+    return min(os.cpu_count() or 1, 4) if size >= _PARALLEL_MIN_BYTES else 1
+
+
 def _memory_setting(text: str) -> str:
     """A DuckDB memory size (``192MB``, ``1.5 GiB``), checked because SET takes no bind parameter."""
     if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]?i?B\s*", text, re.I):
@@ -357,7 +395,7 @@ _STAGED, _SKIPPED, _REJECTED = 0, 1, 2  # outcome of the first copy of a key (lo
 
 def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[str, ViewDefinition],
                  study: StudyDefinition, overlay: SiteOverlay | None, config: FhirConfig, report: IngestReport,
-                 quarantine: TextIO | None, on_progress: Callable[[int], None] | None) -> _Run:
+                 quarantine: TextIO | None, on_progress: Callable[[int], None] | None, workers: int) -> _Run:
     """Read every file into the work tables (configuration, view rows, resources, run-level lists)."""
     stage = _Stage(sdb)
     _config_tables(stage, study, overlay, config, {v.resource for v in views.values()})
@@ -369,8 +407,11 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
     stage.create("_bl_res", [("sid", "BIGINT"), ("rtype", "VARCHAR"), ("source_key", "VARCHAR"),
                              ("subject_key", "VARCHAR"), ("file_idx", "INTEGER"), ("line", "INTEGER"),
                              ("entry", "VARCHAR")])
-    for file_idx, path in enumerate(files):
-        run.read_file(path, file_idx)
+    if workers > 1:
+        run.read_parallel(files, workers)
+    else:
+        for file_idx, path in enumerate(files):
+            run.read_file(path, file_idx)
     if on_progress:
         on_progress(report.read)
     lists: dict[str, tuple[list[tuple[str, str]], list[tuple]]] = {
@@ -380,7 +421,7 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
         "_bl_cfg_rejected_patient": ([("patient_key", "VARCHAR")], [(k,) for k in run.rejected_patients]),
         "_bl_cfg_tombstone": ([("source_key", "VARCHAR")], [(k,) for k in run.tombstones]),
         "_bl_cfg_followup": ([("patient_key", "VARCHAR"), ("first_date", "VARCHAR"), ("last_date", "VARCHAR")],
-                             [(k, a, b) for k, (a, b) in run.followup.items()]),
+                             run.sink.rows()),
     }
     for name, (cols, rows) in lists.items():
         stage.create(name, cols)
@@ -410,6 +451,117 @@ def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition]
     return ResourceMapper(views, config, study_codes=frozenset(codes), any_system_codes=frozenset(anys))
 
 
+class _NoiseSink:
+    """Takes the resources that are not study-relevant: counts them by type and keeps the first and last
+    date of each patient's records (they count for follow-up, protocol 3b.10, unless not done, 3b.3).
+
+    Called as ``sink(resource, type)`` -> True when it took the resource (the reader's ``consume``). The
+    result does not depend on the order of the records, so ranges read in parallel merge exactly: a
+    patient's first date is the least valid first date of its records that are not not-done (an
+    impossible date is ignored), the last likewise."""
+
+    __slots__ = ("candidate", "followup", "is_study", "n", "not_relevant", "relevant", "status_skip")
+
+    def __init__(self, mapper: ResourceMapper, not_relevant: Counter) -> None:
+        self.relevant, self.is_study = mapper.relevant, mapper.is_study
+        self.candidate, self.status_skip = mapper.followup_candidate, mapper.status_skip
+        self.not_relevant = not_relevant
+        self.n = 0
+        self.followup: dict[str, list[str | None]] = {}  # patient id -> [first, last], either may be None
+
+    def __call__(self, res: dict, rtype: str) -> bool:
+        if rtype in self.relevant and self.is_study(res):
+            return False
+        self.not_relevant[rtype] += 1
+        self.n += 1
+        found = self.candidate(res)
+        if found is None:
+            return True
+        patient, first, last = found
+        cur = self.followup.get(patient)
+        if cur is None:
+            cur = self.followup[patient] = [None, None]
+        move_lo = cur[0] is None or first < cur[0]
+        move_hi = cur[1] is None or last > cur[1]
+        # the status and date checks only when the dates would move an extreme (most noise does not)
+        if (move_lo or move_hi) and not self.status_skip(res):
+            if move_lo and valid_day(first):
+                cur[0] = first
+            if move_hi and valid_day(last):
+                cur[1] = last
+        return True
+
+    def merge(self, followup: dict[str, list[str | None]]) -> None:
+        for patient, (lo, hi) in followup.items():
+            cur = self.followup.setdefault(patient, [None, None])
+            if lo is not None and (cur[0] is None or lo < cur[0]):
+                cur[0] = lo
+            if hi is not None and (cur[1] is None or hi > cur[1]):
+                cur[1] = hi
+
+    def rows(self) -> list[tuple[str, str | None, str | None]]:
+        """(patient id, first, last); a patient with one valid side gets it for both."""
+        return [(k, lo or hi, hi or lo) for k, (lo, hi) in self.followup.items() if lo or hi]
+
+
+@dataclass
+class _RangeScan:
+    """What a worker found in one NDJSON range: counts, follow-up dates, and the lines the main process
+    reads (study-relevant, unreadable, Bundles) as (line number within the range, byte offset, raw line)."""
+
+    n_lines: int
+    n_noise: int
+    skipped: dict[str, int]  # types no view maps and follow-up does not read
+    not_relevant: Counter
+    followup: dict[str, list[str | None]]
+    kept: list[tuple[int, int, bytes]]
+    checked: dict[int, str | None]  # line -> validation problem (None: valid) of the study-relevant lines
+
+
+_worker_mapper: ResourceMapper | None = None
+
+
+def _worker_init(mapper: ResourceMapper) -> None:
+    global _worker_mapper
+    _worker_mapper = mapper
+
+
+def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
+    """A worker's part of :meth:`_Run.read_parallel`: parse every line of the range and take the noise
+    (as ``iter_items`` with the sink does); everything else goes back to the main process as it is."""
+    mapper = _worker_mapper
+    if mapper is None:
+        raise RuntimeError("_scan_range runs in a worker started by _Run.read_parallel")
+    sink = _NoiseSink(mapper, Counter())
+    wanted, loads, decode_error = mapper.wanted, orjson.loads, orjson.JSONDecodeError
+    skipped: dict[str, int] = {}
+    kept: list[tuple[int, int, bytes]] = []
+    checked: dict[int, str | None] = {}
+    validation_problem = mapper.validation_problem
+    n_lines = 0
+    for line in read_chunk(Path(path), start, end):
+        n_lines += 1
+        try:
+            res = loads(line[2])
+        except decode_error:
+            if line[2].strip():
+                kept.append(line)
+            continue
+        if res.__class__ is dict:
+            rtype = res.get("resourceType")
+            if rtype.__class__ is str and rtype != "Bundle":
+                if rtype not in wanted:
+                    skipped[rtype] = skipped.get(rtype, 0) + 1
+                    continue
+                if sink(res, rtype):
+                    continue
+                # validation is pure and the costliest step: done here, used by the main process if it maps
+                # this resource (a duplicate or not-done one is not mapped, so its result goes unused)
+                checked[n_lines] = validation_problem(res)
+        kept.append(line)
+    return _RangeScan(n_lines, sink.n, skipped, sink.not_relevant, sink.followup, kept, checked)
+
+
 class _Run:
     """Mutable state of one ingest run (the per-resource hot path lives in :meth:`read_file`)."""
 
@@ -428,11 +580,9 @@ class _Run:
         self.conflicts: set[str] = set()
         self.rejected_patients: set[str] = set()
         self.tombstones: list[str] = []
-        self.followup: dict[str, tuple[str, str]] = {}  # patient id -> (first, last) of records not loaded
-        self.n_noise = 0  # resources handled by _noise (counted in report.read per file)
         self.not_relevant = report.skipped["not_relevant"]
-        self.relevant, self.is_study = mapper.relevant, mapper.is_study
-        self.followup_candidate = mapper.followup_candidate
+        self.sink = _NoiseSink(mapper, self.not_relevant)
+        self.checked: dict[int, str | None] = {}  # line -> validation problem, found by a worker (this range)
 
     def reject(self, file: str, line: int | None, entry: str | None, key: str | None, reason: str,
                resource: Any = None) -> None:
@@ -449,16 +599,65 @@ class _Run:
             self.quarantine.write(orjson.dumps(rec).decode() + "\n")
 
     def read_file(self, path: Path, file_idx: int) -> None:
-        report, mapper, seen = self.report, self.mapper, self.seen
-        not_relevant = self.not_relevant
         skipped_counts: dict[str, int] = {}
+        self._read_items(iter_items(path, self.mapper.wanted, skipped_counts, self.sink), file_idx, skipped_counts)
+
+    def read_parallel(self, files: list[Path], workers: int) -> None:
+        """Read ``files`` with ``workers`` processes scanning NDJSON ranges (see :func:`_scan_range`); this
+        process merges their results in input order, so the outcome is that of :meth:`read_file`."""
+        tasks: list[tuple[int, Path, int | None, int | None]] = []
+        for file_idx, path in enumerate(files):
+            if is_ndjson(path):
+                tasks += [(file_idx, path, a, b) for a, b in line_chunks(path, _CHUNK_BYTES)]
+            else:
+                tasks.append((file_idx, path, None, None))  # a JSON file (Bundle): read here
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_worker_init, initargs=(self.mapper,))
+        pending: deque[tuple[tuple[int, Path, int | None, int | None], Future | None]] = deque()
+        todo = iter(tasks)
+        lines_before: dict[int, int] = {}
+        ok = False
+        try:
+            while True:
+                while len(pending) < workers + 2:  # a bounded window keeps memory flat
+                    task = next(todo, None)
+                    if task is None:
+                        break
+                    _, path, start, end = task
+                    fut = None if start is None else pool.submit(_scan_range, str(path), start, end)
+                    pending.append((task, fut))
+                if not pending:
+                    break
+                (file_idx, path, _, _), fut = pending.popleft()
+                if fut is None:
+                    self.read_file(path, file_idx)
+                    continue
+                scan = fut.result()
+                first = lines_before.get(file_idx, 0)
+                lines_before[file_idx] = first + scan.n_lines
+                self.report.read += scan.n_noise + sum(scan.skipped.values())
+                self.not_relevant.update(scan.not_relevant)
+                self.not_relevant.update(scan.skipped)
+                self.sink.n += scan.n_noise
+                self.sink.merge(scan.followup)
+                skipped_counts: dict[str, int] = {}
+                lines = [(first + n, offset, raw) for n, offset, raw in scan.kept]
+                self.checked = {first + n: problem for n, problem in scan.checked.items()}
+                self._read_items(iter_line_items(str(path), lines, self.mapper.wanted, skipped_counts, self.sink),
+                                 file_idx, skipped_counts)
+                self.checked = {}
+            ok = True
+        finally:
+            pool.shutdown(wait=ok, cancel_futures=not ok)
+
+    def _read_items(self, items: Iterable[Item], file_idx: int, skipped_counts: dict[str, int]) -> None:
+        report, seen, sink = self.report, self.seen, self.sink
         progress_at = (report.read // _PROGRESS_EVERY + 1) * _PROGRESS_EVERY
         base_read = report.read
         n_items = 0
         dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
-        noise_before = self.n_noise
-        noise = self._noise
-        for item in iter_items(path, mapper.wanted, skipped_counts, noise):
+        noise_before = sink.n
+        for item in items:
             n_items += 1
             res = item.resource
             if res is None:
@@ -468,8 +667,8 @@ class _Run:
             if not isinstance(rtype, str):
                 self.reject(item.file, item.line, item.entry, None, "not a FHIR resource: no resourceType", res)
                 continue
-            if noise(res, rtype):  # Bundle entries only: the reader hands NDJSON noise to _noise itself
-                n_items -= 1  # counted by _noise in n_noise
+            if sink(res, rtype):  # Bundle entries only: the reader hands NDJSON noise to the sink itself
+                n_items -= 1  # counted by the sink
                 continue
             rid = res.get("id") or item.fallback_id
             if not isinstance(rid, str) or not rid:
@@ -483,41 +682,12 @@ class _Run:
                 self._repeat(item, key, digest, prev, res)
             else:
                 self._one(item, res, rtype, key, digest, file_idx)
-            n_read = base_read + n_items + self.n_noise - noise_before + sum(skipped_counts.values())
+            n_read = base_read + n_items + sink.n - noise_before + sum(skipped_counts.values())
             if n_read >= progress_at and self.on_progress:
                 self.on_progress(n_read)
                 progress_at += _PROGRESS_EVERY
-        for t, n in skipped_counts.items():
-            not_relevant[t] += n
-        report.read += n_items + self.n_noise - noise_before + sum(skipped_counts.values())
-
-    def _noise(self, res: dict, rtype: str) -> bool:
-        """Handle a resource that is not study-relevant (True) or leave it to the caller (False).
-
-        It is counted by type, and its dates still count for follow-up (3b.10). Called by the reader
-        for every NDJSON resource of a wanted type, so no Item is built for the noise (the hot path)."""
-        if rtype in self.relevant and self.is_study(res):
-            return False
-        self.not_relevant[rtype] += 1
-        self.n_noise += 1
-        fu = self.followup_candidate(res)
-        if fu is None:
-            return True
-        patient, first, last = fu
-        cur = self.followup.get(patient)
-        lo, hi = cur if cur is not None else (None, None)
-        move_lo = lo is None or first < lo
-        move_hi = hi is None or last > hi
-        # the not-done check (3b.3) and the date check only when the dates would move an extreme
-        if not (move_lo or move_hi) or self.mapper.status_skip(res):
-            return True
-        if move_lo and valid_day(first):  # an impossible date is ignored
-            lo = first
-        if move_hi and valid_day(last):
-            hi = last
-        if lo is not None and hi is not None and (lo, hi) != cur:
-            self.followup[patient] = (lo, hi)
-        return True
+        self.not_relevant.update(skipped_counts)
+        report.read += n_items + sink.n - noise_before + sum(skipped_counts.values())
 
     def _repeat(self, item: Item, key: str, digest: int, prev: int, res: dict) -> None:
         if prev >> 2 == digest:
@@ -539,7 +709,8 @@ class _Run:
             self.tombstones.append(key)
             self.seen[key] = digest << 2 | _SKIPPED
             return
-        result = self.mapper.map(res, key, item.refs)
+        problem = self.checked.get(item.line, NOT_CHECKED) if item.entry is None else NOT_CHECKED
+        result = self.mapper.map(res, key, item.refs, problem)
         if result.status == "rejected":
             self.seen[key] = digest << 2 | _REJECTED
             if rtype == "Patient":

@@ -38,6 +38,7 @@ from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, load_view
 from adapter.resources import mappings_dir
 
 __all__ = [
+    "NOT_CHECKED",
     "PARTIAL_DATE_RULE",
     "FhirConfig",
     "MapResult",
@@ -53,6 +54,7 @@ PARTIAL_DATE_RULE = (
 )
 _DATE_TYPES = frozenset({"date", "dateTime", "instant"})
 _FILTER_ENV = Env(None, 0)  # coding paths never read %resource
+NOT_CHECKED = object()  # ResourceMapper.map: validation not done yet
 
 
 @dataclass(frozen=True)
@@ -373,16 +375,29 @@ class ResourceMapper:
         """The not-done status of a resource (protocol 3b.3), or None."""
         return self._not_done(resource)
 
-    def map(self, resource: dict[str, Any], key: str, refs: dict[str, str] | None) -> MapResult:
-        """Validate and flatten one resource of a relevant type (``key`` = ``Type/id``)."""
+    def validation_problem(self, resource: dict[str, Any]) -> str | None:
+        """Why ``resource`` is not valid FHIR R4 (``fhir.resources`` R4B model), or None when it is (or
+        when this mapper does not validate)."""
+        if not self.validate:
+            return None
+        try:
+            _model(resource["resourceType"]).model_validate(resource)
+        except ValidationError as exc:
+            return _validation_message(exc)
+        except (TypeError, ValueError) as exc:  # fhir_core raises plain ValueErrors for some checks
+            return f"invalid FHIR R4: {exc}"
+        return None
+
+    def map(self, resource: dict[str, Any], key: str, refs: dict[str, str] | None,
+            problem: str | None | object = NOT_CHECKED) -> MapResult:
+        """Validate and flatten one resource of a relevant type (``key`` = ``Type/id``). ``problem``: the
+        result of :meth:`validation_problem` for this very resource when it was already computed (by a
+        worker process of the ingest)."""
         rtype = resource["resourceType"]
-        if self.validate:
-            try:
-                _model(rtype).model_validate(resource)
-            except ValidationError as exc:
-                return MapResult("rejected", _validation_message(exc))
-            except (TypeError, ValueError) as exc:  # fhir_core raises plain ValueErrors for some checks
-                return MapResult("rejected", f"invalid FHIR R4: {exc}")
+        if problem is NOT_CHECKED:
+            problem = self.validation_problem(resource)
+        if problem is not None:
+            return MapResult("rejected", str(problem))
         name = self.view_of_type[rtype]
         view = self.views[name]
         plan = self._plans[name]

@@ -26,7 +26,18 @@ import orjson
 
 from adapter.errors import BlinaError
 
-__all__ = ["INPUT_SUFFIXES", "Item", "discover_files", "iter_items", "normalize_reference", "read_raw"]
+__all__ = [
+    "INPUT_SUFFIXES",
+    "Item",
+    "discover_files",
+    "iter_items",
+    "is_ndjson",
+    "iter_line_items",
+    "line_chunks",
+    "normalize_reference",
+    "read_chunk",
+    "read_raw",
+]
 
 # File name endings the reader takes (lower case); anything else in a folder is listed as skipped.
 INPUT_SUFFIXES: tuple[str, ...] = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
@@ -53,6 +64,11 @@ class Item:
     refs: dict[str, str] | None = None
     fallback_id: str | None = None
     raw: str | None = None
+
+
+def is_ndjson(path: Path) -> bool:
+    """True for an NDJSON file (plain or .gz), read line by line; False for a JSON file."""
+    return _kind(path) == "lines"
 
 
 def _kind(path: Path) -> str | None:
@@ -217,35 +233,96 @@ def iter_items(
                 return
             yield from _expand(res, file, None, None, "", keep)
             return
-        offset = 0
         with _open(path) as fh:
-            for lineno, raw in enumerate(fh, 1):
-                start = offset
-                offset += len(raw)
-                try:
-                    res = loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    if raw.strip():
-                        yield Item(None, file, lineno, start, error=_json_error(exc),
-                                   raw=raw[:2000].decode("utf-8", "replace").rstrip("\n"))
-                    continue  # a blank line is not a resource
-                if res.__class__ is dict:
-                    rtype = res.get("resourceType")
-                    # hot path: noise is counted by type and dropped without building an Item
-                    if wanted is not None and rtype not in wanted and rtype.__class__ is str and rtype != "Bundle":
-                        keep.skipped[rtype] = keep.skipped.get(rtype, 0) + 1
-                    elif rtype == "Bundle":
-                        yield from _expand(res, file, lineno, start, "", keep)
-                    elif consume is None or rtype.__class__ is not str or not consume(res, rtype):
-                        yield Item(res, file, lineno, start)
-                else:
-                    yield Item(None, file, lineno, start, error=f"not a FHIR resource (a JSON {type(res).__name__})",
-                               raw=raw[:2000].decode("utf-8", "replace").rstrip("\n"))
+            yield from _line_items(file, _numbered(fh, 1, 0), keep, wanted, consume)
     except (OSError, EOFError, zlib.error) as exc:
         raise BlinaError(
             f"{file}: cannot read the file ({exc}); nothing from this run was stored",
             hint="check the file (a truncated .gz must be exported again) and rerun",
         ) from exc
+
+
+def _numbered(lines: Iterable[bytes], first_line: int, offset: int) -> Iterator[tuple[int, int, bytes]]:
+    for lineno, raw in enumerate(lines, first_line):
+        yield lineno, offset, raw
+        offset += len(raw)
+
+
+def _line_items(file: str, lines: Iterable[tuple[int, int, bytes]], keep: _Keep, wanted: frozenset[str] | None,
+                consume: Callable[[dict[str, Any], str], bool] | None) -> Iterator[Item]:
+    """The Items of NDJSON lines given as (line number, byte offset, raw line)."""
+    loads = orjson.loads
+    for lineno, start, raw in lines:
+        try:
+            res = loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if raw.strip():
+                yield Item(None, file, lineno, start, error=_json_error(exc),
+                           raw=raw[:2000].decode("utf-8", "replace").rstrip("\n"))
+            continue  # a blank line is not a resource
+        if res.__class__ is dict:
+            rtype = res.get("resourceType")
+            # hot path: noise is counted by type and dropped without building an Item
+            if wanted is not None and rtype not in wanted and rtype.__class__ is str and rtype != "Bundle":
+                keep.skipped[rtype] = keep.skipped.get(rtype, 0) + 1
+            elif rtype == "Bundle":
+                yield from _expand(res, file, lineno, start, "", keep)
+            elif consume is None or rtype.__class__ is not str or not consume(res, rtype):
+                yield Item(res, file, lineno, start)
+        else:
+            yield Item(None, file, lineno, start, error=f"not a FHIR resource (a JSON {type(res).__name__})",
+                       raw=raw[:2000].decode("utf-8", "replace").rstrip("\n"))
+
+
+def line_chunks(path: Path, chunk_bytes: int) -> list[tuple[int, int | None]]:
+    """Byte ranges ``[start, end)`` of an NDJSON file that start and end on line boundaries (``end`` None:
+    to the end of the file), for reading it in parallel. A compressed file is one range."""
+    if path.name.lower().endswith(".gz") or chunk_bytes <= 0:
+        return [(0, None)]
+    try:
+        size = path.stat().st_size
+        bounds = [0]
+        with open(path, "rb") as fh:
+            while bounds[-1] + chunk_bytes < size:
+                fh.seek(bounds[-1] + chunk_bytes)
+                fh.readline()  # to the start of the next line
+                if fh.tell() >= size:
+                    break
+                bounds.append(fh.tell())
+    except OSError as exc:
+        raise BlinaError(f"{path}: cannot read the file ({exc}); nothing from this run was stored",
+                         hint="check the file and rerun") from exc
+    return [(a, b) for a, b in zip(bounds, [*bounds[1:], None], strict=True)]
+
+
+def read_chunk(path: Path, start: int, end: int | None) -> Iterator[tuple[int, int, bytes]]:
+    """The lines of one range of :func:`line_chunks` as (line number within the range, from 1; byte offset in
+    the file; raw line). File-level I/O failures raise BlinaError."""
+    try:
+        with _open(path) as fh:
+            if end is None:  # a whole (compressed) file: streamed
+                fh.seek(start)
+                yield from _numbered(fh, 1, start)
+                return
+            fh.seek(start)
+            data = fh.read(end - start)
+        parts = data.split(b"\n")  # as file iteration splits: on LF only
+        lines = [p + b"\n" for p in parts[:-1]]
+        if parts[-1]:
+            lines.append(parts[-1])
+        yield from _numbered(lines, 1, start)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BlinaError(
+            f"{path}: cannot read the file ({exc}); nothing from this run was stored",
+            hint="check the file (a truncated .gz must be exported again) and rerun",
+        ) from exc
+
+
+def iter_line_items(file: str, lines: Iterable[tuple[int, int, bytes]], relevant: frozenset[str] | None = None,
+                    skipped: dict[str, int] | None = None,
+                    consume: Callable[[dict[str, Any], str], bool] | None = None) -> Iterator[Item]:
+    """:func:`iter_items` for NDJSON lines already read, as (line number, byte offset, raw line)."""
+    yield from _line_items(file, lines, _Keep(relevant, skipped), relevant, consume)
 
 
 def read_raw(path: str, line: int | None, entry: str | None) -> Any:
