@@ -27,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -146,21 +147,24 @@ def _measure_split(folder: Path) -> dict:
             "validate_seconds": time.perf_counter() - t0}
 
 
-def _measure_ingest(folder: Path, url: str) -> dict:
+def _measure_ingest(folder: Path, url: str, workers: int | None) -> dict:
     from adapter.db import connect
-    from adapter.fhir.ingest import ingest_fhir
+    from adapter.fhir.ingest import _reading_workers, ingest_fhir
     from adapter.omop import create_cdm, load_study_vocabulary
 
     db = connect(url, cdm_schema="cdm", vocab_schema="vocab")
     create_cdm(db)
     load_study_vocabulary(db)
+    files = sorted(folder.glob("*.ndjson"))
     t0 = time.perf_counter()
-    rep = ingest_fhir(db, sorted(folder.glob("*.ndjson")), site_id="bench")
+    rep = ingest_fhir(db, files, site_id="bench", workers=workers)
     seconds = time.perf_counter() - t0
     db.close()
     assert rep.balanced()
     return {"resources": rep.read, "seconds": seconds, "loaded": rep.n_loaded, "rejected": rep.n_rejected,
-            "skipped": rep.n_skipped, "rows": sum(rep.rows.values())}
+            "skipped": rep.n_skipped, "rows": sum(rep.rows.values()), "workers": _reading_workers(files, workers),
+            # the largest worker process (forked: its RSS includes pages it shares with the main process)
+            "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0}
 
 
 def _child(mode: str, folder: Path, url: str | None) -> dict:
@@ -168,8 +172,8 @@ def _child(mode: str, folder: Path, url: str | None) -> dict:
         out = _measure_parse(folder)
     elif mode == "split":
         out = _measure_split(folder)
-    else:
-        out = _measure_ingest(folder, url or "")
+    else:  # ingest:1 (one process) or ingest:auto
+        out = _measure_ingest(folder, url or "", None if mode.endswith(":auto") else int(mode.split(":")[1]))
     out["peak_rss_mb"] = _peak_rss_mb()
     return out
 
@@ -180,6 +184,18 @@ def _run_child(mode: str, folder: Path, url: str | None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _best_of(n: int, measure: Callable[[], dict]) -> dict:
+    """The fastest of ``n`` runs (each in a fresh process, into a fresh database), with the highest peak RSS
+    of all of them: the machine is shared, so one slow run says little about the code."""
+    runs = [measure() for _ in range(max(1, n))]
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    for key in ("peak_rss_mb", "worker_rss_mb"):
+        if key in best:
+            best[key] = max(r[key] for r in runs)
+    best["runs"] = len(runs)
+    return best
 
 
 def _fresh_pg(base_url: str, name: str) -> str:
@@ -218,7 +234,7 @@ NOTES = """Reading the numbers (FHIR ingest, issue 3):
 """
 
 
-def _section(rows: list[dict], noises: list[int], splits: list[dict]) -> str:
+def _section(rows: list[dict], noises: list[int], splits: list[dict], repeat: int) -> str:
     lines = [
         "## FHIR ingest",
         "",
@@ -226,20 +242,27 @@ def _section(rows: list[dict], noises: list[int], splits: list[dict]) -> str:
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Input: a generated center2 Bulk NDJSON export "
         f"(`adapter.synth`, noise K = {' and '.join(map(str, noises))}: K irrelevant records per "
         "study-relevant record, so 1/(K+1) of the resources are study-relevant). "
-        "Each figure is one run; every step in a fresh process. `parse` = read lines + `orjson.loads` only "
+        f"Each figure is the best of several runs (parse: {repeat + 1}, ingest: {repeat}; peak RSS: the highest), "
+        "every run in a "
+        "fresh process. `parse` = read lines + `orjson.loads` only "
         "(the limit); ingest = `ingest_fhir` end to end (validation with fhir.resources R4B of the "
         "study-relevant resources, ViewDefinitions, staging, SQL resolution, OMOP rows, lineage; the CDM "
-        "writes in one transaction) into a fresh database with the CDM and the study vocabulary already created.",
+        "writes in one transaction) into a fresh database with the CDM and the study vocabulary already created. "
+        "`reading processes`: 1 = all in one process (`workers=1`); 2 = the default on this 2-core machine for "
+        "16 MB of NDJSON or more: forked worker processes parse, filter and validate NDJSON ranges and the main "
+        "process merges them in input order (same outcome, tested).",
         "",
-        "| noise K | resources | relevant (loaded) | engine | seconds | resources/s | ratio to parse "
-        "| peak RSS MB |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| noise K | resources | relevant (loaded) | engine | reading processes | seconds | resources/s "
+        "| ratio to parse | peak RSS MB, main | peak RSS MB, largest worker |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         loaded = f"{r['loaded']:,} ({100 * r['loaded'] / r['resources']:.1f} %)" if "loaded" in r else ""
+        workers = r.get("workers", "")
+        worker_rss = f"{r['worker_rss_mb']:.0f}" if r.get("workers", 1) > 1 else ""
         lines.append(
-            f"| {r['noise']} | {r['resources']:,} | {loaded} | {r['engine']} | {r['seconds']:.2f} | "
-            f"{r['resources'] / r['seconds']:,.0f} | {r.get('ratio', '')} | {r['peak_rss_mb']:.0f} |"
+            f"| {r['noise']} | {r['resources']:,} | {loaded} | {r['engine']} | {workers} | {r['seconds']:.2f} | "
+            f"{r['resources'] / r['seconds']:,.0f} | {r.get('ratio', '')} | {r['peak_rss_mb']:.0f} | {worker_rss} |"
         )
     lines += ["", "Targets: ratio >= 0.5 into DuckDB; peak RSS < 400 MB at both sizes.", "",
               "Where the time goes (separate runs of the same code paths):", "",
@@ -264,27 +287,32 @@ def _write_results(path: Path, section: str, notes: str) -> None:
 
 def _bench_one(args: argparse.Namespace, size: int, noise: int, rows: list[dict], splits: list[dict]) -> None:
     folder, n = make_export(args.work, size, noise)
-    parse = _run_child("parse", folder, None)
+    parse = _best_of(args.repeat + 1, lambda: _run_child("parse", folder, None))
     rows.append({"engine": "parse (orjson only)", "noise": noise, **parse})
     print(f"{n:,} resources: parse {parse['resources'] / parse['seconds']:,.0f}/s", flush=True)
     split = _run_child("split", folder, None)
     splits.append({"resources": n, "noise": noise, **split})
     print(f"  split: parse+filter {split['filter_seconds']:.2f} s, validation of {split['relevant']:,} "
           f"relevant {split['validate_seconds']:.2f} s", flush=True)
-    targets = [("duckdb", str(args.work / f"bench_{size}_{noise}.duckdb"))]
+    targets = [("duckdb", "ingest:1"), ("duckdb", "ingest:auto")]
     if args.pg:
-        targets.append(("postgresql", None))
-    for engine, url in targets:
-        if engine == "duckdb":
-            for p in Path(url).parent.glob(Path(url).name + "*"):
-                p.unlink()
-        else:
-            url = _fresh_pg(args.pg, f"blina_bench_{size}_{noise}")
-        res = _run_child("ingest", folder, url)
+        targets.append(("postgresql", "ingest:auto"))
+    for engine, mode in targets:
+        def one(engine: str = engine, mode: str = mode) -> dict:
+            if engine == "duckdb":
+                url = str(args.work / f"bench_{size}_{noise}.duckdb")
+                for p in Path(url).parent.glob(Path(url).name + "*"):
+                    p.unlink()
+            else:
+                url = _fresh_pg(args.pg, f"blina_bench_{size}_{noise}")
+            return _run_child(mode, folder, url)
+
+        res = _best_of(args.repeat, one)
         res["ratio"] = f"{(parse['seconds'] / res['seconds']):.2f}"
         rows.append({"engine": engine, "noise": noise, **res})
-        print(f"  {engine}: {res['resources'] / res['seconds']:,.0f}/s, ratio {res['ratio']}, "
-              f"peak RSS {res['peak_rss_mb']:.0f} MB, loaded {res['loaded']:,}", flush=True)
+        print(f"  {engine} ({res['workers']} reading processes): {res['resources'] / res['seconds']:,.0f}/s, "
+              f"ratio {res['ratio']}, peak RSS {res['peak_rss_mb']:.0f} MB (workers {res['worker_rss_mb']:.0f}), "
+              f"loaded {res['loaded']:,}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="irrelevant records per relevant record, one run per value (default 9 99)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/blina-bench-fhir"), help="where exports are written")
     ap.add_argument("--pg", default=None, metavar="URL", help="PostgreSQL server URL (a database is created)")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="runs per ingest measurement, best taken (the parse gets one more; default 2)")
     ap.add_argument("--results", type=Path, default=None, help="update this RESULTS.md")
     ap.add_argument("--notes", default=NOTES, help="text appended under the table (default: the reading notes)")
     args = ap.parse_args(argv)
@@ -307,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     for noise in args.noise:
         for size in args.sizes:
             _bench_one(args, size, noise, rows, splits)
-    section = _section(rows, args.noise, splits)
+    section = _section(rows, args.noise, splits, args.repeat)
     print(section)
     if args.results:
         _write_results(args.results, section, args.notes)

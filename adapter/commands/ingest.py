@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overlay", default=None, metavar="FILE", help="site overlay mapping local codes")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="processes that read NDJSON side by side (same result as 1; default: the CPU count, "
-                        "at most 4, for 64 MB of NDJSON or more, else 1)")
+                        "at most 4, for 16 MB of NDJSON or more, else 1)")
     g = p.add_argument_group("output")
     g.add_argument("--report", type=Path, default=None, metavar="F", help="write the JSON run report here")
     g.add_argument("--quarantine", type=Path, default=None, metavar="F",

@@ -21,6 +21,11 @@ not sit in memory) and dropped whatever happens, and every write to the CDM is o
 Reruns are idempotent: rows are keyed by their source resource in
 ``{cdm}.blina_lineage`` and replaced (same row ids) when the resource comes again; ``person_id`` is
 stable per (site, Patient id) in ``{cdm}.blina_person_map``.
+
+Reading: NDJSON input of 16 MB or more is read by worker processes (``workers``; forked, Linux) that
+each parse a byte range of a file, take the records that are not study-relevant (counts, follow-up
+dates) and validate the relevant ones; this process merges their results in input order and does the
+rest, so the outcome (report, quarantine, rows, row ids) is the one a single process gives.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ _PROGRESS_EVERY = 10_000
 # Parallel reading (see _Run.read_parallel): NDJSON ranges of this size go to worker processes, when the
 # NDJSON input is at least _PARALLEL_MIN_BYTES (below, starting the workers costs more than they save).
 _CHUNK_BYTES = 8 << 20
-_PARALLEL_MIN_BYTES = 64 << 20
+_PARALLEL_MIN_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -289,7 +294,7 @@ def ingest_fhir(
     exception it raises aborts the run and rolls everything back. ``duckdb_memory_limit``: DuckDB's
     buffer pool during the run (it spills to disk beyond; restored afterwards), None to leave it.
     ``workers``: processes that parse NDJSON ranges side by side (Linux; the outcome is the same as with
-    one): None takes the CPU count (at most 4) when the NDJSON input is 64 MB or more, else 1.
+    one): None takes the CPU count (at most 4) when the NDJSON input is 16 MB or more, else 1.
     """
     t0 = time.perf_counter()
     study = study or load_study()
