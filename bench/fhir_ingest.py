@@ -211,24 +211,32 @@ def _fresh_pg(base_url: str, name: str) -> str:
 # ------------------------------------------------------------------------------------ report
 NOTES = """Reading the numbers (FHIR ingest, issue 3):
 
-- Memory target met at both sizes and both shares (peak RSS <= 335 MB; ~150 MB of it is the imported
-  libraries). Per-resource state is one int per study-relevant resource id (duplicate detection).
-- Speed target NOT met: 0.07-0.09 of the orjson-only parse at 10 % study-relevant (K = 9), 0.21-0.23 at
-  1 % (K = 99), at 1e6 resources.
+- Memory target met at both sizes and both shares: main process <= 341 MB (~150 MB of it is the imported
+  libraries), each worker <= 149 MB; the workers are forked, so their RSS counts pages they share with the
+  main process. Per-resource state is one int per study-relevant resource id (duplicate detection).
+- Speed target NOT met. Best ratio to the orjson-only parse at 1e6 resources: 0.44 at 1 % study-relevant
+  (K = 99) and 0.15 at 10 % (K = 9), into DuckDB with the default 2 reading processes; one process: 0.24
+  and 0.10. At 1e5 resources the fixed costs (SQL resolution steps, work tables, starting the workers:
+  ~0.4 s against a 0.16 s parse) keep it at 0.11-0.20.
 - Why 0.5 cannot be reached at 10 % relevant while every relevant resource is validated with
-  fhir.resources (R4B): validation costs 55-65 us per resource, ~45x its parse, so at 10 % it is 4.2x
-  the whole parse (5.1 s against 1.2 s at 1e6). With everything else free the ratio would still be
-  at most 1 / (1 + 4.2) = 0.19. The issue's own figure (35x) gives the same bound, 1 / (1 + 3.5) = 0.22.
-- At 1 %, validation is 0.6 s (0.5x the parse); most of the rest is the per-resource path of the 99 %
-  that is not loaded: the study-code test (one compiled FHIRPath coding lookup) and the follow-up dates
-  of records that are not loaded (3b.10), ~3 us per resource against ~1.3 us to parse it.
-- The generator's noise no longer contains outpatient visits: an Encounter is read for follow-up, so it
-  is a relevant record, and the earlier runs had ~20 % relevant instead of the 10 % they claimed.
-- PostgreSQL is slower than DuckDB at 10 % because the work tables are written with COPY row by row
-  from Python; the SQL steps themselves are fast on both engines.
-- Next: validate in a second process while the first parses (at best the validation leaves the critical
-  path: ~1.6x on 2 cores); a specialised code test for the plain `code.coding` paths; the follow-up
-  date check only when a date would move the patient's extremes.
+  fhir.resources (R4B): validation costs ~70 us per resource, ~50x its parse, so at 10 % it is 4.6x the
+  whole parse (6.5 s against 1.4 s at 1e6). All the work of an ingest at K = 9 is ~13 CPU-seconds
+  (parse 1.4, relevance test and follow-up dates 1.6, validation 6.5, ViewDefinitions and staging ~3,
+  SQL ~1); 2 cores can at best halve that: 6.5 s, a ratio of 0.22. The issue's own figure (35x) gives
+  1 / (1 + 3.5) = 0.22 for one process as well.
+- At 1 %, the ingest is mostly the per-record path of the 99 % that is not loaded. Since session 2:
+  the reader hands those records to a sink (no per-record object), the study-code test walks plain JSON
+  keys (`code.coding`), and status and dates are checked only when a record would move the patient's
+  follow-up. Measured back to back on the 1e6, K = 99 files (in-memory DuckDB): one process 6.0-6.8 s
+  before these changes, 5.1-5.5 s after, 3.3 s with 2 reading processes.
+- Parallel reading: NDJSON ranges of 8 MB are parsed, filtered and validated by forked workers; the main
+  process merges them in input order (counts, follow-up extremes, then the relevant lines through the same
+  code as one process), so the outcome is identical: `test_parallel_reading_gives_the_serial_outcome`.
+  With 2 cores, 2 workers + the merging process; 3 workers measured slower.
+- PostgreSQL is slower than DuckDB at 10 % because the work tables are written with COPY from Python rows;
+  the SQL steps themselves are fast on both engines.
+- The machine was ~15 % slower this session than in session 2 (parse 650k/s against 770k/s); ratios are
+  taken within one run, so they are comparable.
 - Rerun: `.venv/bin/python bench/fhir_ingest.py --sizes 100000 1000000 --noise 9 99
   --pg postgresql://postgres@127.0.0.1:5432/postgres --results bench/RESULTS.md`
 """
