@@ -339,3 +339,25 @@ def test_min_cell_is_configurable(frames, tmp_path):
     rows = list(csv.DictReader(io.StringIO(_members(path)["results/count_tables.csv"].decode())))
     assert all(not 0 < int(r["n"]) < 11 for r in rows if r["n"])
     assert json.loads(_members(path)["manifest.json"])["min_cell"] == 11
+
+
+def test_fisher_results_of_a_suppressed_table_are_suppressed(packages):
+    """A 2x2 table with hidden cells must not be recoverable from its Fisher P or odds ratio."""
+    checked = hidden = 0
+    for path in packages:
+        members = _members(path)
+        suppressed_tables = {r["table"] for r in csv.DictReader(io.StringIO(
+            members["results/count_tables.csv"].decode())) if r["suppressed"] == "yes"}
+        for row in csv.DictReader(io.StringIO(members["results/estimates.csv"].decode())):
+            if row["statistic"] not in ("fisher_p", "fisher_odds_ratio"):
+                continue
+            section, _, rest = row["analysis"].partition("/")
+            table = f"predictor/{rest}" if section == "predictors" else row["analysis"]
+            checked += 1
+            if table in suppressed_tables:
+                hidden += 1
+                assert (row["value"], row["suppressed"]) == ("", "yes"), row
+        log = json.loads(members["disclosure_log.json"])
+        assert all(e["cell"] in ("fisher_p", "fisher_odds_ratio") for e in log["suppressed"]
+                   if e["rule"] == "computed from a count table with suppressed cells")
+    assert checked and hidden, (checked, hidden)  # the fixture has small tables: the rule is exercised

@@ -21,9 +21,10 @@ table are assumed public, so every line that hides a cell hides at least two, an
 linear-programming check confirms that no hidden non-zero cell can be derived from the
 published cells, the line totals and non-negativity ("complementary"). Published files say
 only ``suppressed=yes``. Zeros are published. Estimates (P, OR, HR, survival) are not
-suppressed, following OHDSI practice; count-valued estimates (n, events, at risk) get primary
-suppression only. Complementary suppression works within a table, not across tables that
-share margins.
+suppressed, following OHDSI practice, with one exception: Fisher's P and odds ratio of a 2x2
+table that has hidden cells are hidden too (with the margins they would give the cells back).
+Count-valued estimates (n, events, at risk) get primary suppression only. Complementary
+suppression works within a table, not across tables that share margins.
 
 ``scan_package`` proves a package holds no person-level field, no date and no source id;
 ``build_site_package`` refuses to write a package that fails it and ``read_package`` refuses
@@ -287,6 +288,15 @@ def _estimate_rows(site: dict[str, Any]) -> list[tuple[str, str, str, Any, bool]
     return rows
 
 
+_TABLE_DERIVED = frozenset({"fisher_p", "fisher_odds_ratio"})
+
+
+def _count_table_of(analysis: str) -> str:
+    """The statistic (count table) an estimates row of ``response/...`` or ``predictors/...`` comes from."""
+    section, _, rest = analysis.partition("/")
+    return f"predictor/{rest}" if section == "predictors" else analysis
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -303,8 +313,11 @@ def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[d
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["table", "dims", "cell", "n", "suppressed"])
+    tables_with_hidden_cells: set[str] = set()
     for name, dims, levels, arr in _count_tables(stats):
         status, entries = suppress_counts(arr, min_cell)
+        if (status != "").any():
+            tables_with_hidden_cells.add(name)
         for e in entries:
             cell = None if e["cell"] is None else "|".join(levels[i][k]
                                                            for i, k in enumerate(e["cell"]))
@@ -325,6 +338,12 @@ def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[d
             small.add(a)
             log.append({"file": ESTIMATES, "table": a, "cell": f"{term}|{stat}".strip("|"),
                         "rule": f"primary: 0 < n < {min_cell}"})  # fmt: skip
+        # Fisher's P and odds ratio are functions of their 2x2 table: with its margins (published or
+        # bounded) they give back the hidden cells, so they go where the table's cells went.
+        if stat in _TABLE_DERIVED and _count_table_of(a) in tables_with_hidden_cells and not hidden:
+            hidden = True
+            log.append({"file": ESTIMATES, "table": a, "cell": stat,
+                        "rule": "computed from a count table with suppressed cells"})  # fmt: skip
         # A median of fewer than min_cell values is (nearly) an individual's value.
         if stat == "median" and a in small:
             hidden = True
