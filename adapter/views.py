@@ -581,11 +581,15 @@ _FINGERPRINT_TABLES: dict[str, str | None] = {
 
 def input_fingerprint(db: Database, study: StudyDefinition | None = None, overlay: SiteOverlay | None = None, *,
                       site_id: str | None = None) -> dict[str, Any]:
-    """Row count and max id (death: max date) per CDM table read, plus the vocabulary size.
+    """Row count and max id (death: max date) per CDM table read, plus what was read of the vocabulary.
 
     With ``study``: only the rows of the study patients (``int_cohort_persons``), i.e. exactly the
     records ``course`` and ``patient`` are computed from. Records of other persons do not move it, and a
     hospital's whole CDM is not counted (20 million MEASUREMENT rows cost a full scan on PostgreSQL).
+    The vocabulary is fingerprinted the same way: the resolved concept sets (an md5 of every
+    variable, match, concept and grade) and the VOCABULARY table's versions, not a count of CONCEPT
+    (a full scan of millions of rows in an OHDSI vocabulary). Without ``study``: whole tables and the
+    CONCEPT row count.
     """
     tables: dict[str, Any] = {}
     parts = []
@@ -594,16 +598,30 @@ def input_fingerprint(db: Database, study: StudyDefinition | None = None, overla
         where = " as t where {in_cohort(t.person_id)}" if study is not None else ""
         parts.append(f"select '{table}' as table_name, count(*) as n, cast(max({col}) as varchar(40)) as mx "
                      f"from {db.qualified('cdm', table)}{where}")
+    if study is None:
+        parts.append("select 'vocab.concept', count(*), cast(null as varchar(40)) "
+                     f"from {db.qualified('vocab', 'concept')}")
+    else:
+        parts += [
+            "select 'vocab.concept_sets', count(*), md5(string_agg(variable || ':' || match_on || ':' || "
+            "cast(concept_id as varchar(20)) || ':' || coalesce(cast(grade as varchar(10)), ''), ',' "
+            "order by variable, match_on, concept_id)) from int_concept_sets",
+            "select 'vocab.vocabulary', count(*), md5(string_agg(vocabulary_id || '=' || "
+            "coalesce(vocabulary_version, ''), ',' order by vocabulary_id)) "
+            f"from {db.qualified('vocab', 'vocabulary')}",
+        ]
     sql, params = "\nunion all\n".join(parts), None
     if study is not None:
-        sql, params = render_query(study, overlay, db, sql, (COHORT_RELATION,), site_id=site_id or "fingerprint")
+        sql, params = render_query(study, overlay, db, sql, (COHORT_RELATION, "int_concept_sets"),
+                                   site_id=site_id or "fingerprint")
     for table, n, mx in db.query(sql, params):
-        tables[table] = {"rows": int(n), "max": None if mx is None else str(mx)}
-    tables = {t: tables[t] for t in _FINGERPRINT_TABLES}
+        if table.startswith("vocab."):
+            tables[table] = {"rows": int(n)} if mx is None else {"rows": int(n), "md5": str(mx)}
+        else:
+            tables[table] = {"rows": int(n), "max": None if mx is None else str(mx)}
+    tables = {t: tables[t] for t in (*_FINGERPRINT_TABLES, *(t for t in tables if t.startswith("vocab.")))}
     if study is not None:
         tables["scope"] = "study patients"
-    n_concept = db.query(f"select count(*) from {db.qualified('vocab', 'concept')}")[0][0]
-    tables["vocab.concept"] = {"rows": int(n_concept)}
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
     return {"sha256": digest, "tables": tables}
 

@@ -304,3 +304,19 @@ def test_input_fingerprint_covers_the_study_patients_only(db: Database, study: S
                                 "measurement_date": day(300), "measurement_type_concept_id": 0})
     after = input_fingerprint(db, study, site_id="siteA")
     assert after["sha256"] != before["sha256"] and after["tables"]["measurement"] == {"rows": 5, "max": "51"}
+    # the vocabulary counts by what the study resolves from it and by its versions, never by a CONCEPT scan
+    assert after["tables"]["vocab.concept_sets"]["rows"] > 20 and "vocab.concept" not in after["tables"]
+    db.execute("insert into vocab.concept (concept_id, concept_name, domain_id, vocabulary_id, concept_class_id, "
+               "concept_code, valid_start_date, valid_end_date) values (987654321, 'unrelated', 'Drug', 'RxNorm', "
+               "'Ingredient', 'X-UNRELATED', DATE '2000-01-01', DATE '2099-12-31')")
+    assert input_fingerprint(db, study, site_id="siteA") == after
+    # a descendant of a study code joins a concept set: the outputs may change, so does the fingerprint
+    blina = db.query("select concept_id from vocab.concept where vocabulary_id = 'RxNorm' and concept_code = '1597258'")
+    db.execute(f"insert into vocab.concept_ancestor (ancestor_concept_id, descendant_concept_id, "
+               f"min_levels_of_separation, max_levels_of_separation) values ({blina[0][0]}, 987654321, 1, 1)")
+    db.execute("update vocab.concept set standard_concept = 'S' where concept_id = 987654321")
+    moved = input_fingerprint(db, study, site_id="siteA")
+    assert moved["tables"]["vocab.concept_sets"] != after["tables"]["vocab.concept_sets"]
+    db.execute("update vocab.vocabulary set vocabulary_version = 'v5.0 01-JAN-27' where vocabulary_id = 'RxNorm'")
+    assert input_fingerprint(db, study, site_id="siteA")["tables"]["vocab.vocabulary"] != \
+        moved["tables"]["vocab.vocabulary"]
