@@ -282,21 +282,16 @@ class ResourceMapper:
             parent = resource.get(keys[0])
             codings = parent.get(keys[1]) if parent.__class__ is dict else None
             if codings.__class__ is list and codings and codings[0].__class__ is dict:
-                codes, anys = self.study_codes, self.any_system_codes
-                for c in codings:
-                    if c.__class__ is dict:
-                        code = c.get("code")
-                        if (c.get("system"), code) in codes or code in anys:
-                            return True
-                return False
+                return self._has_study_coding(codings)
         codings = _walk_keys(resource, keys) if keys is not None else None
         if codings is None:
             fn = self._filters.get(rtype)
             if fn is None:
                 return True
             codings = fn([resource], _FILTER_ENV)
-        if not codings:
-            return True
+        return not codings or self._has_study_coding(codings)
+
+    def _has_study_coding(self, codings: list[Any]) -> bool:
         codes, anys = self.study_codes, self.any_system_codes
         for c in codings:
             if c.__class__ is dict:
