@@ -238,10 +238,12 @@ NOTES = """Reading the numbers (OMOP views, issue 4):
 - How the ratio is read: `build` is `blina build` (course + patient) and `extract` is `blina extract`
   (which computes course + patient + lineage itself, then writes the files); a site runs one or the other.
   Both are shown against the limit, and their sum as the issue's "build + extract".
-- PostgreSQL (the hospital route): build is within 3x the limit at both sizes (2.2x at 1e4, 1.5x at 1e5);
-  extract (which adds lineage and the input fingerprint) is 2.6x at 1e5 and 3.7-3.8x at 1e4; build + extract
-  run back to back is 4-6x. At 1e4 the limit is only 0.03-0.06 s, and the fixed cost of planning and
-  running a ~40-relation query (~0.1 s) sets the ratio.
+- PostgreSQL (the hospital route): build is within 3x the limit at both sizes (2.3x at 1e4, 1.7x at 1e5);
+  extract (which adds lineage and the input fingerprint) is 3.0x at 1e5 and 3.9x at 1e4; build + extract
+  run back to back is 4.7-6.2x. At 1e4 the limit is only 0.07 s, and the fixed cost of planning (17 ms)
+  and running a ~40-relation query sets the ratio; the largest single step there is the sequential scan
+  of DRUG_EXPOSURE that finds the cohort (28 ms: the rule ORs drug_concept_id with the source concept
+  and source value, and the OHDSI indexes cover drug_concept_id only).
 - What made PostgreSQL fast: every relation that reads a large fact table first keeps the study patients
   only (`sql/intermediate/int_cohort_persons.sql`, the persons with a blinatumomab exposure; the
   `in_cohort` macro in adapter/views.py becomes `person_id = any(array(...))`, answered with the OHDSI
@@ -250,9 +252,12 @@ NOTES = """Reading the numbers (OMOP views, issue 4):
   6.1x to 1.5x the limit at 1e5 persons. The input fingerprint in extract.json is taken over the same
   rows (a whole-CDM count cost another full scan).
 - DuckDB misses the target at both sizes. Its limit is one filtered column scan (0.06 s for 2e7 rows,
-  0.01 s for 2e6). The build is ~0.1 s of planning (optimizer + binder of the composed query) plus
-  ~40 small operators; the largest is still the measurement scan with the study-patient filter
-  (~0.2 s CPU). At 1e4 persons the fixed costs are the whole build (0.22 s against 0.01 s).
+  0.01 s for 2e6). The build is ~0.1 s of planning (DuckDB's profile at 1e5: optimizer 0.069 s, of which
+  projection pull-up 0.032 s; binder/planner 0.029 s) plus ~0.36 s CPU of ~40 small operators, the largest
+  the measurement scan with the study-patient semi-join (0.05 s). At 1e4 persons the fixed costs are the
+  whole build (0.23 s against 0.009 s): planning alone is 10x the limit, so 3x is out of reach for any
+  composed SQL of the protocol's derivations. Disabling projection pull-up saves 0.015-0.03 s; disabling
+  CTE inlining doubles the time; both left at DuckDB's defaults.
 - Build and extract each run ONE composed query (course + patient [+ lineage]); relations shared by the
   outputs are computed once.
 - PostgreSQL runs the query with `SET LOCAL jit = off, enable_nestloop = off, work_mem = '256MB'` (the dialect
