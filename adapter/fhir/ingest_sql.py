@@ -542,6 +542,9 @@ def _id_assign(c: SqlContext, table: str, has_row_id: bool) -> str:
                    AS base) b"""
 
 
+_CREATED = re.compile(r"\s*CREATE TEMP TABLE (_bl_\w+)")
+
+
 def _runner(db: StageDb, c: SqlContext):
     params = {
         "site": c.site,
@@ -555,6 +558,10 @@ def _runner(db: StageDb, c: SqlContext):
 
     def run(sql: str) -> None:
         db.execute(sql, {k: v for k, v in params.items() if f":{k}" in sql})
+        if db.dialect == "postgresql":
+            made = _CREATED.match(sql)
+            if made:  # TEMP tables get no statistics from autovacuum; without them the planner guesses
+                db.execute(f"ANALYZE {made.group(1)}")
 
     return run
 
@@ -563,6 +570,9 @@ def compute(db: StageDb, c: SqlContext) -> list[tuple]:
     """Steps 1-4 into work tables only (nothing the study reads changes). Returns the late rejects
     as (sid, source_key, file_idx, line, entry, reason), several per sid possible (first = main one)."""
     run = _runner(db, c)
+    if db.dialect == "postgresql":  # the staged work tables, as above
+        for table in db.tables():
+            db.execute(f"ANALYZE {table}")
     for stmt in _steps_resolve(c) + _steps_lookups(c) + _steps_pick() + _steps_reject(c):
         run(stmt)
     late = db.query(
