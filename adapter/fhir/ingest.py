@@ -544,13 +544,15 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     checked: dict[int, str | None] = {}
     validation_problem = mapper.validation_problem
     n_lines = 0
-    for line in read_chunk(Path(path), start, end):
+    next_offset = start
+    for raw in read_chunk(Path(path), start, end):
         n_lines += 1
+        offset, next_offset = next_offset, next_offset + len(raw)
         try:
-            res = loads(line[2])
+            res = loads(raw)
         except decode_error:
-            if line[2].strip():
-                kept.append(line)
+            if raw.strip():
+                kept.append((n_lines, offset, raw))
             continue
         if res.__class__ is dict:
             rtype = res.get("resourceType")
@@ -563,7 +565,7 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
                 # validation is pure and the costliest step: done here, used by the main process if it maps
                 # this resource (a duplicate or not-done one is not mapped, so its result goes unused)
                 checked[n_lines] = validation_problem(res)
-        kept.append(line)
+        kept.append((n_lines, offset, raw))
     return _RangeScan(n_lines, sink.n, skipped, sink.not_relevant, sink.followup, kept, checked)
 
 

@@ -16,6 +16,7 @@ before the next file. Nothing is retained between items except the current Bundl
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -295,22 +296,17 @@ def line_chunks(path: Path, chunk_bytes: int) -> list[tuple[int, int | None]]:
     return [(a, b) for a, b in zip(bounds, [*bounds[1:], None], strict=True)]
 
 
-def read_chunk(path: Path, start: int, end: int | None) -> Iterator[tuple[int, int, bytes]]:
-    """The lines of one range of :func:`line_chunks` as (line number within the range, from 1; byte offset in
-    the file; raw line). File-level I/O failures raise BlinaError."""
+def read_chunk(path: Path, start: int, end: int | None) -> Iterator[bytes]:
+    """The lines of one range of :func:`line_chunks`, each with its line feed as file iteration gives it
+    (the range starts at byte ``start``). File-level I/O failures raise BlinaError."""
     try:
         with _open(path) as fh:
-            if end is None:  # a whole (compressed) file: streamed
-                fh.seek(start)
-                yield from _numbered(fh, 1, start)
-                return
             fh.seek(start)
+            if end is None:  # a whole (compressed) file: streamed
+                yield from fh
+                return
             data = fh.read(end - start)
-        parts = data.split(b"\n")  # as file iteration splits: on LF only
-        lines = [p + b"\n" for p in parts[:-1]]
-        if parts[-1]:
-            lines.append(parts[-1])
-        yield from _numbered(lines, 1, start)
+        yield from io.BytesIO(data)  # splits on LF only, like the file itself
     except (OSError, EOFError, zlib.error) as exc:
         raise BlinaError(
             f"{path}: cannot read the file ({exc}); nothing from this run was stored",
