@@ -211,32 +211,38 @@ def _fresh_pg(base_url: str, name: str) -> str:
 # ------------------------------------------------------------------------------------ report
 NOTES = """Reading the numbers (FHIR ingest, issue 3):
 
-- Memory target met at both sizes and both shares: main process <= 341 MB (~150 MB of it is the imported
-  libraries), each worker <= 149 MB; the workers are forked, so their RSS counts pages they share with the
+- Memory target met at both sizes and both shares: main process <= 338 MB (~150 MB of it is the imported
+  libraries), each worker <= 127 MB; the workers are forked, so their RSS counts pages they share with the
   main process. Per-resource state is one int per study-relevant resource id (duplicate detection).
 - Speed target NOT met. Best ratio to the orjson-only parse at 1e6 resources: 0.44 at 1 % study-relevant
-  (K = 99) and 0.15 at 10 % (K = 9), into DuckDB with the default 2 reading processes; one process: 0.24
-  and 0.10. At 1e5 resources the fixed costs (SQL resolution steps, work tables, starting the workers:
-  ~0.4 s against a 0.16 s parse) keep it at 0.11-0.20.
+  (K = 99) and 0.16 at 10 % (K = 9), into DuckDB with the default 2 reading processes; one process: 0.25
+  and 0.09. PostgreSQL: 0.44 and 0.13. At 1e5 resources the fixed costs (SQL resolution steps, work
+  tables, starting the workers: ~0.5 s against a 0.16 s parse) keep it at 0.09-0.25.
 - Why 0.5 cannot be reached at 10 % relevant while every relevant resource is validated with
-  fhir.resources (R4B): validation costs ~70 us per resource, ~50x its parse, so at 10 % it is 4.6x the
-  whole parse (6.5 s against 1.4 s at 1e6). All the work of an ingest at K = 9 is ~13 CPU-seconds
-  (parse 1.4, relevance test and follow-up dates 1.6, validation 6.5, ViewDefinitions and staging ~3,
-  SQL ~1); 2 cores can at best halve that: 6.5 s, a ratio of 0.22. The issue's own figure (35x) gives
+  fhir.resources (R4B): validation costs ~70 us per resource, ~45x its parse, so at 10 % it is 4.2-4.6x the
+  whole parse (6.7 s against 1.4-1.6 s at 1e6). All the work of an ingest at K = 9 is ~13 CPU-seconds
+  (parse 1.5, relevance test and follow-up dates 1.5, validation 6.7, ViewDefinitions and staging ~3,
+  SQL ~1); 2 cores can at best halve that: ~6.5 s, a ratio of ~0.23. The issue's own figure (35x) gives
   1 / (1 + 3.5) = 0.22 for one process as well.
-- At 1 %, the ingest is mostly the per-record path of the 99 % that is not loaded. Since session 2:
-  the reader hands those records to a sink (no per-record object), the study-code test walks plain JSON
-  keys (`code.coding`), and status and dates are checked only when a record would move the patient's
-  follow-up. Measured back to back on the 1e6, K = 99 files (in-memory DuckDB): one process 6.0-6.8 s
-  before these changes, 5.1-5.5 s after, 3.3 s with 2 reading processes.
+- At 1 %, the ingest is mostly the per-record path of the 99 % that is not loaded: parse ~1.8 us, then the
+  study-code test and the follow-up dates ~2 us per record in CPython (measured on one 8 MB range).
+  Since session 2: the reader hands those records to a sink (no per-record object), the study-code test
+  walks plain JSON keys (`code.coding`), status and dates are checked only when a record would move the
+  patient's follow-up, and worker ranges are iterated without copying lines. Measured back to back on the
+  1e6, K = 99 files (in-memory DuckDB): one process 6.0-6.8 s before these changes, 5.1-5.5 s after; 2
+  reading processes 2.9 s at best.
+- This 2-core VM is noisy: the same code and files took 2.9-3.9 s within half an hour, and the parse
+  limit ranged 590k-660k resources/s between runs (770k/s in session 2). Each ratio is taken within one
+  run, from the best of its repeats.
 - Parallel reading: NDJSON ranges of 8 MB are parsed, filtered and validated by forked workers; the main
   process merges them in input order (counts, follow-up extremes, then the relevant lines through the same
-  code as one process), so the outcome is identical: `test_parallel_reading_gives_the_serial_outcome`.
-  With 2 cores, 2 workers + the merging process; 3 workers measured slower.
-- PostgreSQL is slower than DuckDB at 10 % because the work tables are written with COPY from Python rows;
-  the SQL steps themselves are fast on both engines.
-- The machine was ~15 % slower this session than in session 2 (parse 650k/s against 770k/s); ratios are
-  taken within one run, so they are comparable.
+  code as one process), so the outcome is identical: `test_parallel_reading_gives_the_serial_outcome`
+  (it caught a difference in a malformed line's error text while this was written). With 2 cores: 2
+  workers + the merging process; 3 workers measured slower; flattening in the workers too measured slower
+  (8.2 s -> 9.2 s at K = 9: the rows cost more to send than to compute).
+- PostgreSQL: the work tables are now ANALYZEd as they are staged (TEMP tables get no statistics): the
+  SQL steps at 1e6, K = 9 went from 5.2 s to 3.2 s. COPY from Python rows and the SQL still make it slower
+  than DuckDB at 10 %.
 - Rerun: `.venv/bin/python bench/fhir_ingest.py --sizes 100000 1000000 --noise 9 99
   --pg postgresql://postgres@127.0.0.1:5432/postgres --results bench/RESULTS.md`
 """
