@@ -578,3 +578,23 @@ def test_parallel_reading_gives_the_serial_outcome(engine_url: str, tmp_path: Pa
     assert parallel[0] == serial[0]
     assert parallel[1] == serial[1]
     assert parallel[2] == serial[2]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_line_ranges_cover_the_file_without_splitting_a_line(tmp_path: Path, chunk: int) -> None:
+    """The byte ranges of parallel reading partition the file at line feeds, whatever the range size
+    (a line longer than a range, no line feed at the end, blank lines, CRLF)."""
+    from adapter.fhir.reader import line_chunks, read_chunk
+
+    data = b'{"a": 1}\n\n' + b'{"long": "' + b"x" * 300 + b'"}\r\n' + b"[1]\n" + b'{"last": true}'
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(data)
+    ranges = line_chunks(path, chunk)
+    assert ranges[0][0] == 0 and ranges[-1][1] is None
+    assert all(a < b for (a, _), (b, _) in zip(ranges, ranges[1:], strict=False))
+    lines = [raw for a, b in ranges for raw in read_chunk(path, a, b)]
+    with open(path, "rb") as fh:
+        assert lines == list(fh)  # exactly what iterating the file gives, line feeds included
+    gz = tmp_path / "x.ndjson.gz"
+    gz.write_bytes(gzip.compress(data))
+    assert line_chunks(gz, chunk) == [(0, None)] and list(read_chunk(gz, 0, None)) == lines
