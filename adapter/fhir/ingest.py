@@ -34,6 +34,7 @@ import contextlib
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 from collections import Counter, deque
@@ -529,6 +530,8 @@ _worker_mapper: ResourceMapper | None = None
 def _worker_init(mapper: ResourceMapper) -> None:
     global _worker_mapper
     _worker_mapper = mapper
+    # Ctrl-C is the main process's to handle (it cancels the run); workers finish their range quietly
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
