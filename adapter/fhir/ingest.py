@@ -470,7 +470,7 @@ class _NoiseSink:
 
     def __init__(self, mapper: ResourceMapper, not_relevant: Counter) -> None:
         self.relevant, self.is_study = mapper.relevant, mapper.is_study
-        self.candidate, self.status_skip = mapper.followup_candidate, mapper.status_skip
+        self.candidate, self.status_skip = mapper.followup_dates, mapper.status_skip
         self.not_relevant = not_relevant
         self.n = 0
         self.followup: dict[str, list[str | None]] = {}  # patient id -> [first, last], either may be None
@@ -516,9 +516,7 @@ class _RangeScan:
     reads (study-relevant, unreadable, Bundles) as (line number within the range, byte offset, raw line)."""
 
     n_lines: int
-    n_noise: int
-    skipped: dict[str, int]  # types no view maps and follow-up does not read
-    not_relevant: Counter
+    not_relevant: Counter  # by type: the noise and the types no view maps and follow-up does not read
     followup: dict[str, list[str | None]]
     kept: list[tuple[int, int, bytes]]
     checked: dict[int, str | None]  # line -> validation problem (None: valid) of the study-relevant lines
@@ -540,9 +538,9 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     mapper = _worker_mapper
     if mapper is None:
         raise RuntimeError("_scan_range runs in a worker started by _Run.read_parallel")
-    sink = _NoiseSink(mapper, Counter())
+    not_relevant: Counter = Counter()
+    sink = _NoiseSink(mapper, not_relevant)
     wanted, loads, decode_error = mapper.wanted, orjson.loads, orjson.JSONDecodeError
-    skipped: dict[str, int] = {}
     kept: list[tuple[int, int, bytes]] = []
     checked: dict[int, str | None] = {}
     validation_problem = mapper.validation_problem
@@ -561,7 +559,7 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
             rtype = res.get("resourceType")
             if rtype.__class__ is str and rtype != "Bundle":
                 if rtype not in wanted:
-                    skipped[rtype] = skipped.get(rtype, 0) + 1
+                    not_relevant[rtype] += 1
                     continue
                 if sink(res, rtype):
                     continue
@@ -569,7 +567,7 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
                 # this resource (a duplicate or not-done one is not mapped, so its result goes unused)
                 checked[n_lines] = validation_problem(res)
         kept.append((n_lines, offset, raw))
-    return _RangeScan(n_lines, sink.n, skipped, sink.not_relevant, sink.followup, kept, checked)
+    return _RangeScan(n_lines, not_relevant, sink.followup, kept, checked)
 
 
 class _Run:
@@ -645,10 +643,8 @@ class _Run:
                 scan = fut.result()
                 first = lines_before.get(file_idx, 0)
                 lines_before[file_idx] = first + scan.n_lines
-                self.report.read += scan.n_noise + sum(scan.skipped.values())
+                self.report.read += sum(scan.not_relevant.values())
                 self.not_relevant.update(scan.not_relevant)
-                self.not_relevant.update(scan.skipped)
-                self.sink.n += scan.n_noise
                 self.sink.merge(scan.followup)
                 skipped_counts: dict[str, int] = {}
                 lines = [(first + n, offset, raw) for n, offset, raw in scan.kept]

@@ -263,7 +263,6 @@ class ResourceMapper:
         self.any_system_codes = any_system_codes
         self._filters: dict[str, Any] = {}
         self._filter_keys: dict[str, tuple[str, ...]] = {}
-        self._status_element: dict[str, str] = {}
         if study_codes is not None:
             for view in views.values():
                 path = _filter_path(view)
@@ -303,13 +302,9 @@ class ResourceMapper:
     def followup_dates(self, resource: dict[str, Any]) -> tuple[str, str, str] | None:
         """(patient id, first date, last date) of a record that is not loaded, for follow-up (3b.10).
 
-        The dates are ``YYYY-MM-DD`` prefixes, not yet checked: see :func:`valid_day`."""
-        found = self.followup_candidate(resource)
-        return None if found is None or self._not_done(resource) else found
-
-    def followup_candidate(self, resource: dict[str, Any]) -> tuple[str, str, str] | None:
-        """:meth:`followup_dates` before the not-done check (3b.3), which the caller makes only when
-        the dates would matter (the ingest: when they move the patient's first or last date)."""
+        The dates are ``YYYY-MM-DD`` prefixes, not yet checked: see :func:`valid_day`. Whether the record
+        was done (3b.3, :meth:`status_skip`) is the caller's check: the ingest makes it only when the dates
+        would move the patient's first or last date."""
         spec = self.config.followup.get(resource["resourceType"])
         if spec is None:
             return None
@@ -352,12 +347,9 @@ class ResourceMapper:
         }
 
     def _not_done(self, resource: dict[str, Any]) -> str | None:
-        rtype = resource["resourceType"]
-        element = self._status_element.get(rtype)
-        if element is None:
-            element = self._status_element[rtype] = self.config.status_element(rtype)
+        element = self.config.status_element(resource["resourceType"])
         value = resource.get(element)
-        if value.__class__ is str:
+        if isinstance(value, str):
             return value if value in self.config.not_done_status else None
         if isinstance(value, dict):
             for coding in value.get("coding") or ():
@@ -392,7 +384,7 @@ class ResourceMapper:
         if problem is NOT_CHECKED:
             problem = self.validation_problem(resource)
         if problem is not None:
-            return MapResult("rejected", str(problem))
+            return MapResult("rejected", problem)
         name = self.view_of_type[rtype]
         view = self.views[name]
         plan = self._plans[name]
