@@ -76,8 +76,9 @@ def transaction_bundle(resources: list[dict]) -> dict:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-def snapshot(db: Database) -> dict[str, list[tuple]]:
-    return {t: sorted(db.query(f"SELECT * FROM cdm.{t}"), key=repr) for t in TABLES if db.table_exists("cdm", t)}
+def snapshot(db: Database, schema: str = "cdm", tables: tuple[str, ...] = TABLES) -> dict[str, list[tuple]]:
+    return {t: sorted(db.query(f"SELECT * FROM {schema}.{t}"), key=repr) for t in tables
+            if db.table_exists(schema, t)}
 
 
 def ingest(db: Database, *paths: Path, **kw: Any) -> IngestReport:
@@ -508,11 +509,6 @@ def test_study_filter_key_walk_equals_the_fhirpath_evaluator() -> None:
     assert _member_keys("coding.ofType(Coding)") is None  # ofType on a non-choice element
 
 
-def _schema_snapshot(db: Database, schema: str) -> dict[str, list[tuple]]:
-    return {t: sorted(db.query(f"SELECT * FROM {schema}.{t}"), key=repr)
-            for t in (*TABLES, "blina_lineage", "blina_person_map") if db.table_exists(schema, t)}
-
-
 def test_parallel_reading_gives_the_serial_outcome(engine_url: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker processes reading NDJSON ranges (faults, noise, duplicates, a Bundle line, a .gz file and a
@@ -568,7 +564,8 @@ def test_parallel_reading_gives_the_serial_outcome(engine_url: str, tmp_path: Pa
             assert rep.balanced()
             outcome = rep.to_dict()
             outcome.pop("seconds")
-            outcomes.append((outcome, quarantine.getvalue(), _schema_snapshot(db, schema)))
+            rows = snapshot(db, schema, (*TABLES, "blina_lineage", "blina_person_map"))
+            outcomes.append((outcome, quarantine.getvalue(), rows))
         finally:
             db.close()
     serial, parallel = outcomes
