@@ -81,3 +81,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared/ not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generator's four centers and truth (default settings), written once per test run; read only."""
+    from adapter.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out)
+    return out
+

@@ -4,7 +4,6 @@ OMOP re-reader + oracle, and through the project's SQL views. Both engines."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 from pathlib import Path
@@ -12,28 +11,18 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from _helpers import truth_rows
 
 from adapter import views
 from adapter.db import Database
 from adapter.fhir.ingest import ingest_fhir
 from adapter.study import load_study
-from adapter.synth import generate, oracle
+from adapter.synth import oracle
 from adapter.synth.generate import _cell
 from adapter.synth.omop_events import timelines_from_omop
 
 CENTERS = [("center1", "center1_fhir_bundles"), ("center2", "center2_bulk_ndjson")]
 
-
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(out)
-    return out
-
-
-def _truth(path: Path, site: str) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r["site_id"] == site]
 
 
 def _text(v: Any) -> str:
@@ -78,8 +67,8 @@ def test_fhir_center_ingests_cleanly_and_rederives_the_truth(db: Database, synth
     assert sum(report.skipped["status"].values()) == sum(
         1 for _ in _not_done(synth_dir / folder))
 
-    truth_c = _truth(synth_dir / "truth" / "course.csv", site)
-    truth_p = _truth(synth_dir / "truth" / "patient.csv", site)
+    truth_c = truth_rows(synth_dir / "truth" / "course.csv", site)
+    truth_p = truth_rows(synth_dir / "truth" / "patient.csv", site)
     courses, patients = [], []
     for tl in timelines_from_omop(db, study, site, None):
         rows, prow = oracle.derive(tl, study.params)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
@@ -14,10 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
+from _helpers import same_text
 
 from adapter.resources import mappings_dir
 from adapter.study import load_study
-from adapter.synth import generate, oracle
+from adapter.synth import oracle
 from adapter.synth.catalog import Catalog
 from adapter.synth.generate import _cell
 from adapter.synth.timeline import (
@@ -33,12 +33,6 @@ CAT = Catalog(STUDY)
 SYSTEMS = yaml.safe_load((mappings_dir() / "fhir" / "systems.yaml").read_text())
 NOT_DONE = set(SYSTEMS["not_done_status"])
 
-
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(out)
-    return out
 
 
 def _day(text: str) -> date:
@@ -123,15 +117,6 @@ def _timelines(resources: list[dict[str, Any]], site: str, skip: bool = True) ->
     return list(tls.values())
 
 
-def _same(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-15)
-    except ValueError:
-        return False
-
-
 def _load(synth_dir: Path, site: str) -> list[dict[str, Any]]:
     if site == "center1":
         return [e["resource"] for p in sorted((synth_dir / "center1_fhir_bundles").glob("*.json"))
@@ -167,11 +152,11 @@ def test_truth_rederived_from_fhir(synth_dir: Path, site: str) -> None:
     for row in got_c:
         want = want_c[(row["person_source_value"], str(row["course_number"]))]
         for col in oracle.COURSE_COLUMNS:
-            if not _same(_cell(row[col]), want[col]):
+            if not same_text(_cell(row[col]), want[col]):
                 diffs[col].append(row["person_source_value"])
     for row in got_p:
         want = want_p[row["person_source_value"]]
         for col in oracle.PATIENT_COLUMNS:
-            if not _same(_cell(row[col]), want[col]):
+            if not same_text(_cell(row[col]), want[col]):
                 diffs[col].append(row["person_source_value"])
     assert not diffs

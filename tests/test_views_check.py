@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _helpers import concept_id, insert_row
 
 from adapter.check import run_check
 from adapter.cli import main
@@ -17,31 +18,21 @@ from adapter.study import load_study
 D0 = dt.date(2020, 5, 4)
 
 
-def _concept(db: Database, vocab: str, code: str) -> int:
-    return int(db.query(f"select concept_id from {db.qualified('vocab', 'concept')} "
-                        "where vocabulary_id = :v and concept_code = :c", {"v": vocab, "c": code})[0][0])
-
-
-def _insert(db: Database, table: str, row: dict) -> None:
-    db.execute(f"insert into {db.qualified('cdm', table)} ({', '.join(row)}) "
-               f"values ({', '.join(':' + k for k in row)})", row)
-
-
 def _site(db: Database, *, with_mrd: bool = True) -> None:
-    pct, ul = _concept(db, "UCUM", "%"), _concept(db, "UCUM", "pg/mL")
-    _insert(db, "person", {"person_id": 1, "gender_concept_id": 0, "year_of_birth": 2012, "race_concept_id": 0,
+    pct, ul = concept_id(db, "UCUM", "%"), concept_id(db, "UCUM", "pg/mL")
+    insert_row(db, "person", {"person_id": 1, "gender_concept_id": 0, "year_of_birth": 2012, "race_concept_id": 0,
                            "ethnicity_concept_id": 0, "person_source_value": "M1"})
-    _insert(db, "drug_exposure", {"drug_exposure_id": 1, "person_id": 1,
-                                  "drug_concept_id": _concept(db, "RxNorm", "1597258"),
+    insert_row(db, "drug_exposure", {"drug_exposure_id": 1, "person_id": 1,
+                                  "drug_concept_id": concept_id(db, "RxNorm", "1597258"),
                                   "drug_exposure_start_date": D0, "drug_exposure_end_date": D0 + dt.timedelta(27),
                                   "drug_type_concept_id": 0})
-    rows = [(_concept(db, "LOINC", "11150-0"), 2.0, pct, None),
-            (_concept(db, "LOINC", "8122-4"), 1.1, ul, None),          # CD3 in pg/mL: not convertible
+    rows = [(concept_id(db, "LOINC", "11150-0"), 2.0, pct, None),
+            (concept_id(db, "LOINC", "8122-4"), 1.1, ul, None),          # CD3 in pg/mL: not convertible
             (0, 7.0, None, "LOCAL-XYZ"), (0, 8.0, None, "LOCAL-XYZ"), (0, 1.0, None, "OTHER")]
     if with_mrd:
-        rows.append((_concept(db, "BLINA", "MRD-FCM-BM"), 0.1, pct, None))
+        rows.append((concept_id(db, "BLINA", "MRD-FCM-BM"), 0.1, pct, None))
     for i, (cid, value, unit, sv) in enumerate(rows, start=1):
-        _insert(db, "measurement", {"measurement_id": i, "person_id": 1, "measurement_concept_id": cid,
+        insert_row(db, "measurement", {"measurement_id": i, "person_id": 1, "measurement_concept_id": cid,
                                     "measurement_date": D0 - dt.timedelta(2), "measurement_type_concept_id": 0,
                                     "value_as_number": value, "unit_concept_id": unit,
                                     "measurement_source_value": sv})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _helpers import concept_id, insert_row
 
 from adapter.db import Database, connect
 from adapter.omop import create_cdm, load_study_vocabulary
@@ -110,42 +111,32 @@ def test_cycle_and_unknown_dependency_are_reported(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- data helpers
-def _concept(db: Database, vocab: str, code: str) -> int:
-    return int(db.query(f"select concept_id from {db.qualified('vocab', 'concept')} "
-                        "where vocabulary_id = :v and concept_code = :c", {"v": vocab, "c": code})[0][0])
-
-
-def _insert(db: Database, table: str, row: dict) -> None:
-    db.execute(f"insert into {db.qualified('cdm', table)} ({', '.join(row)}) "
-               f"values ({', '.join(':' + k for k in row)})", row)
-
-
 def _small_site(db: Database) -> None:
     """Two patients: one with standard codes, one with local MRD codes (for an overlay)."""
-    blina = _concept(db, "RxNorm", "1597262")
-    blasts, mrd = _concept(db, "LOINC", "11150-0"), _concept(db, "BLINA", "MRD-FCM-BM")
-    pct = _concept(db, "UCUM", "%")
-    female = _concept(db, "Gender", "F")
+    blina = concept_id(db, "RxNorm", "1597262")
+    blasts, mrd = concept_id(db, "LOINC", "11150-0"), concept_id(db, "BLINA", "MRD-FCM-BM")
+    pct = concept_id(db, "UCUM", "%")
+    female = concept_id(db, "Gender", "F")
     mid = iter(range(1, 1000))
     for pid in (1, 2):
-        _insert(db, "person", {"person_id": pid, "gender_concept_id": female, "year_of_birth": 2014,
+        insert_row(db, "person", {"person_id": pid, "gender_concept_id": female, "year_of_birth": 2014,
                                "month_of_birth": 2, "day_of_birth": 3, "race_concept_id": 0,
                                "ethnicity_concept_id": 0, "person_source_value": f"P{pid}"})
-        _insert(db, "observation_period", {"observation_period_id": pid, "person_id": pid,
+        insert_row(db, "observation_period", {"observation_period_id": pid, "person_id": pid,
                                            "observation_period_start_date": day(-100),
                                            "observation_period_end_date": day(200),
                                            "period_type_concept_id": 0})
-        _insert(db, "drug_exposure", {"drug_exposure_id": pid, "person_id": pid, "drug_concept_id": blina,
+        insert_row(db, "drug_exposure", {"drug_exposure_id": pid, "person_id": pid, "drug_concept_id": blina,
                                       "drug_exposure_start_date": day(0), "drug_exposure_end_date": day(27),
                                       "drug_type_concept_id": 0})
-        _insert(db, "measurement", {"measurement_id": next(mid), "person_id": pid,
+        insert_row(db, "measurement", {"measurement_id": next(mid), "person_id": pid,
                                     "measurement_concept_id": blasts, "measurement_date": day(-3),
                                     "measurement_type_concept_id": 0, "value_as_number": 1.5,
                                     "unit_concept_id": pct})
-    _insert(db, "measurement", {"measurement_id": next(mid), "person_id": 1, "measurement_concept_id": mrd,
+    insert_row(db, "measurement", {"measurement_id": next(mid), "person_id": 1, "measurement_concept_id": mrd,
                                 "measurement_date": day(-3), "measurement_type_concept_id": 0,
                                 "value_as_number": 0.2, "unit_concept_id": pct})
-    _insert(db, "measurement", {"measurement_id": next(mid), "person_id": 2, "measurement_concept_id": 0,
+    insert_row(db, "measurement", {"measurement_id": next(mid), "person_id": 2, "measurement_concept_id": 0,
                                 "measurement_date": day(-3), "measurement_type_concept_id": 0,
                                 "value_as_number": 0.2, "measurement_source_value": "LOCAL-MRD-X7",
                                 "unit_source_value": "pct"})
@@ -293,14 +284,14 @@ def test_input_fingerprint_covers_the_study_patients_only(db: Database, study: S
     before = input_fingerprint(db, study, site_id="siteA")
     assert before["tables"]["measurement"] == {"rows": 4, "max": "4"} and before["tables"]["person"]["rows"] == 2
     # a person who never had blinatumomab: nothing the outputs depend on, the fingerprint stays
-    _insert(db, "person", {"person_id": 3, "gender_concept_id": 0, "year_of_birth": 2010, "race_concept_id": 0,
+    insert_row(db, "person", {"person_id": 3, "gender_concept_id": 0, "year_of_birth": 2010, "race_concept_id": 0,
                            "ethnicity_concept_id": 0, "person_source_value": "P3"})
-    _insert(db, "measurement", {"measurement_id": 50, "person_id": 3, "measurement_concept_id": 0,
+    insert_row(db, "measurement", {"measurement_id": 50, "person_id": 3, "measurement_concept_id": 0,
                                 "measurement_date": day(5), "measurement_type_concept_id": 0})
     assert input_fingerprint(db, study, site_id="siteA") == before
     assert input_fingerprint(db)["tables"]["person"]["rows"] == 3       # whole-table form still counts them
     # any new record of a study patient (even an irrelevant one: it can move follow-up) changes it
-    _insert(db, "measurement", {"measurement_id": 51, "person_id": 1, "measurement_concept_id": 0,
+    insert_row(db, "measurement", {"measurement_id": 51, "person_id": 1, "measurement_concept_id": 0,
                                 "measurement_date": day(300), "measurement_type_concept_id": 0})
     after = input_fingerprint(db, study, site_id="siteA")
     assert after["sha256"] != before["sha256"] and after["tables"]["measurement"] == {"rows": 5, "max": "51"}

@@ -4,13 +4,13 @@ every contract column of every row to ``truth/course.csv`` / ``truth/patient.csv
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from _helpers import truth_rows
 
 from adapter.db import Database
 from adapter.omop import load_omop_csv
@@ -25,11 +25,6 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     generate(out, noise=3)   # irrelevant records around every relevant one: they must not change a thing
     return out
-
-
-def _truth(path: Path, site: str) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r["site_id"] == site]
 
 
 def _parse(text: str, kind: str) -> object:
@@ -85,8 +80,8 @@ def test_views_match_truth(db: Database, synth_dir: Path, site: str, folder: str
     report = load_omop_csv(db, synth_dir / folder)
     assert report.rejected == [] and report.balanced()
     course, patient = build(db, study, ov, site_id=site)
-    truth_c = _truth(synth_dir / "truth" / "course.csv", site)
-    truth_p = _truth(synth_dir / "truth" / "patient.csv", site)
+    truth_c = truth_rows(synth_dir / "truth" / "course.csv", site)
+    truth_p = truth_rows(synth_dir / "truth" / "patient.csv", site)
     assert len(truth_p) > 15 and len(patient) == len(truth_p) and len(course) == len(truth_c)
     problems = _compare(course, truth_c, COURSE_COLUMNS, ["person_source_value", "course_number"])
     problems += _compare(patient, truth_p, PATIENT_COLUMNS, ["person_source_value"])

@@ -1,0 +1,35 @@
+"""Helpers shared by several test modules (pytest puts tests/ on the path: pyproject ``pythonpath``)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from adapter.db import Database
+
+
+def truth_rows(path: Path, site: str) -> list[dict[str, str]]:
+    """The generator's truth CSV rows of one site."""
+    with open(path, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["site_id"] == site]
+
+
+def same_text(a: str, b: str) -> bool:
+    """Equal as text, or as numbers up to float rounding."""
+    if a == b:
+        return True
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-15)
+    except ValueError:
+        return False
+
+
+def concept_id(db: Database, vocab: str, code: str) -> int:
+    return int(db.query(f"select concept_id from {db.qualified('vocab', 'concept')} "
+                        "where vocabulary_id = :v and concept_code = :c", {"v": vocab, "c": code})[0][0])
+
+
+def insert_row(db: Database, table: str, row: dict) -> None:
+    db.execute(f"insert into {db.qualified('cdm', table)} ({', '.join(row)}) "
+               f"values ({', '.join(':' + k for k in row)})", row)
