@@ -649,7 +649,7 @@ class _Run:
                 skipped_counts: dict[str, int] = {}
                 lines = [(first + n, offset, raw) for n, offset, raw in scan.kept]
                 self.checked = {first + n: problem for n, problem in scan.checked.items()}
-                self._read_items(iter_line_items(str(path), lines, self.mapper.wanted, skipped_counts, self.sink),
+                self._read_items(iter_line_items(str(path), lines, self.mapper.wanted, skipped_counts),
                                  file_idx, skipped_counts)
                 self.checked = {}
             ok = True
@@ -673,7 +673,9 @@ class _Run:
             if not isinstance(rtype, str):
                 self.reject(item.file, item.line, item.entry, None, "not a FHIR resource: no resourceType", res)
                 continue
-            if sink(res, rtype):  # Bundle entries only: the reader hands NDJSON noise to the sink itself
+            # an NDJSON line was classified already (by the reader's sink, or by a worker): only Bundle
+            # entries and resources of JSON files are tested here
+            if (item.line is None or item.entry is not None) and sink(res, rtype):
                 n_items -= 1  # counted by the sink
                 continue
             rid = res.get("id") or item.fallback_id

@@ -315,10 +315,9 @@ def read_chunk(path: Path, start: int, end: int | None) -> Iterator[bytes]:
 
 
 def iter_line_items(file: str, lines: Iterable[tuple[int, int, bytes]], relevant: frozenset[str] | None = None,
-                    skipped: dict[str, int] | None = None,
-                    consume: Callable[[dict[str, Any], str], bool] | None = None) -> Iterator[Item]:
+                    skipped: dict[str, int] | None = None) -> Iterator[Item]:
     """:func:`iter_items` for NDJSON lines already read, as (line number, byte offset, raw line)."""
-    yield from _line_items(file, lines, _Keep(relevant, skipped), relevant, consume)
+    yield from _line_items(file, lines, _Keep(relevant, skipped), relevant, None)
 
 
 def read_raw(path: str, line: int | None, entry: str | None) -> Any:
