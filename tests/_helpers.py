@@ -15,12 +15,12 @@ def truth_rows(path: Path, site: str) -> list[dict[str, str]]:
         return [r for r in csv.DictReader(fh) if r["site_id"] == site]
 
 
-def same_text(a: str, b: str) -> bool:
+def same_text(a: str, b: str, rel_tol: float = 1e-12, abs_tol: float = 1e-15) -> bool:
     """Equal as text, or as numbers up to float rounding."""
     if a == b:
         return True
     try:
-        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-15)
+        return math.isclose(float(a), float(b), rel_tol=rel_tol, abs_tol=abs_tol)
     except ValueError:
         return False
 

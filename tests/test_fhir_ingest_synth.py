@@ -5,13 +5,12 @@ OMOP re-reader + oracle, and through the project's SQL views. Both engines."""
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from _helpers import truth_rows
+from _helpers import same_text, truth_rows
 
 from adapter import views
 from adapter.db import Database
@@ -33,15 +32,6 @@ def _text(v: Any) -> str:
     return _cell(v)
 
 
-def _same(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    except ValueError:
-        return False
-
-
 def _compare(rows: list[dict[str, Any]], truth: list[dict[str, str]], key: tuple[str, ...],
              columns: tuple[str, ...]) -> list[tuple]:
     # person_id is assigned by the adapter on the FHIR route: the truth leaves it empty
@@ -51,7 +41,7 @@ def _compare(rows: list[dict[str, Any]], truth: list[dict[str, str]], key: tuple
     for row in rows:
         k = tuple(_text(row[c]) for c in key)
         for col in columns:
-            if col != "person_id" and not _same(_text(row[col]), want[k][col]):
+            if col != "person_id" and not same_text(_text(row[col]), want[k][col], 1e-9, 1e-12):
                 diffs.append((k, col, _text(row[col]), want[k][col]))
     return diffs
 
