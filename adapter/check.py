@@ -1,10 +1,13 @@
 """``blina check``: a fast pre-flight of an OMOP CDM database before building the study views.
 
-Counts only (no patient-level output): the CDM version (CDM_SOURCE), required tables, the study's codes
+Counts only (no patient-level output): the CDM version (CDM_SOURCE, else the columns present: v5.3 and
+v5.4 are read), the vocabulary version, an empty CONCEPT_ANCESTOR, required tables, the study's codes
 found in the vocabulary, rows per study variable per year, unmapped (concept 0) source codes by
 frequency, persons with blinatumomab, measurement values that cannot be used (no number, no unit, a
 unit outside the variable's family), and one clear message per missing variable. A missing required
-variable (or table) makes the check fail.
+variable (or table) makes the check fail. Every finding carries its fix. A query the database
+refuses becomes a finding naming the step and the database's one-line reason (never the SQL; the
+CLI's ``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.db import Database
+from adapter.errors import BlinaError
+from adapter.omop.version import V54_ONLY_COLUMNS, detect_cdm_version, missing_v54_columns
 from adapter.study import SiteOverlay, StudyDefinition
 from adapter.views import render_query
 
@@ -49,7 +54,10 @@ _FIX = {
 class CheckReport:
     """What ``blina check`` found. ``ok`` is False when a required table or variable is missing."""
 
-    cdm_version: str | None = None
+    cdm_version: str | None = None  # "5.3", "5.4" or None
+    cdm_version_text: str = ""
+    vocabulary_version: str | None = None
+    concept_ancestor_rows: int | None = None
     missing_tables: list[str] = field(default_factory=list)
     codes_found: dict[str, tuple[int, int]] = field(default_factory=dict)  # variable -> (found, listed)
     rows_per_year: dict[str, dict[int, int]] = field(default_factory=dict)
@@ -65,7 +73,8 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "cdm_version": self.cdm_version, "missing_tables": self.missing_tables,
+            "ok": self.ok, "cdm_version": self.cdm_version, "vocabulary_version": self.vocabulary_version,
+            "concept_ancestor_rows": self.concept_ancestor_rows, "missing_tables": self.missing_tables,
             "codes_found": {k: list(v) for k, v in self.codes_found.items()},
             "rows_per_year": {k: {str(y): n for y, n in v.items()} for k, v in self.rows_per_year.items()},
             "unmapped": {k: [list(x) for x in v] for k, v in self.unmapped.items()},
@@ -75,7 +84,10 @@ class CheckReport:
         }
 
     def text(self) -> str:
-        lines = [f"CDM version: {self.cdm_version or 'unknown (CDM_SOURCE empty or missing)'}"]
+        lines = [f"CDM version: {self.cdm_version_text or self.cdm_version or 'unknown'}"]
+        lines.append(f"vocabulary version: {self.vocabulary_version or 'unknown (no VOCABULARY row None)'}")
+        if self.concept_ancestor_rows is not None:
+            lines.append(f"CONCEPT_ANCESTOR rows: {self.concept_ancestor_rows}")
         lines.append("required tables: " + ("all present" if not self.missing_tables
                                            else "MISSING " + ", ".join(self.missing_tables)))
         lines.append(f"persons with blinatumomab: {self.persons_with_blinatumomab}")
@@ -110,24 +122,66 @@ def _tables_present(db: Database) -> list[str]:
     return missing
 
 
-def _cdm_version(db: Database) -> str | None:
-    if not db.table_exists(db.schemas.cdm, "cdm_source"):
+def _vocabulary_version(db: Database) -> str | None:
+    """VOCABULARY's own row (vocabulary_id 'None') carries the release of the whole vocabulary."""
+    if not db.table_exists(db.schemas.vocab, "vocabulary"):
         return None
-    rows = db.query(f"select max(cdm_version) from {db.qualified('cdm', 'cdm_source')}")
-    return rows[0][0] if rows and rows[0][0] else None
+    rows = db.query(f"select max(vocabulary_version) from {db.qualified('vocab', 'vocabulary')} "
+                    "where vocabulary_id = 'None'")
+    return str(rows[0][0]) if rows and rows[0][0] else None
+
+
+class _StepFailed(BlinaError):
+    pass
+
+
+def _guarded(db: Database, step: str, sql: str, params: dict | None = None) -> list[tuple]:
+    """Run one check query; a database error becomes a one-line finding (never the SQL)."""
+    try:
+        return db.query(sql, params)
+    except Exception as exc:  # the database's own reason, first line only
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise _StepFailed(f"{step}: the database refused the query: {reason}",
+                          hint="check that the role may SELECT from the CDM and vocabulary schemas; "
+                               "rerun with --debug for the details") from exc
 
 
 def run_check(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
               top: int = 10) -> CheckReport:
     """Run the pre-flight counts. Never raises for data problems: they are in the report."""
-    rep = CheckReport(cdm_version=_cdm_version(db), missing_tables=_tables_present(db))
+    version = detect_cdm_version(db)
+    rep = CheckReport(cdm_version=version.version, cdm_version_text=version.text(),
+                      missing_tables=_tables_present(db))
     if rep.missing_tables:
         rep.messages.append("required CDM / vocabulary tables are missing: check --cdm-schema and "
                             "--vocab-schema (the views read " + ", ".join(rep.missing_tables) + ")")
         rep.missing_required = [v for v in REQUIRED_VARIABLES]
         return rep
-    if rep.cdm_version and not str(rep.cdm_version).lstrip("v").startswith("5.4"):
-        rep.messages.append(f"CDM version {rep.cdm_version}: the views are written for OMOP CDM v5.4")
+    try:
+        _run_steps(db, study, overlay, top, rep)
+    except _StepFailed as exc:
+        rep.messages.append(f"{exc} (fix: {exc.hint})")
+        rep.missing_required = rep.missing_required or ["(check incomplete)"]
+    return rep
+
+
+def _run_steps(db: Database, study: StudyDefinition, overlay: SiteOverlay | None, top: int,
+               rep: CheckReport) -> None:
+    if rep.cdm_version is None:
+        rep.messages.append("CDM version unknown: fill CDM_SOURCE.cdm_version (5.3 or 5.4)")
+    for table, column in sorted(missing_v54_columns(db)):
+        rep.messages.append(f"CDM v5.3: {table}.{column} is absent (v5.4 only), read as NULL: "
+                            f"{V54_ONLY_COLUMNS[(table, column)]} (fix: none needed; see docs/omop-conventions.md)")
+    rep.vocabulary_version = _vocabulary_version(db)
+    rep.concept_ancestor_rows = int(_guarded(
+        db, "counting CONCEPT_ANCESTOR",
+        f"select count(*) from (select 1 from {db.qualified('vocab', 'concept_ancestor')} limit 1) as x")[0][0])
+    if rep.concept_ancestor_rows == 0:
+        rep.messages.append(
+            "CONCEPT_ANCESTOR is empty: codes matched with their descendants (blinatumomab clinical drugs "
+            "under the RxNorm ingredient, and every other 'descendants: true' code) cannot be found, only "
+            "the listed concepts themselves (fix: load the full vocabulary, e.g. blina load-vocab "
+            "ATHENA_FOLDER, or the export's concept_ancestor.csv with blina load-omop)")
 
     # Study codes present in this database's vocabulary.
     sql, params = render_query(study, overlay, db, """
@@ -137,7 +191,7 @@ left join stg_concept as c
     on c.vocabulary_id = k.vocabulary_id and c.concept_code = k.code
 where k.code_kind = 'concept'
 group by k.variable""", ("stg_concept",), site_id="check")
-    for var, listed, found in db.query(sql, params):
+    for var, listed, found in _guarded(db, "resolving the study codes in CONCEPT", sql, params):
         rep.codes_found[var] = (int(found), int(listed))
 
     # Rows per variable per year, persons with blinatumomab, unusable values: one query each over the
@@ -153,13 +207,13 @@ from (
 group by variable, cast(extract(year from d) as integer)""",
         ("int_study_measurements", "int_drug_exposures", "int_study_conditions", "int_study_procedures"),
         site_id="check")
-    for var, year, n in db.query(sql, params):
+    for var, year, n in _guarded(db, "counting rows per study variable", sql, params):
         rep.rows_per_year.setdefault(var, {})[int(year) if year is not None else 0] = int(n)
 
     sql, params = render_query(study, overlay, db, """
 select count(distinct person_id) from int_drug_exposures where variable = 'blinatumomab'""",
         ("int_drug_exposures",), site_id="check")
-    rep.persons_with_blinatumomab = int(db.query(sql, params)[0][0])
+    rep.persons_with_blinatumomab = int(_guarded(db, "counting persons with blinatumomab", sql, params)[0][0])
 
     sql, params = render_query(study, overlay, db, """
 select variable, value_status, unit_code, count(*) as n
@@ -167,15 +221,22 @@ from int_measurement_values
 where value_status <> 'ok'
 group by variable, value_status, unit_code
 order by count(*) desc""", ("int_measurement_values",), site_id="check")
-    for var, status, unit, n in db.query(sql, params):
+    for var, status, unit, n in _guarded(db, "checking measurement units", sql, params):
         reason = {"no_value": "no number and no usable answer", "no_unit": "no unit",
                   "unit_not_convertible": "unit not convertible to the canonical unit"}.get(status, status)
         rep.unusable_values.append({"variable": var, "reason": reason, "unit": unit, "rows": int(n)})
+        if status == "unit_not_convertible":
+            rep.messages.append(f"{int(n)} {var} rows have unit {unit!r}, which cannot be converted to the "
+                                f"canonical unit (fix: state the unit in the site overlay, or correct the "
+                                f"rows' unit_concept_id)")
+
+    # (Site-identity findings such as one MRN under two site ids belong here, before the unmapped codes.)
 
     # Unmapped source codes (concept 0) by frequency, excluding the overlay's own codes.
     local = {c.source_value for codes in (overlay.variables.values() if overlay else []) for c in codes}
     for table, (concept_col, sv_col, _) in _FACT_TABLES.items():
-        rows = db.query(
+        rows = _guarded(
+            db, f"counting unmapped source codes in {table}",
             f"select {sv_col}, count(*) from {db.qualified('cdm', table)} "
             f"where {concept_col} = 0 group by {sv_col} order by count(*) desc, {sv_col} limit {int(top) + len(local)}")
         rep.unmapped[table] = [(sv, int(n)) for sv, n in rows if sv not in local][:top]

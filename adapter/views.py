@@ -117,6 +117,9 @@ _LOCAL_CTE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s+as\s+(?:not\s+)?(?:materi
 _COMMENT = re.compile(r"--[^\n]*")
 _IN_COHORT = re.compile(r"\{in_cohort\(([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)\)\}")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# ``{v54(alias.column, type)}``: a column that exists only in CDM v5.4 (adapter.omop.version); read as
+# ``cast(null as type)`` on a v5.3 database.
+_V54 = re.compile(r"\{v54\(([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*),\s*([a-z ]+)\)\}")
 
 
 class ViewsError(BlinaError):
@@ -355,10 +358,17 @@ def _input_sql(study: StudyDefinition, overlay: SiteOverlay | None, site_id: str
 
 # --------------------------------------------------------------------------- render
 def _substitute(body: str, db: Database) -> str:
-    """Schema names (``{cdm}``, ``{vocab}``: validated and quoted) and the ``{in_cohort(t.col)}`` macro."""
+    """Schema names (``{cdm}``, ``{vocab}``: validated and quoted), the ``{in_cohort(t.col)}`` macro and
+    ``{v54(alias.column, type)}`` (the column, or NULL of that type on a CDM v5.3 database)."""
     def repl(m: re.Match[str]) -> str:
         return quote_ident(getattr(db.schemas, m.group(1)), f"{m.group(1)} schema name")
     body = _IN_COHORT.sub(lambda m: _DIALECT[db.dialect]["in_cohort"].format(col=m.group(1)), body)
+    if _V54.search(body):
+        from adapter.omop.version import missing_v54_columns
+
+        absent = {col for _, col in missing_v54_columns(db)}
+        body = _V54.sub(lambda m: f"cast(null as {m.group(3)})" if m.group(2).lower() in absent
+                        else f"{m.group(1)}.{m.group(2)}", body)
     return re.sub(r"\{(cdm|vocab)\}", repl, body)
 
 

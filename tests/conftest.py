@@ -22,7 +22,7 @@ from adapter.omop import create_cdm, load_study_vocabulary
 PG_HOST = os.environ.get("BLINA_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BLINA_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("BLINA_TEST_PG_USER", "postgres")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("BLINA_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 
 
 def _server_answers(host: str, port: int) -> bool:

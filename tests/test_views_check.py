@@ -44,7 +44,7 @@ def test_check_counts_and_passes(db: Database) -> None:
                "cdm_holder, source_release_date, cdm_release_date, cdm_version, cdm_version_concept_id, "
                "vocabulary_version) values ('t', 't', 't', :d, :d, 'v5.4', 0, 'subset')", {"d": D0})
     rep = run_check(db, load_study())
-    assert rep.ok and rep.cdm_version == "v5.4" and not rep.missing_tables
+    assert rep.ok and rep.cdm_version == "5.4" and not rep.missing_tables
     assert rep.persons_with_blinatumomab == 1
     assert rep.rows_per_year["marrow_blasts"] == {2020: 1} and rep.rows_per_year["mrd"] == {2020: 1}
     assert rep.unmapped["measurement"][:2] == [("LOCAL-XYZ", 2), ("OTHER", 1)]

@@ -9,7 +9,7 @@ select
     p.procedure_concept_id,
     p.procedure_source_concept_id,
     p.procedure_source_value,
-    ---------- dates
+    ---------- dates (procedure_end_date is v5.4 only: NULL on a v5.3 CDM)
     p.procedure_date,
-    p.procedure_end_date
+    {v54(p.procedure_end_date, date)} as procedure_end_date
 from {cdm}.procedure_occurrence as p
