@@ -40,6 +40,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -53,6 +54,7 @@ from scipy.optimize import linprog
 from adapter.errors import BlinaError
 
 from .pooling import pool_site_statistics
+from .schema import statistics_problems
 from .sufficient import (
     COORDINATOR_ONLY,
     PUBLISHABLE,
@@ -488,8 +490,12 @@ def _read_members(path: Path) -> dict[str, bytes]:
             return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
     except FileNotFoundError:
         raise PackageError(f"{path}: package not found", hint="check the path") from None
-    except zipfile.BadZipFile:
-        raise PackageError(f"{path}: not a zip file", hint="ask the site to resend it") from None
+    except IsADirectoryError:
+        raise PackageError(f"{path}: is a folder, not a package file", hint="give the .zip file") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, ValueError, OSError) as exc:
+        # Empty, truncated, encrypted or otherwise unreadable archives.
+        raise PackageError(f"{path}: not a readable zip file ({type(exc).__name__}: {exc})",
+                           hint="ask the site to resend it") from None
 
 
 def scan_package(path: str | Path, *, source_ids: Iterable[str] = ()) -> list[ScanFinding]:
@@ -523,6 +529,19 @@ def fingerprint_inputs(course: pd.DataFrame, patient: pd.DataFrame) -> str:
         h.update(name.encode())
         h.update(canon.to_csv(index=False, lineterminator="\n").encode())
     return h.hexdigest()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _strict_json(path: Path, member: str, data: bytes) -> Any:
+    """JSON of a package member; NaN/Infinity, bad UTF-8 or bad syntax are a PackageError."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise PackageError(f"{path}: {member} is not valid JSON ({exc})",
+                           hint="the package was altered or corrupted; ask the site to resend it") from None
 
 
 def _sha256(data: bytes) -> str:
@@ -637,6 +656,45 @@ def build_site_package(
     return out
 
 
+_COUNT_STATISTICS = frozenset({"n", "n_events", "n_at_risk", "n_zero"})
+_COUNT_HEADER = ["table", "dims", "cell", "n", "suppressed"]
+_ESTIMATE_HEADER = ["analysis", "term", "statistic", "value", "suppressed"]
+
+
+def _published_csv_problem(text: str, header: list[str], min_cell: int) -> str | None:
+    """The first way a published CSV breaks its schema: exact header; a suppressed row is empty; a
+    count is a non-negative integer and never 0 < n < min_cell unsuppressed; a value is empty,
+    true/false or a finite number."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or rows[0] != header:
+        return f"header {rows[0] if rows else None} is not {header}"
+    value_col = 3
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            return f"line {i} has {len(row)} fields, expected {len(header)}"
+        value, suppressed = row[value_col], row[4]
+        if suppressed not in ("", "yes"):
+            return f"line {i}: suppressed is {suppressed!r}, expected '' or 'yes'"
+        if suppressed == "yes":
+            if value != "":
+                return f"line {i}: a suppressed cell carries a value"
+            continue
+        is_count = header is _COUNT_HEADER or row[2] in _COUNT_STATISTICS
+        if is_count and value != "":
+            if not value.isdigit():
+                return f"line {i}: count {value!r} is not a non-negative integer"
+            if 0 < int(value) < min_cell:
+                return f"line {i}: count {value} is below min_cell {min_cell} and not suppressed"
+        elif value not in ("", "true", "false"):
+            try:
+                number = float(value)
+            except ValueError:
+                return f"line {i}: value {value!r} is not a number"
+            if not np.isfinite(number):
+                return f"line {i}: value {value!r} is not finite"
+    return None
+
+
 @dataclass(frozen=True)
 class SitePackage:
     """A package read and verified: its manifest, statistics and published tables."""
@@ -658,16 +716,22 @@ def read_package(path: str | Path) -> SitePackage:
     members = _read_members(p)
     if MANIFEST not in members:
         raise PackageError(f"{p}: no {MANIFEST}", hint="not a blina-study site package")
-    try:
-        manifest = json.loads(members[MANIFEST])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PackageError(f"{p}: {MANIFEST} is not valid JSON ({exc})") from None
+    manifest = _strict_json(p, MANIFEST, members[MANIFEST])
+    if not isinstance(manifest, dict):
+        raise PackageError(f"{p}: {MANIFEST} is not a JSON object", hint="not a blina-study site package")
     if manifest.get("package_format") != PACKAGE_FORMAT:
         raise PackageError(
             f"{p}: package format {manifest.get('package_format')!r}, expected {PACKAGE_FORMAT!r}",
             hint="build the package and pool it with the same blina-study release",
         )
     listed = manifest.get("files") or {}
+    if not isinstance(listed, dict) or not all(isinstance(m, dict) for m in listed.values()):
+        raise PackageError(f"{p}: the manifest's 'files' is not an object of file entries",
+                           hint="the package was altered; ask the site to resend it")  # fmt: skip
+    missing_required = [m for m in (STATISTICS, COUNT_TABLES, ESTIMATES, DISCLOSURE_LOG) if m not in listed]
+    if missing_required:
+        raise PackageError(f"{p}: the manifest does not list {missing_required}",
+                           hint="not a complete blina-study site package; ask the site to rebuild it")
     extra = sorted(set(members) - set(listed) - {MANIFEST})
     if extra:
         raise PackageError(f"{p}: files not listed in the manifest: {extra}",
@@ -688,17 +752,37 @@ def read_package(path: str | Path) -> SitePackage:
             + "; ".join(str(f) for f in findings[:5]),
             hint="do not pool this package; ask the site to rebuild it",
         )
-    stats = json.loads(members[STATISTICS])
+    stats = _strict_json(p, STATISTICS, members[STATISTICS])
+    problem = statistics_problems(stats)
+    if problem is not None:
+        raise PackageError(f"{p}: {STATISTICS} breaks the package schema: {problem}",
+                           hint="do not pool this package; ask the site to rebuild it with blina site-run")
     if stats.get("site_id") != manifest.get("site_id"):
         raise PackageError(f"{p}: statistics belong to site {stats.get('site_id')!r}, manifest "
                            f"says {manifest.get('site_id')!r}")  # fmt: skip
+    min_cell = manifest.get("min_cell")
+    if not isinstance(min_cell, int) or isinstance(min_cell, bool) or min_cell < 1:
+        raise PackageError(f"{p}: the manifest's min_cell {min_cell!r} is not a positive integer",
+                           hint="the package was altered; ask the site to resend it")
+    for member, header in ((COUNT_TABLES, _COUNT_HEADER), (ESTIMATES, _ESTIMATE_HEADER)):
+        problem = _published_csv_problem(members[member].decode("utf-8"), header, min_cell)
+        if problem is not None:
+            raise PackageError(f"{p}: {member} breaks the package schema: {problem}",
+                               hint="do not pool this package; ask the site to rebuild it with blina site-run")
+    try:
+        # Pooled alone first, so that statistics the schema admits but the analyses cannot use
+        # are blamed on this package rather than on the pool of all of them.
+        pool_site_statistics([stats])
+    except Exception as exc:  # noqa: BLE001 - any failure here is this package's content
+        raise PackageError(f"{p}: its statistics cannot be analysed ({type(exc).__name__}: {exc})",
+                           hint="do not pool this package; ask the site to rebuild it with blina site-run") from None
     return SitePackage(
         path=p,
         manifest=manifest,
         statistics=stats,
         count_tables=members[COUNT_TABLES].decode("utf-8"),
         estimates=members[ESTIMATES].decode("utf-8"),
-        disclosure_log=json.loads(members[DISCLOSURE_LOG]),
+        disclosure_log=_strict_json(p, DISCLOSURE_LOG, members[DISCLOSURE_LOG]),
     )
 
 
@@ -782,9 +866,17 @@ def pool_packages(
     ids = [pkg.manifest["site_id"] for pkg in pkgs]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
-        raise PackageError(f"site(s) {dup} appear in more than one package",
+        paths = [str(pkg.path) for pkg in pkgs if pkg.manifest["site_id"] in dup]
+        raise PackageError(f"site(s) {dup} appear in more than one package ({', '.join(paths)})",
                            hint="pool one package per site")  # fmt: skip
-    results = pool_site_statistics([pkg.statistics for pkg in pkgs])
+    try:
+        results = pool_site_statistics([pkg.statistics for pkg in pkgs])
+    except PackageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each package pooled alone, so it is their combination
+        raise PackageError(f"packages {', '.join(str(pkg.path) for pkg in pkgs)} cannot be pooled together "
+                           f"({type(exc).__name__}: {exc})",
+                           hint="check that every site ran the same blina-study release") from None
     return PooledResults(
         sites=ids,
         study_definition_hash=ref.manifest["study_definition_hash"],
