@@ -639,16 +639,21 @@ def input_fingerprint(db: Database, study: StudyDefinition | None = None, overla
 def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
             site_id: str | None = None, out_dir: str | Path) -> dict[str, Path]:
     """Build and write ``course`` / ``patient`` (CSV + Parquet, contract columns), ``lineage.csv``
-    and ``extract.json`` (parameters, study and input fingerprints, package version)."""
+    and ``extract.json`` (parameters, study and input fingerprints, package version).
+
+    Raises ``DataFindings`` (and writes nothing) when no person is a study patient."""
     from adapter import __version__
+    from adapter.cohort import require_study_patients
 
     sid = _site_id(site_id, overlay)
     out = Path(out_dir)
+    frames = _run(db, render(study, overlay, db, site_id=sid))
+    # No study patient is a finding (exit 1), never an empty "successful" extract: nothing is written.
+    require_study_patients(db, study, overlay, frames["patient"], site_id=sid)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BlinaError(f"cannot create output folder {out}: {exc.strerror}", hint="check the path") from None
-    frames = _run(db, render(study, overlay, db, site_id=sid))
     paths: dict[str, Path] = {}
     for name in ("course", "patient"):
         df = frames[name]

@@ -48,6 +48,7 @@ def offline_db(args: argparse.Namespace) -> Database:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adapter.cohort import require_study_patients
     from adapter.views import build, persist, render
 
     study, overlay = study_from_args(args)
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with open_db(args, read_only=not args.results_schema) as db:
         course, patient = build(db, study, overlay, site_id=args.site_id)
+        require_study_patients(db, study, overlay, patient, site_id=args.site_id)  # exit 1, nothing persisted
         created = persist(db, study, overlay, site_id=args.site_id) if args.results_schema else []
     pre = course.pre_status.value_counts().to_dict() if len(course) else {}
     print(f"built {len(course)} courses of {len(patient)} patients "

@@ -8,7 +8,11 @@ from pathlib import Path
 from adapter import __version__
 from adapter.commands.common import add_db_arguments, add_study_arguments, open_db, study_from_args
 from adapter.db import Database
-from adapter.errors import BlinaError
+from adapter.errors import BlinaError, DataFindings
+
+# The smallest site a package is written for: the vantage6 node's default (vantage6/v6_blina
+# DEFAULT_MIN_PATIENTS, BLINA_MIN_PATIENTS), so both federated routes refuse the same small sites.
+MIN_SITE_PATIENTS = 5
 
 HELP = "run the study at a center and write its results package (aggregates only; nothing person-level)"
 EXAMPLES = [
@@ -25,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--site-id", required=True, help="this center's identifier (letters, digits, - and _)")
     p.add_argument("--out", type=Path, required=True, help="package file to write (.zip)")
     p.add_argument("--min-cell", type=int, default=5, help="smallest count published in site tables (default 5)")
+    p.add_argument("--min-patients", type=int, default=MIN_SITE_PATIENTS, metavar="N",
+                   help=f"refuse to write a package for fewer patients (default {MIN_SITE_PATIENTS}, "
+                   "the vantage6 node's BLINA_MIN_PATIENTS default; at least 1)")
     p.add_argument("--course", type=Path, default=None, help="use an extracted course table instead of the database")
     p.add_argument("--patient", type=Path, default=None, help="use an extracted patient table (with --course)")
 
@@ -52,16 +59,27 @@ def run(args: argparse.Namespace) -> int:
     study, overlay = study_from_args(args)
     if (args.course is None) != (args.patient is None):
         raise BlinaError("--course and --patient go together", hint="give both extracted tables, or neither")
+    if args.min_patients < 1:
+        raise BlinaError(f"--min-patients {args.min_patients}: must be at least 1",
+                         hint=f"the default is {MIN_SITE_PATIENTS}")
     if args.course is not None:
         course, patient = read_course(args.course), read_patient(args.patient)
         vocab, fingerprint = "from extracted tables", None
     else:
+        from adapter.cohort import require_study_patients
         from adapter.views import build, input_fingerprint
 
         with open_db(args, read_only=args.db.endswith(".duckdb")) as db:
             course, patient = build(db, study, overlay, site_id=args.site_id)
+            require_study_patients(db, study, overlay, patient, site_id=args.site_id)
             vocab = vocabulary_version(db)
             fingerprint = input_fingerprint(db, study, overlay, site_id=args.site_id)["sha256"]
+    if len(patient) < args.min_patients:
+        # Aggregates of a handful of patients are (nearly) person-level: no package is written.
+        raise DataFindings(
+            f"site {args.site_id} has {len(patient)} study patients, fewer than the minimum site size "
+            f"{args.min_patients}: no package written (pool this site's patients with a larger center's, "
+            "or lower --min-patients only if your governance allows it)")
     for frame in (course, patient):
         frame["site_id"] = args.site_id
     info = {

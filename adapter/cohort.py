@@ -1,0 +1,74 @@
+"""Degenerate cohorts are findings: why a database yields no study patient, in one sentence.
+
+``build``, ``extract`` and ``site-run`` call :func:`require_study_patients` after building; with no
+patient they raise :class:`DataFindings` (exit 1) naming the likely cause, and write nothing. The
+cause is found with the same relations the build reads (``int_concept_sets``, ``study_codes``,
+``int_cohort_persons``), so it names exactly what the build did not find:
+
+1. no blinatumomab concept resolved (the study codes are not in CONCEPT and the overlay maps no
+   local drug code): load the vocabulary or map the local code;
+2. CONCEPT_ANCESTOR is empty: clinical-drug products of the ingredient are not found;
+3. none of the resolved concepts is used in DRUG_EXPOSURE.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from adapter.db import Database
+from adapter.errors import DataFindings
+from adapter.study import SiteOverlay, StudyDefinition
+
+__all__ = ["empty_cohort_reason", "require_study_patients"]
+
+_VOCAB_FIX = ("load the vocabulary (blina load-omop loads an export's own CONCEPT files; see the README) "
+              "or map the local drug code in the site overlay")
+
+
+def _ancestor_empty(db: Database) -> bool | None:
+    """True when CONCEPT_ANCESTOR has no row, None when it cannot be read."""
+    try:
+        rows = db.query(f"select 1 from {db.qualified('vocab', 'concept_ancestor')} limit 1")
+    except Exception:  # noqa: BLE001 - a missing table is reported by blina check, not here
+        return None
+    return not rows
+
+
+def empty_cohort_reason(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
+                        site_id: str | None = None) -> str:
+    """One sentence (with the fix) saying why no person has a blinatumomab exposure."""
+    from adapter.views import render_query
+
+    sql, params = render_query(study, overlay, db, """
+select
+    (select count(*) from int_concept_sets where variable = 'blinatumomab' and match_on = 'standard') as n_std,
+    (select count(*) from int_concept_sets where variable = 'blinatumomab' and match_on = 'source') as n_src,
+    (select count(*) from study_codes where variable = 'blinatumomab' and code_kind = 'source_value') as n_sv,
+    (select count(*) from int_cohort_persons) as n_persons""",
+        ("int_concept_sets", "study_codes", "int_cohort_persons"), site_id=site_id or "check")
+    n_std, n_src, n_sv, n_persons = (int(v) for v in db.query(sql, params)[0])
+    codes = ", ".join(f"{c.vocabulary_id} {c.code}" for c in study.variables["blinatumomab"].codes
+                      if c.vocabulary_id)
+    ancestor_empty = _ancestor_empty(db)
+    if n_std + n_src + n_sv == 0:
+        return (f"no study patient: no blinatumomab concept resolved ({codes or 'the study codes'} not in "
+                f"CONCEPT of schema {db.schemas.vocab!r}); {_VOCAB_FIX}")
+    if ancestor_empty:
+        return ("no study patient: CONCEPT_ANCESTOR is empty, so blinatumomab products (clinical drugs) "
+                "are not found from the ingredient; load the vocabulary's CONCEPT_ANCESTOR "
+                "(Athena download or the export's concept_ancestor.csv)")
+    if n_persons == 0:
+        return (f"no study patient: none of the {n_std + n_src} resolved blinatumomab concepts"
+                + (f" or {n_sv} overlay source values" if n_sv else "")
+                + f" is used in DRUG_EXPOSURE of schema {db.schemas.cdm!r}; check --cdm-schema, or map "
+                "the local drug code in the site overlay")
+    return (f"no study patient: {n_persons} persons have blinatumomab but no course was derived; "
+            "run blina check for the study variables with 0 rows")
+
+
+def require_study_patients(db: Database, study: StudyDefinition, overlay: SiteOverlay | None,
+                           patient: pd.DataFrame, *, site_id: str | None = None) -> None:
+    """Raise :class:`DataFindings` (exit 1) with the likely cause when ``patient`` is empty."""
+    if len(patient):
+        return
+    raise DataFindings(empty_cohort_reason(db, study, overlay, site_id=site_id))
