@@ -249,6 +249,10 @@ order by count(*) desc""", ("int_measurement_values",), site_id="check")
         msg = _FIX[var].format(codes=codes) if var in _FIX else (
             f"no {var} rows: " + ("none of its study codes is in CONCEPT; " if listed and not found else "")
             + f"map the local code in the site overlay (variables: {var}: [{{source_value: <local code>}}])")
+        if var in _FIX and listed and not found:  # the concept set resolves to nothing
+            msg = (f"{var}: none of its study codes ({codes}) is in CONCEPT, so its concept set is empty "
+                   "(fix: load the full OHDSI vocabulary with blina load-vocab, or map the local code in the "
+                   "site overlay); " + msg)
         if var in REQUIRED_VARIABLES:
             rep.missing_required.append(var)
             rep.messages.append(msg)

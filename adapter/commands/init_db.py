@@ -6,6 +6,7 @@ import argparse
 
 from adapter.commands.common import add_db_arguments, open_db
 from adapter.omop import create_cdm, load_study_vocabulary
+from adapter.omop.vocabulary import foreign_concept_count
 
 HELP = "create OMOP CDM v5.4 tables (and load the study vocabulary subset) in a new database"
 EXAMPLES = [
@@ -24,7 +25,11 @@ def run(args: argparse.Namespace) -> int:
     with open_db(args) as db:
         create_cdm(db)
         msg = f"created OMOP CDM v5.4 tables in {db.safe_url} (schemas {db.schemas.cdm}, {db.schemas.vocab})"
-        if not args.no_vocabulary:
+        own = foreign_concept_count(db)
+        if own:  # the study subset is only for a database without a vocabulary
+            msg += (f"; the database has its own vocabulary ({own} concepts): the study subset is not loaded "
+                    "(blina check reports study codes it lacks)")
+        elif not args.no_vocabulary:
             counts = load_study_vocabulary(db)
             msg += f"; loaded {counts['concept']} study concepts"
     print(msg)

@@ -9,7 +9,8 @@ from pathlib import Path
 from adapter.commands.common import add_db_arguments, open_db
 from adapter.omop import create_cdm, load_omop_csv
 
-HELP = "load a folder of OMOP CDM v5.4 CSV files into the database (rows that do not parse are rejected)"
+HELP = ("load a folder of OMOP CDM v5.4 CSV files, with the export's own vocabulary tables, into the database "
+        "(rows that do not parse are rejected)")
 EXAMPLES = [
     "blina load-omop synth/center3_omop_standard --db blina.duckdb --cdm-schema center3 --vocab-schema vocab",
     "blina load-omop export/ --db site.duckdb --report load-report.json",
@@ -36,5 +37,11 @@ def run(args: argparse.Namespace) -> int:
     if len(report.rejected) > 20:
         print(f"  ... {len(report.rejected) - 20} more (see --report)")
     if report.skipped_files:
-        print(f"skipped files that are not CDM tables: {', '.join(report.skipped_files)}")
+        print(f"skipped files that are not CDM tables the study reads: {', '.join(report.skipped_files)}")
+    from adapter.omop.ddl import field_spec
+
+    spec = field_spec()
+    if not any(spec[t][0].schema_role == "vocab" for t in report.loaded):
+        print("note: the folder has no vocabulary tables (concept.csv ...): the study reads the vocabulary "
+              "already in the database (blina init-db loads the study subset; blina load-vocab an Athena download)")
     return 1 if report.rejected else 0

@@ -1,7 +1,12 @@
-"""Load a folder of OMOP CDM CSV files (the format sites export) into the CDM schema.
+"""Load a folder of OMOP CDM CSV files (the format sites export) into the CDM and vocabulary schemas.
 
 Nothing is lost: every data row of every file is either loaded or rejected with its file, line and
-reason; files that are not CDM tables this study uses are skipped and listed. Values are parsed per
+reason; files that are not CDM tables this study uses are skipped and listed. The export's own
+vocabulary tables (CONCEPT, CONCEPT_ANCESTOR, CONCEPT_RELATIONSHIP, VOCABULARY, DOMAIN,
+CONCEPT_CLASS, RELATIONSHIP, CONCEPT_SYNONYM, DRUG_STRENGTH) are loaded into the vocabulary schema,
+replacing what was there (e.g. the study subset): a site's local concepts live there. File names are
+matched case-insensitively (``CONCEPT.csv``). An Athena download (tab-separated) is refused with the
+command that loads it (``blina load-vocab``). Values are parsed per
 the field-level spec (integers, numbers, ISO dates ``YYYY-MM-DD`` or ``YYYYMMDD``, timestamps); a
 value that does not parse, a missing required value, or text longer than the column allows rejects
 the row. It is never turned into NULL or 0.
@@ -110,7 +115,8 @@ def _reason(f: Field, value: str) -> str:
 
 
 def load_omop_csv(db: Database, folder: str | Path, *, mode: str = "replace") -> LoadReport:
-    """Load every ``<table>.csv`` / ``.csv.gz`` in ``folder`` into ``db``'s CDM schema.
+    """Load every ``<table>.csv`` / ``.csv.gz`` in ``folder`` into ``db``'s CDM schema (vocabulary
+    tables into its vocabulary schema).
 
     Raises :class:`BlinaError` for problems with a whole file (unknown column, missing required
     column); row problems become :class:`Rejection` entries in the report.
@@ -126,7 +132,12 @@ def load_omop_csv(db: Database, folder: str | Path, *, mode: str = "replace") ->
     plan: list[tuple[Path, str]] = []
     for path in files:
         table = _table_of(path)
-        if table in spec and spec[table][0].schema_role == "cdm":
+        if table in spec:
+            if spec[table][0].schema_role == "vocab" and _is_tab_separated(path):
+                raise BlinaError(
+                    f"{path}: a tab-separated vocabulary file (an Athena download), not an OMOP CSV export",
+                    hint=f"load the vocabulary with: blina load-vocab {folder} (same --db / --vocab-schema); "
+                         "then load-omop the folder of CDM tables without it")
             plan.append((path, table))
         else:
             report.skipped_files.append(path.name)
@@ -136,9 +147,18 @@ def load_omop_csv(db: Database, folder: str | Path, *, mode: str = "replace") ->
     return report
 
 
+def _is_tab_separated(path: Path) -> bool:
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        header = fh.readline()
+    return "\t" in header and "," not in header
+
+
 def _load_file(db: Database, path: Path, table: str, fields: list[Field], report: LoadReport, mode: str) -> None:
     by_name = {f.column: f for f in fields}
-    target = db.qualified("cdm", table)
+    target = db.qualified(fields[0].schema_role, table)
     if mode == "replace":
         db.execute(f"DELETE FROM {target}")
     report.loaded.setdefault(table, 0)

@@ -12,7 +12,7 @@ from adapter.db import Database
 from adapter.omop.ddl import field_spec
 from adapter.resources import mappings_dir
 
-__all__ = ["load_study_vocabulary", "study_concepts"]
+__all__ = ["foreign_concept_count", "load_study_vocabulary", "study_concepts"]
 
 _VALID_START, _VALID_END = "1970-01-01", "2099-12-31"
 
@@ -37,6 +37,14 @@ def _frames() -> dict[str, pd.DataFrame]:
     anc = pd.read_csv(vdir / "concept_ancestor.csv")
     voc = pd.read_csv(vdir / "vocabulary.csv")
     return {"concept": concept, "concept_relationship": rel, "concept_ancestor": anc, "vocabulary": voc}
+
+
+def foreign_concept_count(db: Database) -> int:
+    """CONCEPT rows that are not the study subset's: > 0 means the database has its own vocabulary,
+    which the subset must not overwrite."""
+    id_list = ",".join(str(int(i)) for i in study_concepts()["concept_id"])
+    rows = db.query(f"SELECT count(*) FROM {db.qualified('vocab', 'concept')} WHERE concept_id NOT IN ({id_list})")
+    return int(rows[0][0])
 
 
 def load_study_vocabulary(db: Database) -> dict[str, int]:

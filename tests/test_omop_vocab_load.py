@@ -1,0 +1,72 @@
+"""An OMOP CSV export's own vocabulary is loaded by ``blina load-omop`` (the real Eunomia sample, both
+engines); an Athena download is refused with the command that loads it; ``init-db`` never lays the study
+subset over a database's own vocabulary."""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from adapter.cli import main
+from adapter.db import connect
+
+EUNOMIA = "eunomia-synthea27nj-5.4/Synthea27Nj_5.4.zip"
+VOCAB_FILES = ("CONCEPT", "CONCEPT_ANCESTOR", "CONCEPT_RELATIONSHIP", "VOCABULARY", "DOMAIN", "CONCEPT_CLASS",
+               "RELATIONSHIP", "CONCEPT_SYNONYM", "DRUG_STRENGTH")
+
+
+@pytest.fixture
+def eunomia(shared_dir: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "eunomia"
+    with zipfile.ZipFile(shared_dir / "external" / EUNOMIA) as zf:
+        zf.extractall(folder, [n for n in zf.namelist() if not n.startswith("__MACOSX")])
+    return folder
+
+
+def _rows(path: Path) -> int:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return sum(1 for _ in csv.reader(fh)) - 1
+
+
+def _args(url: str) -> list[str]:
+    return ["--db", url, "--cdm-schema", "cdm", "--vocab-schema", "vocab"]
+
+
+def test_load_omop_loads_the_exports_vocabulary(engine_url: str, eunomia: Path, capsys) -> None:
+    assert main(["init-db", *_args(engine_url)]) == 0  # the study subset first: the export replaces it
+    assert main(["load-omop", str(eunomia), *_args(engine_url)]) == 0
+    out = capsys.readouterr().out
+    skipped = out.split("skipped files that are not CDM tables the study reads: ", 1)[-1].split("\n")[0]
+    assert not set(skipped.split(", ")) & {f"{name}.csv" for name in VOCAB_FILES}
+    with connect(engine_url, cdm_schema="cdm", vocab_schema="vocab") as db:
+        for name in VOCAB_FILES:
+            n = db.query(f"select count(*) from {db.qualified('vocab', name.lower())}")[0][0]
+            assert n == _rows(eunomia / f"{name}.csv"), name
+        # a real concept of the export, and the subset's rows are gone (the export's vocabulary replaced it)
+        assert db.query(f"select concept_name from {db.qualified('vocab', 'concept')} "
+                        "where concept_id = 40316773")[0][0] == "Prediabetes"
+        assert db.query(f"select count(*) from {db.qualified('vocab', 'concept')}")[0][0] == 2294
+    assert main(["check", *_args(engine_url)]) == 1
+    out = capsys.readouterr().out
+    assert "vocabulary version: v5.0 09-APR-22*" in out and "CONCEPT_ANCESTOR is empty" in out
+    assert "blinatumomab: none of its study codes (RxNorm 1597258) is in CONCEPT" in out
+    # init-db again: the database now has its own vocabulary, the subset is not laid over it
+    assert main(["init-db", *_args(engine_url)]) == 0
+    assert "has its own vocabulary (" in capsys.readouterr().out
+    with connect(engine_url, cdm_schema="cdm", vocab_schema="vocab") as db:
+        assert db.query(f"select count(*) from {db.qualified('vocab', 'concept')}")[0][0] == 2294
+
+
+def test_load_omop_refuses_an_athena_folder_with_the_command(tmp_path: Path, capsys) -> None:
+    athena = tmp_path / "athena"
+    athena.mkdir()
+    (athena / "CONCEPT.csv").write_text(
+        "concept_id\tconcept_name\tdomain_id\tvocabulary_id\tconcept_class_id\tstandard_concept\tconcept_code\t"
+        "valid_start_date\tvalid_end_date\tinvalid_reason\n"
+        "1\tx\tDrug\tRxNorm\tIngredient\tS\t1\t19700101\t20991231\t\n")
+    assert main(["load-omop", str(athena), "--db", str(tmp_path / "x.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert "Athena" in err and f"blina load-vocab {athena}" in err
