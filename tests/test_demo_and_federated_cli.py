@@ -51,6 +51,10 @@ def test_site_run_and_pool_on_the_demo_centers(demo_dir, tmp_path, capsys):
         study = demo_dir / "study" / site
         assert main(["site-run", "--course", str(study / "course.parquet"), "--patient",
                      str(study / "patient.parquet"), "--site-id", site, "--out", str(pkg)]) == 0
+        out = capsys.readouterr().out
+        # The site is told the level it used and what the coordinator can learn, never "nothing person-level".
+        assert "sharing level 'exact'" in out and "can single out a patient" in out, out
+        assert "nothing person-level" not in out
         packages.append(str(pkg))
         with zipfile.ZipFile(pkg) as zf:
             text = " ".join(zf.read(n).decode("utf-8", "replace") for n in zf.namelist())

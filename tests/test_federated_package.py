@@ -361,3 +361,38 @@ def test_fisher_results_of_a_suppressed_table_are_suppressed(packages):
         assert all(e["cell"] in ("fisher_p", "fisher_odds_ratio") for e in log["suppressed"]
                    if e["rule"] == "computed from a count table with suppressed cells")
     assert checked and hidden, (checked, hidden)  # the fixture has small tables: the rule is exercised
+
+
+# ---------------------------------------------------------------------------------------------
+# Disclosure log: every element that can single out a patient, with its reason (issue 13)
+# ---------------------------------------------------------------------------------------------
+
+
+def _small_counts(s: dict, min_cell: int) -> bool:
+    """Independent of the package code: does a statistic hold a count 1..min_cell-1 or a per-patient
+    quantity (an event day; a value bin of one patient)?"""
+    kind = s["kind"]
+    if kind == "km_table":
+        return bool(s["time"])
+    if kind == "cox_pattern_counts":
+        return bool(s["event_times"])
+    if kind == "value_histogram":
+        return any(c == 1 for _, c in s["bins"])
+    if kind == "paired_difference_histogram":
+        return any(c == 1 for k in ("differences", "pre", "post") for _, c in s[k])
+    cells = {"table2x2": lambda: [c for r in s["table"] for c in r],
+             "count_table": lambda: [c[-1] for c in s["cells"]],
+             "logrank_scores": lambda: list(s["n"]) + list(s["observed"])}[kind]()
+    return any(0 < c < min_cell for c in cells)
+
+
+def test_disclosure_log_lists_every_element_that_can_single_out_a_patient(packages):
+    for path in packages:
+        members = _members(path)
+        stats = json.loads(members["pooling/statistics.json"])
+        log = json.loads(members["disclosure_log.json"])
+        assert log["sharing_level"] == "exact"
+        listed = {e["element"].split(":")[0] for e in log["can_single_out_a_patient"]}
+        assert all(e["reveals"] for e in log["can_single_out_a_patient"])
+        expected = {k for k, s in stats["statistics"].items() if _small_counts(s, log["min_cell"])}
+        assert expected and listed == expected, (path, expected ^ listed)

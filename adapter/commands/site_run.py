@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import zipfile
 from pathlib import Path
 
 from adapter import __version__
@@ -14,7 +16,8 @@ from adapter.errors import BlinaError, DataFindings
 # DEFAULT_MIN_PATIENTS, BLINA_MIN_PATIENTS), so both federated routes refuse the same small sites.
 MIN_SITE_PATIENTS = 5
 
-HELP = "run the study at a center and write its results package (aggregates only; nothing person-level)"
+HELP = ("run the study at a center and write its results package (published aggregates, suppressed; plus "
+        "coordinator-only pooling statistics that can single out patients: see docs/federated.md)")
 EXAMPLES = [
     "blina site-run --db site.duckdb --site-id center3 --out center3.zip",
     "blina site-run --db postgresql://reader@dbhost/omop --cdm-schema cdm --vocab-schema vocab "
@@ -94,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
         info["input_fingerprint"] = fingerprint
     path = build_site_package(course, patient, site_id=args.site_id, manifest_info=info, out_path=args.out,
                               min_cell=args.min_cell)
-    print(f"wrote {path}: {len(patient)} patients, {len(course)} courses as aggregates "
-          f"(min cell {args.min_cell}); send this file to the coordinator")
+    log = json.loads(zipfile.ZipFile(path).read("disclosure_log.json"))
+    elements = log["can_single_out_a_patient"]
+    print(f"wrote {path}: {len(patient)} patients, {len(course)} courses; sharing level "
+          f"'{log['sharing_level']}': pooling/statistics.json is for the coordinator only and holds "
+          f"{len(elements)} element(s) that can single out a patient (event and censoring days, lab values, "
+          f"counts below {args.min_cell}; each listed with its reason in disclosure_log.json); results/ holds "
+          f"aggregates with counts below {args.min_cell} suppressed, for publication. Send it to the coordinator "
+          "only under your data-use agreement (docs/federated.md).")
     return 0

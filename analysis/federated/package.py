@@ -69,7 +69,9 @@ __all__ = [
     "ScanFinding",
     "SitePackage",
     "build_site_package",
+    "SHARING_LEVEL",
     "fingerprint_inputs",
+    "singling_out_elements",
     "pool_packages",
     "read_package",
     "scan_package",
@@ -356,6 +358,72 @@ def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[d
 
 
 # ---------------------------------------------------------------------------------------------
+# What each shared element can reveal
+# ---------------------------------------------------------------------------------------------
+
+SHARING_LEVEL = "exact"  # the only level today: coordinator-only statistics at the data's own detail
+
+
+def _small(counts: Iterable[Any], min_cell: int) -> int:
+    return sum(1 for c in counts if isinstance(c, (int, float)) and 0 < c < min_cell)
+
+
+def singling_out_elements(stats: dict[str, Any], min_cell: int) -> list[dict[str, Any]]:
+    """Every element of ``pooling/statistics.json`` that can single out a patient, with the reason.
+
+    An element is listed when it holds a count below ``min_cell`` (a small group) or a per-patient
+    quantity (an event day, a lab value, a covariate pattern): the worst case is stated concretely
+    for this site's data, e.g. "7 of 19 rows have one patient: each gives that patient's day of
+    event or censoring relative to index". Elements with nothing below ``min_cell`` are not listed.
+    """
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, s: dict[str, Any], reveals: str) -> None:
+        out.append({"file": STATISTICS, "element": name, "kind": s["kind"], "reveals": reveals})
+
+    for name, s in stats["statistics"].items():
+        kind = s["kind"]
+        if kind == "km_table":
+            rows = [e + c for e, c in zip(s["events"], s["censored"], strict=True)]
+            ones = sum(1 for r in rows if r == 1)
+            if rows:
+                add(name, s, f"{len(rows)} distinct {s['endpoint'].upper()} times in days from index, "
+                    f"{ones} of them of one patient (that patient's exact day of event or censoring); "
+                    f"{_small(rows, min_cell)} rows below {min_cell}")
+        elif kind == "cox_pattern_counts":
+            n_t = len(s["event_times"])
+            if n_t:
+                add(name, s, f"{n_t} event days with the at-risk and event counts of each covariate pattern "
+                    f"({', '.join(s['covariates'])}): an event day whose event falls in a pattern with one "
+                    "member gives that patient's covariates and event day")
+        elif kind in ("value_histogram", "paired_difference_histogram"):
+            parts = [("bins", s.get("bins"))] if kind == "value_histogram" else [
+                (k, s.get(k)) for k in ("differences", "pre", "post")]
+            for part, bins in parts:
+                bins = bins or []
+                ones = sum(1 for _, c in bins if c == 1)
+                if ones:
+                    add(f"{name}:{part}" if part != "bins" else name, s,
+                        f"{ones} of {len(bins)} values of {s.get('variable')} held by one patient each "
+                        f"(the value itself, to {s.get('decimals')} decimals)")
+        elif kind == "table2x2":
+            k = _small([c for row in s["table"] for c in row], min_cell)
+            if k:
+                add(name, s, f"{k} cell(s) below {min_cell}: membership of one to {min_cell - 1} patients "
+                    "in a response/predictor combination")
+        elif kind == "count_table":
+            k = _small([c[-1] for c in s["cells"]], min_cell)
+            if k:
+                add(name, s, f"{k} cell(s) below {min_cell} (unsuppressed here; suppressed in "
+                    f"{COUNT_TABLES})")
+        elif kind == "logrank_scores":
+            k = _small(list(s["n"]) + list(s.get("observed", [])), min_cell)
+            if k:
+                add(name, s, f"{k} group size(s) or event count(s) below {min_cell}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Scanner
 # ---------------------------------------------------------------------------------------------
 
@@ -596,7 +664,13 @@ def build_site_package(
     params = _federated_params(manifest_info)
     stats = site_statistics(course, patient, site_id=site_id, params=params)
     counts_csv, estimates_csv, log = _publishable(stats, min_cell)
+    elements = singling_out_elements(stats, min_cell)
     disclosure = {
+        "sharing_level": SHARING_LEVEL,
+        "sharing_level_means": "pooling/statistics.json holds the site's sufficient statistics at the "
+        "data's own detail for the coordinator only (see docs/federated.md); results/ holds "
+        "suppressed aggregates for publication",
+        "can_single_out_a_patient": elements,
         "min_cell": min_cell,
         "rule": "counts 0 < n < min_cell hidden; complementary cells hidden so that no hidden "
         "cell follows from line totals; estimates not suppressed",
