@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "synth": "adapter.commands.synth",
     "init-db": "adapter.commands.init_db",
     "load-omop": "adapter.commands.load_omop",
+    "load-vocab": "adapter.commands.load_vocab",
     "ingest": "adapter.commands.ingest",
     "check": "adapter.commands.check",
     "build": "adapter.commands.build",

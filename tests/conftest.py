@@ -35,7 +35,10 @@ def _server_answers(host: str, port: int) -> bool:
 
 PG_EXTERNAL = _server_answers(PG_HOST, PG_PORT)
 if PG_EXTERNAL:
-    postgresql_server = factories.postgresql_noproc(host=PG_HOST, port=PG_PORT, user=PG_USER)
+    # dbname: the template database is named after the server fixture's dbname ("<dbname>_tmpl"), so it
+    # must be per run too (with the default, concurrent runs on one server collide on "tests_tmpl").
+    postgresql_server = factories.postgresql_noproc(host=PG_HOST, port=PG_PORT, user=PG_USER,
+                                                    dbname=f"blina_tests_{os.getpid()}")
 else:
     _pg_ctl = shutil.which("pg_ctl") or next(
         (str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))), "pg_ctl"

@@ -113,7 +113,8 @@ def test_build_and_extract_read_both_versions_as_select_only_role(official_cdm, 
                 ["extract", *_args(url), "--site-id", "eunomia", "--out", str(tmp_path / "out")]):
         rc = main(cmd)
         out, err = capsys.readouterr()
-        # No column error on v5.3, no permission error for the SELECT-only role. (Exit 1 for an empty
-        # cohort is the cohort half of issue 11; until it is on main, 0 is accepted here.)
-        assert rc in (0, 1), out + err
+        # No column error on v5.3, no permission error for the SELECT-only role; no study patient is a
+        # finding (exit 1) in one sentence.
+        assert rc == 1, out + err
         assert "does not exist" not in err and "permission denied" not in err and "internal error" not in err
+        assert "select " not in err.lower() and len(err.strip().splitlines()) == 1, err

@@ -70,3 +70,46 @@ def test_load_omop_refuses_an_athena_folder_with_the_command(tmp_path: Path, cap
     assert main(["load-omop", str(athena), "--db", str(tmp_path / "x.duckdb")]) == 2
     err = capsys.readouterr().err
     assert "Athena" in err and f"blina load-vocab {athena}" in err
+
+
+def _to_athena(src: Path, dst: Path) -> dict[str, int]:
+    """Eunomia's vocabulary files rewritten as Athena writes them: tab-separated, unquoted, YYYYMMDD."""
+    dst.mkdir()
+    counts = {}
+    for name in VOCAB_FILES:
+        with open(src / f"{name}.csv", newline="", encoding="utf-8") as fh, \
+                open(dst / f"{name}.csv", "w", encoding="utf-8", newline="") as out:
+            rows = list(csv.reader(fh))
+            header = rows[0]
+            dates = [i for i, h in enumerate(header) if h.endswith("_date")]
+            for row in rows:
+                if row is not header:
+                    row = [v.replace("-", "") if i in dates else v for i, v in enumerate(row)]
+                out.write("\t".join(row) + "\n")
+            counts[name.lower()] = len(rows) - 1
+    return counts
+
+
+def test_load_vocab_reads_an_athena_folder(engine_url: str, eunomia: Path, tmp_path: Path, capsys) -> None:
+    athena = tmp_path / "athena"
+    counts = _to_athena(eunomia, athena)
+    with open(athena / "CONCEPT.csv", "a", encoding="utf-8") as fh:  # Athena does not quote: a " in a name
+        fh.write('2000000001\tBlinatumomab 35 MCG "kit"\tDrug\tLocal\tClinical Drug\t\tBL-1\t20200101\t20991231\t\n')
+        fh.write("2000000002\tbad date\tDrug\tLocal\tClinical Drug\t\tBL-2\t2020013\t20991231\t\n")
+    (athena / "CONCEPT_CPT4.csv").write_text("not a vocabulary table\n")
+    assert main(["load-vocab", str(athena), *_args(engine_url), "--quiet"]) == 1  # one rejected row
+    out = capsys.readouterr().out
+    total = sum(counts.values()) + 2
+    assert f"read {total} rows: loaded {total - 1} " in out and "rejected 1" in out
+    assert f"CONCEPT.csv:{counts['concept'] + 3}: valid_start_date: '2020013' is not a date YYYY-MM-DD" in out
+    assert "skipped files that are not vocabulary tables: CONCEPT_CPT4.csv" in out
+    with connect(engine_url, cdm_schema="cdm", vocab_schema="vocab") as db:
+        for name, n in counts.items():
+            got = db.query(f"select count(*) from {db.qualified('vocab', name)}")[0][0]
+            assert got == n + (1 if name == "concept" else 0), name
+        row = db.query(f"select concept_name, valid_start_date, standard_concept, invalid_reason from "
+                       f"{db.qualified('vocab', 'concept')} where concept_id = 2000000001")[0]
+        assert row[0] == 'Blinatumomab 35 MCG "kit"' and str(row[1]) == "2020-01-01"
+        assert row[2] is None and row[3] is None
+        assert str(db.query(f"select valid_end_date from {db.qualified('vocab', 'concept')} "
+                            "where concept_id = 40316773")[0][0]) == "2002-01-31"

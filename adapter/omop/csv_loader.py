@@ -32,6 +32,8 @@ __all__ = ["LoadReport", "Rejection", "load_omop_csv"]
 
 _CHUNK = 250_000
 _INT = re.compile(r"^[+-]?\d+$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_COMPACT_DATE = re.compile(r"^\d{8}$")
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,10 @@ def _parse_column(raw: pd.Series, f: Field) -> tuple[pd.Series, pd.Series]:
         vals = pd.to_numeric(s.where(~empty), errors="coerce")
         bad = vals.isna() & ~empty
     elif f.type == "date":
-        iso = pd.to_datetime(s.where(~empty), format="%Y-%m-%d", errors="coerce")
-        compact = pd.to_datetime(s.where(~empty & iso.isna()), format="%Y%m%d", errors="coerce")
+        # the shape first: strptime alone would read "2020013" as 2020-01-03
+        iso_shape, compact_shape = s.str.match(_ISO_DATE), s.str.match(_COMPACT_DATE)
+        iso = pd.to_datetime(s.where(~empty & iso_shape), format="%Y-%m-%d", errors="coerce")
+        compact = pd.to_datetime(s.where(~empty & iso.isna() & compact_shape), format="%Y%m%d", errors="coerce")
         vals = iso.fillna(compact)
         bad = vals.isna() & ~empty
         vals = vals.dt.date
