@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapter.cohort import same_person_under_two_sites
 from adapter.db import Database
 from adapter.errors import BlinaError
 from adapter.omop.version import V54_ONLY_COLUMNS, detect_cdm_version, missing_v54_columns
@@ -52,7 +53,8 @@ _FIX = {
 
 @dataclass
 class CheckReport:
-    """What ``blina check`` found. ``ok`` is False when a required table or variable is missing."""
+    """What ``blina check`` found. ``ok`` is False when a required table or variable is missing, or an
+    MRN is held by persons of two site ids."""
 
     cdm_version: str | None = None  # "5.3", "5.4" or None
     cdm_version_text: str = ""
@@ -66,10 +68,16 @@ class CheckReport:
     unusable_values: list[dict[str, Any]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     missing_required: list[str] = field(default_factory=list)
+    same_mrn_sites: dict[str, Any] | None = None  # {"mrns": n, "sites": [...]}: one export under two site ids
 
     @property
     def ok(self) -> bool:
-        return not self.missing_tables and not self.missing_required
+        return not self.missing_tables and not self.missing_required and self.same_mrn_sites is None
+
+    def failures(self) -> list[str]:
+        """What makes the check fail, one short phrase each."""
+        return (self.missing_tables + [f"variable {v}" for v in self.missing_required]
+                + (["same MRN under two site ids"] if self.same_mrn_sites else []))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,7 +88,7 @@ class CheckReport:
             "unmapped": {k: [list(x) for x in v] for k, v in self.unmapped.items()},
             "persons_with_blinatumomab": self.persons_with_blinatumomab,
             "unusable_values": self.unusable_values, "messages": self.messages,
-            "missing_required": self.missing_required,
+            "missing_required": self.missing_required, "same_mrn_sites": self.same_mrn_sites,
         }
 
     def text(self) -> str:
@@ -107,8 +115,7 @@ class CheckReport:
             lines.append(f"unusable {u['variable']} values: {u['rows']} rows, {u['reason']}"
                          + (f" (unit {u['unit']!r})" if u.get("unit") else ""))
         lines += [f"! {m}" for m in self.messages]
-        lines.append("check " + ("passed" if self.ok else "FAILED: " + ", ".join(
-            self.missing_tables + [f"variable {v}" for v in self.missing_required])))
+        lines.append("check " + ("passed" if self.ok else "FAILED: " + ", ".join(self.failures())))
         return "\n".join(lines)
 
 
@@ -230,7 +237,16 @@ order by count(*) desc""", ("int_measurement_values",), site_id="check")
                                 f"canonical unit (fix: state the unit in the site overlay, or correct the "
                                 f"rows' unit_concept_id)")
 
-    # (Site-identity findings such as one MRN under two site ids belong here, before the unmapped codes.)
+    # Site identity: one export ingested under two --site values doubles the cohort (adapter/cohort.py).
+    try:
+        same_mrn = same_person_under_two_sites(db)
+    except Exception as exc:  # noqa: BLE001 - a refused query is a finding, as in _guarded
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise _StepFailed(f"checking MRNs across site ids: the database refused the query: {reason}",
+                          hint="check that the role may SELECT from the CDM schema") from exc
+    if same_mrn is not None:
+        rep.same_mrn_sites = {"mrns": same_mrn.mrns, "sites": list(same_mrn.sites)}
+        rep.messages.append(same_mrn.sentence())
 
     # Unmapped source codes (concept 0) by frequency, excluding the overlay's own codes.
     local = {c.source_value for codes in (overlay.variables.values() if overlay else []) for c in codes}

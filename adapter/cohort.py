@@ -9,9 +9,18 @@ cause is found with the same relations the build reads (``int_concept_sets``, ``
    local drug code): load the vocabulary or map the local code;
 2. CONCEPT_ANCESTOR is empty: clinical-drug products of the ingredient are not found;
 3. none of the resolved concepts is used in DRUG_EXPOSURE.
+
+:func:`same_person_under_two_sites` finds the other degenerate input (finding 6 of issue 11): one
+export ingested twice with different ``--site`` values doubles the cohort (60 persons from 30 MRNs).
+The FHIR ingest keys persons per (site, Patient id) in ``{cdm}.blina_person_map``; an MRN
+(``person_source_value``: the overlay's identifier, else the first identifier, else Patient.id) under
+two site ids is that mistake. ``check`` reports it and ``build`` / ``extract`` / ``site-run`` refuse
+to run on it (exit 1). Counts and site ids only: no MRN is printed.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -19,7 +28,10 @@ from adapter.db import Database
 from adapter.errors import DataFindings
 from adapter.study import SiteOverlay, StudyDefinition
 
-__all__ = ["empty_cohort_reason", "require_study_patients"]
+__all__ = ["SameMrnFinding", "empty_cohort_reason", "require_one_site_per_person", "require_study_patients",
+           "same_person_under_two_sites"]
+
+PERSON_MAP_TABLE = "blina_person_map"  # adapter.fhir.ingest_sql.PERSON_MAP_TABLE (not imported: no FHIR deps)
 
 _VOCAB_FIX = ("load the vocabulary (blina load-omop loads an export's own CONCEPT files; see the README) "
               "or map the local drug code in the site overlay")
@@ -72,3 +84,51 @@ def require_study_patients(db: Database, study: StudyDefinition, overlay: SiteOv
     if len(patient):
         return
     raise DataFindings(empty_cohort_reason(db, study, overlay, site_id=site_id))
+
+
+@dataclass(frozen=True)
+class SameMrnFinding:
+    """``mrns`` person_source_values each held by persons of more than one site id (``sites``)."""
+
+    mrns: int
+    sites: tuple[str, ...]
+
+    def sentence(self) -> str:
+        return (f"{self.mrns} MRNs (person_source_value) appear under more than one site id "
+                f"({', '.join(self.sites)}) as different persons, which doubles the cohort: the same export "
+                "was probably ingested twice with different --site values (fix: ingest each hospital's export "
+                "into a fresh database once, with its own --site)")
+
+
+def same_person_under_two_sites(db: Database) -> SameMrnFinding | None:
+    """The MRNs held by persons of two or more site ids in the FHIR person map, or None (also when the
+    database has no person map: a hospital's own CDM has no site ids)."""
+    if not db.table_exists(db.schemas.cdm, PERSON_MAP_TABLE):
+        return None
+    person, pmap = db.qualified("cdm", "person"), db.qualified("cdm", PERSON_MAP_TABLE)
+    rows = db.query(f"""
+with pairs as (
+    select distinct p.person_source_value as mrn, m.site_id
+    from {person} as p
+    inner join {pmap} as m
+        on m.person_id = p.person_id
+    where p.person_source_value is not null
+),
+shared as (
+    select mrn from pairs group by mrn having count(*) > 1
+)
+select s.site_id, (select count(*) from shared) as n
+from pairs as s
+where s.mrn in (select mrn from shared)
+group by s.site_id
+order by s.site_id""")
+    if not rows:
+        return None
+    return SameMrnFinding(mrns=int(rows[0][1]), sites=tuple(str(r[0]) for r in rows))
+
+
+def require_one_site_per_person(db: Database) -> None:
+    """Raise :class:`DataFindings` (exit 1) when an MRN is held by persons of two site ids."""
+    finding = same_person_under_two_sites(db)
+    if finding is not None:
+        raise DataFindings(finding.sentence())

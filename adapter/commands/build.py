@@ -48,7 +48,7 @@ def offline_db(args: argparse.Namespace) -> Database:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.cohort import require_study_patients
+    from adapter.cohort import require_one_site_per_person, require_study_patients
     from adapter.views import build, persist, render
 
     study, overlay = study_from_args(args)
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
               "(nothing was run)")
         return 0
     with open_db(args, read_only=not args.results_schema) as db:
+        require_one_site_per_person(db)  # one export under two --site values: a finding, not a cohort
         course, patient = build(db, study, overlay, site_id=args.site_id)
         require_study_patients(db, study, overlay, patient, site_id=args.site_id)  # exit 1, nothing persisted
         created = persist(db, study, overlay, site_id=args.site_id) if args.results_schema else []

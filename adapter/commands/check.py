@@ -35,5 +35,8 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if not report.ok:
         missing = report.missing_tables + [f"variable {v}" for v in report.missing_required]
-        raise DataFindings("required input missing: " + ", ".join(missing))
+        if missing:
+            raise DataFindings("required input missing: " + ", ".join(missing)
+                               + ("; same MRN under two site ids" if report.same_mrn_sites else ""))
+        raise DataFindings("same MRN under two site ids (see the message above)")
     return 0

@@ -21,10 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adapter.cohort import require_one_site_per_person
     from adapter.views import extract
 
     study, overlay = study_from_args(args)
     with open_db(args, read_only=True) as db:
+        require_one_site_per_person(db)
         paths = extract(db, study, overlay, site_id=args.site_id, out_dir=args.out)
     print(f"wrote {', '.join(sorted(p.name for p in paths.values()))} to {args.out}")
     return 0

@@ -69,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
         course, patient = read_course(args.course), read_patient(args.patient)
         vocab, fingerprint = "from extracted tables", None
     else:
-        from adapter.cohort import require_study_patients
+        from adapter.cohort import require_one_site_per_person, require_study_patients
         from adapter.views import build, input_fingerprint
 
         with open_db(args, read_only=args.db.endswith(".duckdb")) as db:
+            require_one_site_per_person(db)
             course, patient = build(db, study, overlay, site_id=args.site_id)
             require_study_patients(db, study, overlay, patient, site_id=args.site_id)
             vocab = vocabulary_version(db)
