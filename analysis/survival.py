@@ -4,12 +4,14 @@
   (R ``survfit(Surv(time, event) ~ 1)``; R's ``std.err`` is on the cumulative-hazard scale, our
   ``se`` is ``surv * std.err``, the "Std. Error" that SPSS prints and the paper quotes as ``±``).
 * :func:`logrank_test`: k-group log-rank test (R ``survdiff(Surv(time, event) ~ group)``, rho = 0).
-* :func:`cox_ph`: Cox proportional hazards fitted by lifelines ``CoxPHFitter`` (Efron ties, as R
-  ``coxph(ties = "efron")``), Wald P per covariate, and the Schoenfeld-residual test of proportional
-  hazards (lifelines ``proportional_hazard_test`` with the Kaplan-Meier time transform, R's default
-  transform; lifelines implements the pre-2019 ``cox.zph`` approximation, so it can differ slightly
-  from survival >= 3.0). Covariates that make the model inestimable (constant, or all events in one
-  level of a binary covariate: monotone likelihood, HR 0 or infinity) are dropped with a message.
+* :func:`cox_ph`: Cox proportional hazards fitted by :func:`analysis.cox.cox_fit` (a port of R's
+  ``coxph.fit``: Efron ties, step halving, R's convergence rule; equal to R to 1e-6 on the
+  reference suite tests/fixtures/r_cox), Wald P per covariate, and the Schoenfeld-residual test of
+  proportional hazards (lifelines ``proportional_hazard_test`` evaluated at our estimate, with the
+  Kaplan-Meier time transform, R's default transform; lifelines implements the pre-2019
+  ``cox.zph`` approximation, so it can differ slightly from survival >= 3.0). Constant covariates
+  are dropped with a message. Monotone likelihood (all events in one level of a covariate) gives,
+  as in R, a finite coefficient and a message naming the variable whose estimate may be infinite.
 
 Time is in days (any unit works; callers use 365 = one year, protocol 3b.11). Results are frozen
 dataclasses of plain numbers, tuples and strings (``dataclasses.asdict`` gives JSON-ready dicts; no
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+
+from analysis.cox import cox_fit
 
 __all__ = [
     "KaplanMeierResult",
@@ -315,12 +319,8 @@ class CoxResult:
     messages: tuple[str, ...] = field(default_factory=tuple)
 
 
-# lifelines stops when the Newton decrement falls below `precision`; its default (1e-7) leaves
-# coefficients ~1e-5 (relative) short of the MLE, so tighten it to match R's converged coxph.
-_FIT_OPTIONS = {"precision": 1e-13, "r_precision": 1e-14, "max_steps": 100}
-
 _COX_METHOD = (
-    "Cox proportional hazards (lifelines CoxPHFitter, Efron ties), Wald 95% CI and P; "
+    "Cox proportional hazards (analysis.cox: R coxph's Newton-Raphson, Efron ties), Wald 95% CI and P; "
     "PH check: scaled Schoenfeld residuals vs KM-transformed time"
 )
 
@@ -343,6 +343,48 @@ def _exp(x: float) -> float:
         return math.inf
 
 
+def _ph_test(
+    num: pd.DataFrame,
+    duration_col: str,
+    event_col: str,
+    kept: list[str],
+    strata: str | None,
+    coef: np.ndarray,
+    msgs: list[str],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Schoenfeld-residual PH test (lifelines ``proportional_hazard_test``, KM time transform) at
+    our estimate: lifelines is started at it (``initial_point``) so it only evaluates residuals."""
+    ph_stat = {c: math.nan for c in kept}
+    ph_p = {c: math.nan for c in kept}
+    if not np.isfinite(coef).all():
+        msgs.append("proportional-hazards test not computed (a coefficient is not estimable)")
+        return ph_stat, ph_p
+    from lifelines import CoxPHFitter
+    from lifelines.statistics import proportional_hazard_test
+
+    fit_df = num[[duration_col, event_col, *kept] + ([strata] if strata else [])]
+    cph = CoxPHFitter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cph.fit(
+                fit_df,
+                duration_col=duration_col,
+                event_col=event_col,
+                strata=[strata] if strata else None,
+                initial_point=np.asarray(coef, dtype=float) * fit_df[kept].std().to_numpy(),  # its scale
+                fit_options={"max_steps": 1},
+            )
+            summ = proportional_hazard_test(cph, fit_df, time_transform="km").summary
+        for c in kept:
+            if c in summ.index:
+                ph_stat[c] = float(summ.loc[c, "test_statistic"])
+                ph_p[c] = float(summ.loc[c, "p"])
+    except Exception as exc:  # noqa: BLE001 - the PH check must never sink the model
+        msgs.append(f"proportional-hazards test not computed ({type(exc).__name__}: {exc})")
+    return ph_stat, ph_p
+
+
 def cox_ph(
     data: pd.DataFrame,
     duration_col: str,
@@ -355,8 +397,8 @@ def cox_ph(
 
     Rows with any missing value in the used columns are excluded (complete-case analysis; the count
     is reported). Before fitting, a covariate is dropped (with the reason in ``dropped`` and
-    ``messages``) when it is constant among the complete cases, or when it is binary and all events
-    fall in one of its levels (monotone likelihood: the HR estimate would be 0 or infinite).
+    ``messages``) when it is constant among the complete cases. Monotone likelihood is not dropped:
+    R's finite coefficient is returned and ``messages`` names the variable (R's warning).
     ``strata``: optional column to stratify the baseline hazard by (e.g. ``site_id`` for a pooled
     fit with a per-center baseline). Never raises on degenerate data: ``estimated`` is then False
     and ``messages`` says why.
@@ -390,20 +432,9 @@ def cox_ph(
         return _fail("no model: no events")
     kept: list[str] = []
     for cov in covariates:
-        x = num[cov]
-        vals = np.unique(x.to_numpy())
+        vals = np.unique(num[cov].to_numpy())
         if vals.size < 2:
             reason = f"constant (all = {vals[0]:g})"
-        elif vals.size == 2:
-            ev = num[event_col] == 1
-            lo_ev, hi_ev = int((ev & (x == vals[0])).sum()), int((ev & (x == vals[1])).sum())
-            reason = ""
-            if lo_ev == 0 or hi_ev == 0:
-                level = vals[0] if lo_ev == 0 else vals[1]
-                reason = f"no events among {cov} = {level:g} (monotone likelihood: HR not estimable)"
-        else:
-            reason = ""
-        if reason:
             dropped.append((cov, reason))
             msgs.append(f"{cov} dropped: {reason}")
         else:
@@ -411,44 +442,24 @@ def cox_ph(
     if not kept:
         return _fail("no model: no estimable covariate left")
 
-    from lifelines import CoxPHFitter
-    from lifelines.exceptions import ConvergenceError
-    from lifelines.statistics import proportional_hazard_test
-
-    fit_df = num[[duration_col, event_col, *kept] + ([strata] if strata else [])]
-    cph = CoxPHFitter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            cph.fit(
-                fit_df,
-                duration_col=duration_col,
-                event_col=event_col,
-                strata=[strata] if strata else None,
-                fit_options=_FIT_OPTIONS,
-            )
-        except (ConvergenceError, np.linalg.LinAlgError, ValueError) as exc:
-            return _fail(f"no model: the fit failed ({type(exc).__name__}: {exc})")
-        ph_stat = {c: math.nan for c in kept}
-        ph_p = {c: math.nan for c in kept}
-        try:
-            ph = proportional_hazard_test(cph, fit_df, time_transform="km")
-            summ = ph.summary
-            for c in kept:
-                if c in summ.index:
-                    ph_stat[c] = float(summ.loc[c, "test_statistic"])
-                    ph_p[c] = float(summ.loc[c, "p"])
-        except Exception as exc:  # noqa: BLE001 - the PH check must never sink the model
-            msgs.append(f"proportional-hazards test not computed ({type(exc).__name__}: {exc})")
-    for w in caught:
-        text = str(w.message).strip().splitlines()[0] if str(w.message).strip() else ""
-        if text and issubclass(w.category, Warning):
-            msgs.append(f"lifelines warning: {text}")
-    summ = cph.summary
+    fit = cox_fit(
+        num[duration_col].to_numpy(),
+        num[event_col].to_numpy(),
+        num[kept].to_numpy(),
+        names=kept,
+        strata=num[strata].to_numpy() if strata else None,
+        ties="efron",
+    )
+    msgs.extend(f"R-style warning: {w}" for w in fit.warnings)
+    if not fit.converged:
+        return _fail(f"no model: the fit did not converge in {fit.iterations} iterations (as R coxph)")
+    aliased = [c for c, b in zip(kept, fit.coef, strict=True) if math.isnan(b)]
+    if aliased:
+        msgs.append(f"not estimable (collinear with the other covariates; R gives NA): {aliased}")
+    ph_stat, ph_p = _ph_test(num, duration_col, event_col, kept, strata, fit.coef, msgs)
     terms = []
-    for c in kept:
-        coef = float(summ.loc[c, "coef"])
-        se = float(summ.loc[c, "se(coef)"])
+    for i, c in enumerate(kept):
+        coef, se = float(fit.coef[i]), float(fit.se[i])
         terms.append(
             CoxTerm(
                 covariate=c,
@@ -457,11 +468,17 @@ def cox_ph(
                 hr=_exp(coef),
                 ci_low=_exp(coef - _Z975 * se),
                 ci_high=_exp(coef + _Z975 * se),
-                z=float(summ.loc[c, "z"]),
-                p_value=float(summ.loc[c, "p"]),
+                z=float(fit.z[i]),
+                p_value=float(fit.p[i]),
                 ph_statistic=ph_stat[c],
                 ph_p_value=ph_p[c],
             )
+        )
+    if fit.infinite:
+        msgs.append(
+            "monotone likelihood (separation): the estimate of "
+            + ", ".join(fit.infinite)
+            + " is finite only because the iteration stopped; its true MLE is infinite (R warns the same)"
         )
     bad_ph = [t.covariate for t in terms if not math.isnan(t.ph_p_value) and t.ph_p_value < 0.05]
     if bad_ph:
@@ -473,7 +490,7 @@ def cox_ph(
         n=n,
         n_events=n_ev,
         n_excluded=n_excl,
-        loglik=float(cph.log_likelihood_),
+        loglik=fit.loglik,
         estimated=True,
         method=method,
         messages=tuple(msgs),

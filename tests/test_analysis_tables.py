@@ -265,11 +265,13 @@ def test_cox_efs_uses_course_1_high_mrd_and_complete_cases(typed):
     for t in res.terms:
         assert t.hr == pytest.approx(math.exp(t.coef))
         assert t.ci_low < t.hr < t.ci_high and 0 <= t.p_value <= 1
-    # All events among bcr_abl1 = False at a site: dropped with a reason, no crash.
+    # All events among bcr_abl1 = False (monotone likelihood): as R, a finite coefficient and a
+    # warning naming the variable; no crash, nothing silently dropped.
     p2 = patient.assign(bcr_abl1=patient["efs_event"].astype(bool) == False)  # noqa: E712
     res2 = cox_efs(course, p2)
-    assert "bcr_abl1" in dict(res2.dropped)
-    assert any("bcr_abl1 dropped" in m for m in res2.messages)
+    assert res2.estimated and "bcr_abl1" not in dict(res2.dropped)
+    assert any("Loglik converged before variable 2 (bcr_abl1)" in m for m in res2.messages)
+    assert any("monotone likelihood" in m and "bcr_abl1" in m for m in res2.messages)
 
 
 def test_tcells_course_1_pairs_and_wilcoxon(cohort):

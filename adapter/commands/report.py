@@ -102,7 +102,7 @@ def _cox_not_estimable(orig: Any) -> Any:
             why = ("no model: the fit diverged (quasi-complete separation; a hazard ratio tends to "
                    "0 or infinity)")
             return CoxResult((), (), n, n_ev, int((~complete).sum()), math.nan, False,
-                             "Cox proportional hazards (lifelines CoxPHFitter, Efron ties)", (why,))
+                             "Cox proportional hazards (analysis.cox, Efron ties)", (why,))
 
     return safe
 
