@@ -788,6 +788,9 @@ def write_conformance_report(results: Sequence[ConformanceResult], out: Path, su
     lines += ["", "## Failed", ""]
     failed = [r for r in results if r.status == "failed"]
     lines += [f"- `{r.case_id}`: {r.detail[:300]}" for r in failed] or ["None."]
+    from adapter.fhir.compile_sql import conformance_lines  # late: compile_sql builds on this module
+
+    lines += ["", *conformance_lines(suite_dir)]
     text = "\n".join(lines) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
