@@ -12,10 +12,12 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import psycopg
 import pytest
 
 from adapter.cli import main
+from adapter.omop.vocabulary import study_concepts
 from tests.conftest import PG_EXTERNAL, PG_HOST, PG_PORT, PG_USER
 
 pytestmark = pytest.mark.skipif(not PG_EXTERNAL, reason="needs the PostgreSQL server at 127.0.0.1:5432")
@@ -118,3 +120,56 @@ def test_build_and_extract_read_both_versions_as_select_only_role(official_cdm, 
         assert rc == 1, out + err
         assert "does not exist" not in err and "permission denied" not in err and "internal error" not in err
         assert "select " not in err.lower() and len(err.strip().splitlines()) == 1, err
+
+
+def _add_study_patients(url: str) -> None:
+    """As the DBA: the study concepts Eunomia's vocabulary lacks (blinatumomab ingredient, marrow blasts,
+    MRD, from the study subset), a hospital clinical drug under the ingredient (CONCEPT_ANCESTOR), and two
+    patients coded with them; units are Eunomia's own (UCUM % = 8554)."""
+    dbname = url.rsplit("/", 1)[1]
+    subset = study_concepts().set_index(["vocabulary_id", "concept_code"])
+    codes = (("RxNorm", "1597258"), ("LOINC", "11150-0"), ("BLINA", "MRD-FCM-BM"))
+    rows = [subset.loc[k] for k in codes]
+    with _admin(dbname) as conn:
+        for (voc, code), r in zip(codes, rows, strict=True):
+            conn.execute("insert into cdm.concept values (%s, %s, %s, %s, %s, %s, %s, '1970-01-01', "
+                         "'2099-12-31', null)",
+                         (int(r.concept_id), r.concept_name, r.domain_id, voc, r.concept_class_id,
+                          r.standard_concept or None, code))
+        ingredient, blasts, mrd = (int(r.concept_id) for r in rows)
+        conn.execute("insert into cdm.concept values (2100000001, 'blinatumomab 35 MCG kit', 'Drug', 'HOSP_RX', "
+                     "'Clinical Drug', 'S', 'BLINA-KIT-35', '2015-01-01', '2099-12-31', null)")
+        conn.execute("insert into cdm.concept_ancestor values (%s, %s, 0, 0), (%s, 2100000001, 2, 2)",
+                     (ingredient, ingredient, ingredient))
+        pct = conn.execute("select concept_id from cdm.concept where vocabulary_id = 'UCUM' "
+                           "and concept_code = %s", ("%",)).fetchone()[0]
+        for pid, mrd_pct in ((900001, 0.5), (900002, 0.004)):
+            conn.execute("insert into cdm.person (person_id, gender_concept_id, year_of_birth, month_of_birth, "
+                         "day_of_birth, race_concept_id, ethnicity_concept_id, person_source_value) "
+                         "values (%s, 8532, 2012, 6, 15, 0, 0, %s)", (pid, f"H-{pid}"))
+            conn.execute("insert into cdm.observation_period values (%s, %s, '2020-01-01', '2022-03-01', 32817)",
+                         (pid, pid))
+            conn.execute("insert into cdm.drug_exposure (drug_exposure_id, person_id, drug_concept_id, "
+                         "drug_exposure_start_date, drug_exposure_end_date, drug_type_concept_id) "
+                         "values (%s, %s, 2100000001, '2021-03-01', '2021-03-28', 32818)", (9_000_000 + pid, pid))
+            for j, (concept, value) in enumerate(((blasts, 1.0), (mrd, mrd_pct))):
+                conn.execute("insert into cdm.measurement (measurement_id, person_id, measurement_concept_id, "
+                             "measurement_date, measurement_type_concept_id, value_as_number, unit_concept_id) "
+                             "values (%s, %s, %s, '2021-02-24', 32856, %s, %s)",
+                             (9_000_000 + 10 * pid + j, pid, concept, value, pct))
+
+
+def test_study_patients_added_to_eunomia_give_the_study_tables(official_cdm, capsys, tmp_path) -> None:
+    _, url = official_cdm
+    _add_study_patients(url)
+    assert main(["extract", *_args(url), "--site-id", "eunomia", "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    course = pd.read_csv(tmp_path / "out" / "course.csv", dtype=str, keep_default_na=False)
+    patient = pd.read_csv(tmp_path / "out" / "patient.csv", dtype=str, keep_default_na=False)
+    assert list(course.person_id) == ["900001", "900002"] and set(course.course_number) == {"1"}
+    assert set(course.course_start) == {"2021-03-01"} and set(course.course_end) == {"2021-03-28"}
+    assert set(course.infusion_days) == {"28"}
+    assert list(course.pre_status) == ["CR-MRDpos", "CR-MRDneg"]
+    assert [float(x) for x in course.pre_mrd] == [0.005, 0.00004]
+    assert list(patient.person_id) == ["900001", "900002"] and set(patient.index_date) == {"2021-03-01"}
+    assert main(["check", *_args(url)]) == 0, capsys.readouterr().out
