@@ -301,6 +301,65 @@ def _count_table_of(analysis: str) -> str:
     return f"predictor/{rest}" if section == "predictors" else analysis
 
 
+_KM_DERIVED = ("median_days", "survival", "se")
+
+
+def _withheld_estimates(stats: dict[str, Any], own: dict[str, Any], min_cell: int) -> dict[tuple[str, str, str], str]:
+    """Estimates that would give a suppressed count (or one patient's value) back, with the reason.
+
+    Keys are ``(analysis, term, statistic)``; ``"*"`` matches any term or statistic. Rules:
+
+    * KM groups of an endpoint with the "all" total form a table: the group sizes and event counts
+      get primary and complementary suppression (``suppress_counts``), so no hidden group count
+      follows from the total minus the others. A group with a hidden n or event count publishes no
+      median_days (in a small group it is one patient's event day), survival or SE (S(1-S)/SE^2
+      gives n back; n(1-S) gives the events back), and the endpoint's log-rank is withheld.
+    * At a landmark, survival and SE are withheld when the events up to that day, or the patients
+      censored up to it, number 1..min_cell-1 (with n and n at risk they would be recovered).
+    * A Cox model or a Wilcoxon test on a suppressed n or event count publishes no estimate.
+    """
+    out: dict[tuple[str, str, str], str] = {}
+    for ep, surv in own["survival"].items():
+        groups = list(surv["groups"])
+        restricted: set[str] = set()
+        for field in ("n", "n_events"):
+            counts = np.array([surv["groups"][g][field] or 0 for g in groups], dtype=np.int64)
+            status, _ = suppress_counts(counts, min_cell) if len(groups) else (np.array([]), [])
+            for g, st in zip(groups, status, strict=True):
+                if st != "":
+                    restricted.add(g)
+                    out[(f"km/{ep}/{g}", "", field)] = (f"{'complementary' if st == 'complementary' else 'primary'}"
+                                                        f": group {field} hidden within the endpoint's groups")
+            if 0 < (surv["all"][field] or 0) < min_cell:
+                restricted.add("all")
+        for g in restricted:
+            for stat in _KM_DERIVED:
+                out[(f"km/{ep}/{g}", "*", stat)] = f"derived from a group whose n or events are below {min_cell}"
+        if restricted:
+            out[(f"logrank/{ep}", "*", "*")] = f"log-rank over groups whose n or events are below {min_cell}"
+        for g, km in [*surv["groups"].items(), ("all", surv["all"])]:
+            table = stats["statistics"].get(f"km/{ep}/{g}")
+            if not table:
+                continue
+            times, events, censored = (np.asarray(table[k], dtype=float) for k in ("time", "events", "censored"))
+            for lm in km["landmarks"]:
+                upto = times <= lm["day"]
+                d, c = int(events[upto].sum()), int(censored[upto].sum())
+                if 0 < d < min_cell or 0 < c < min_cell:
+                    for stat in ("survival", "se"):
+                        out[(f"km/{ep}/{g}", f"day{lm['day']}", stat)] = (
+                            f"events ({d}) or censorings ({c}) up to day {lm['day']} below {min_cell}")
+    cox = own["cox"]["efs"]
+    if any(v is not None and 0 < v < min_cell for v in (cox["n"], cox["n_events"])):
+        for stat in ("coef", "se", "hr", "ci_lower", "ci_upper", "p"):
+            out[("cox/efs", "*", stat)] = f"model of fewer than {min_cell} patients or events"
+    for marker, w in own["wilcoxon"].items():
+        if w["n"] is not None and 0 < w["n"] < min_cell:
+            for stat in ("p", "p_exact"):
+                out[(f"wilcoxon/{marker}", "*", stat)] = f"test on fewer than {min_cell} pairs"
+    return out
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -332,6 +391,7 @@ def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[d
             w.writerow([name, "|".join(dims), "|".join(levels[i][k] for i, k in enumerate(idx)),
                         "" if hidden else int(arr[idx]), "yes" if hidden else ""])  # fmt: skip
     own = pool_site_statistics([stats])["per_site"][stats["site_id"]]
+    withheld = _withheld_estimates(stats, own, min_cell)
     buf2 = io.StringIO()
     w2 = csv.writer(buf2, lineterminator="\n")
     w2.writerow(["analysis", "term", "statistic", "value", "suppressed"])
@@ -349,10 +409,14 @@ def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[d
             log.append({"file": ESTIMATES, "table": a, "cell": stat,
                         "rule": "computed from a count table with suppressed cells"})  # fmt: skip
         # A median of fewer than min_cell values is (nearly) an individual's value.
-        if stat == "median" and a in small:
+        if stat == "median" and a in small and not hidden:
             hidden = True
             log.append({"file": ESTIMATES, "table": a, "cell": f"{term}|{stat}".strip("|"),
                         "rule": f"median of fewer than {min_cell} values"})  # fmt: skip
+        why = withheld.get((a, term, stat)) or withheld.get((a, "*", stat)) or withheld.get((a, "*", "*"))
+        if why and not hidden and value is not None:
+            hidden = True
+            log.append({"file": ESTIMATES, "table": a, "cell": f"{term}|{stat}".strip("|"), "rule": why})
         w2.writerow([a, term, stat, "" if hidden else _fmt(value), "yes" if hidden else ""])
     return buf.getvalue(), buf2.getvalue(), log
 
