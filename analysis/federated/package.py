@@ -322,15 +322,15 @@ def _withheld_estimates(stats: dict[str, Any], own: dict[str, Any], min_cell: in
     for ep, surv in own["survival"].items():
         groups = list(surv["groups"])
         restricted: set[str] = set()
-        for field in ("n", "n_events"):
-            counts = np.array([surv["groups"][g][field] or 0 for g in groups], dtype=np.int64)
+        for count_name in ("n", "n_events"):
+            counts = np.array([surv["groups"][g][count_name] or 0 for g in groups], dtype=np.int64)
             status, _ = suppress_counts(counts, min_cell) if len(groups) else (np.array([]), [])
             for g, st in zip(groups, status, strict=True):
                 if st != "":
                     restricted.add(g)
-                    out[(f"km/{ep}/{g}", "", field)] = (f"{'complementary' if st == 'complementary' else 'primary'}"
-                                                        f": group {field} hidden within the endpoint's groups")
-            if 0 < (surv["all"][field] or 0) < min_cell:
+                    out[(f"km/{ep}/{g}", "", count_name)] = (f"{'complementary' if st == 'complementary' else 'primary'}"
+                                                        f": group {count_name} hidden within the endpoint's groups")
+            if 0 < (surv["all"][count_name] or 0) < min_cell:
                 restricted.add("all")
         for g in restricted:
             for stat in _KM_DERIVED:
