@@ -328,8 +328,8 @@ def _withheld_estimates(stats: dict[str, Any], own: dict[str, Any], min_cell: in
             for g, st in zip(groups, status, strict=True):
                 if st != "":
                     restricted.add(g)
-                    out[(f"km/{ep}/{g}", "", count_name)] = (f"{'complementary' if st == 'complementary' else 'primary'}"
-                                                        f": group {count_name} hidden within the endpoint's groups")
+                    rule = "complementary" if st == "complementary" else "primary"
+                    out[(f"km/{ep}/{g}", "", count_name)] = f"{rule}: group {count_name} hidden within its endpoint"
             if 0 < (surv["all"][count_name] or 0) < min_cell:
                 restricted.add("all")
         for g in restricted:
