@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     debug = getattr(args, "debug", False)
     try:
+        from adapter.commands.common import check_identifiers
+
+        check_identifiers(args)
         return int(args._run(args) or 0)
     except DataFindings as exc:
         print(f"data findings: {exc}", file=sys.stderr)

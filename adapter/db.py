@@ -7,7 +7,17 @@ One small surface for both engines so the same SQL runs on each:
 * Identifiers (schema names) are validated against a strict pattern and double-quoted.
 * Bulk loads use DuckDB DataFrame appends and PostgreSQL ``COPY``, never row-by-row INSERT.
 
-Credentials are never logged: :meth:`Database.safe_url` masks the password.
+Credentials are never logged: :func:`mask_url` is the one function every printed or stored URL goes
+through (user info and secret query parameters such as ``password``, ``sslpassword``, ``sslkey``).
+
+Identifiers: schema names and site ids follow one documented pattern each, checked with
+``re.fullmatch`` (so a trailing newline never passes, as it would with ``$``) before any work:
+
+* schema names (:data:`IDENT_PATTERN`): a letter or ``_`` then letters, digits, ``_``; at most 63
+  characters (PostgreSQL's NAMEDATALEN - 1); no blanks or control characters. System schemas
+  (``information_schema``, ``pg_catalog``, any ``pg_*``) are refused.
+* site ids (:data:`SITE_ID_PATTERN`): 1-40 letters, digits, ``_`` or ``-`` (the person map's and
+  lineage's ``site_id VARCHAR(40)``).
 """
 
 from __future__ import annotations
@@ -25,30 +35,55 @@ from adapter.errors import BlinaError
 
 __all__ = [
     "DEFAULT_DB",
+    "IDENT_PATTERN",
+    "SITE_ID_PATTERN",
     "Database",
     "Schemas",
     "connect",
+    "mask_url",
     "quote_ident",
     "validate_ident",
+    "validate_schema",
+    "validate_site_id",
 ]
 
 DEFAULT_DB = "blina.duckdb"
 T = TypeVar("T")
 Dialect = Literal["duckdb", "postgresql"]
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+IDENT_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
+SITE_ID_PATTERN = r"[A-Za-z0-9_-]{1,40}"
+_IDENT = re.compile(IDENT_PATTERN)
+_SITE_ID = re.compile(SITE_ID_PATTERN)
+_SYSTEM_SCHEMA = re.compile(r"(?i)information_schema|pg_.*")
 # ``:name`` bind parameters, not ``::type`` casts and not inside a word.
 _BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)\b(?!:)")
 
 
 def validate_ident(name: str, what: str = "identifier") -> str:
     """Return ``name`` if it is a plain SQL identifier, else raise a usage error."""
-    if not isinstance(name, str) or not _IDENT.match(name):
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise BlinaError(
             f"invalid {what} {name!r}",
             hint="use letters, digits and underscores, starting with a letter (max 63 characters)",
         )
     return name
+
+
+def validate_schema(name: str, what: str = "schema name") -> str:
+    """Return ``name`` if it is a plain identifier and not a system schema, else raise a usage error."""
+    validate_ident(name, what)
+    if _SYSTEM_SCHEMA.fullmatch(name):
+        raise BlinaError(f"{what} {name!r} is a system schema",
+                         hint="name the schema that holds (or should hold) the OMOP tables, e.g. cdm")
+    return name
+
+
+def validate_site_id(site_id: object, what: str = "site id") -> str:
+    """Return ``site_id`` if it matches :data:`SITE_ID_PATTERN`, else raise a usage error."""
+    if not isinstance(site_id, str) or not _SITE_ID.fullmatch(site_id):
+        raise BlinaError(f"invalid {what} {site_id!r}", hint="use 1-40 letters, digits, '_' or '-'")
+    return site_id
 
 
 def quote_ident(name: str, what: str = "identifier") -> str:
@@ -65,14 +100,55 @@ class Schemas:
     results: str | None = None
 
     def __post_init__(self) -> None:
-        validate_ident(self.cdm, "cdm schema name")
-        validate_ident(self.vocab, "vocabulary schema name")
+        validate_schema(self.cdm, "cdm schema name")
+        validate_schema(self.vocab, "vocabulary schema name")
         if self.results is not None:
-            validate_ident(self.results, "results schema name")
+            validate_schema(self.results, "results schema name")
 
 
-def _mask(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+# Query parameters whose value is a secret or names one (libpq: password, sslpassword, sslkey, passfile).
+_SECRET_PARAM = re.compile(r"(?i)([?&;][^=&;#]*(?:pass|secret|token|key|sslcert)[^=&;#]*=)[^&;#]*")
+
+
+def _secrets(url: str) -> list[str]:
+    """The secret substrings of ``url`` (password, secret query values), longest first."""
+    if "://" not in url:
+        return []
+    rest = url.split("://", 1)[1]
+    found = [m.group(0).split("=", 1)[1] for m in _SECRET_PARAM.finditer(rest)]
+    userinfo, at, _ = _SECRET_PARAM.sub("", rest).rpartition("@")
+    if at and ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    # A driver may have split an unencoded secret at "@" or ":" (and print a piece as the host name).
+    found += [piece for f in found for piece in re.split(r"[@:/]", f) if len(piece) >= 3]
+    return sorted(set(f for f in found if f), key=len, reverse=True)
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with every secret of ``url`` replaced by ``***``."""
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password and secret query parameters replaced by ``***``.
+
+    The user info is everything between ``://`` and the *last* ``@`` (so an unencoded ``@`` in a
+    password never shows the part after it); a URL without ``://`` (a DuckDB path) is unchanged.
+    Over-masking is preferred to leaking: when in doubt a part is masked.
+    """
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    rest = _SECRET_PARAM.sub(r"\1***", rest)
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{hostpart}"
+    return f"{scheme}://{rest}"
+
+
 
 
 @dataclass
@@ -90,7 +166,7 @@ class Database:
     # ----------------------------------------------------------------- basics
     @property
     def safe_url(self) -> str:
-        return _mask(self.url)
+        return mask_url(self.url)
 
     def q(self, name: str) -> str:
         """Quote an identifier for this database."""
@@ -260,23 +336,27 @@ def connect(
     url = url or DEFAULT_DB
     if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
         from sqlalchemy import create_engine
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
         sa_url = re.sub(r"^postgres(ql)?(\+psycopg)?://", "postgresql+psycopg://", url)
-        engine = create_engine(sa_url, pool_pre_ping=False)
+        try:
+            engine = create_engine(sa_url, pool_pre_ping=False)
+        except (ValueError, ArgumentError) as exc:  # e.g. port "abc": a usage error, not a crash
+            raise BlinaError(f"invalid database URL {mask_url(url)}: {_scrub(str(exc), url)}",
+                             hint="postgresql://user@host:5432/dbname (a numeric port)") from None
         try:
             conn = engine.connect()
-        except OperationalError as exc:
+        except (OperationalError, DBAPIError) as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
             raise BlinaError(
-                f"cannot connect to {_mask(url)}: {reason}",
+                f"cannot connect to {mask_url(url)}: {_scrub(reason, url)}",
                 hint="check host, port, database name and that the server is running",
             ) from None
         return Database(url=url, dialect="postgresql", schemas=schemas, _sa_engine=engine, _sa_conn=conn)
     if url.startswith("duckdb://"):
         url = url[len("duckdb://") :].lstrip("/") if not url.startswith("duckdb:////") else url[10:]
     if "://" in url:
-        raise BlinaError(f"unsupported database URL {_mask(url)}", hint="use a .duckdb path or postgresql://...")
+        raise BlinaError(f"unsupported database URL {mask_url(url)}", hint="use a .duckdb path or postgresql://...")
     import duckdb
 
     path = url if url == ":memory:" else str(Path(url))

@@ -201,6 +201,9 @@ def _read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise StudyDefinitionError(f"{path}: cannot read ({exc.strerror})", hint="check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise StudyDefinitionError(f"{path}: byte {exc.start} is not UTF-8 text",
+                                   hint="save the file as UTF-8") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from adapter.db import Database, quote_ident, validate_ident
+from adapter.db import Database, quote_ident, validate_ident, validate_site_id
 from adapter.errors import BlinaError
 from adapter.resources import sql_dir
 from adapter.study import SiteOverlay, StudyDefinition
@@ -338,9 +338,7 @@ def _site_id(site_id: str | None, overlay: SiteOverlay | None) -> str:
     sid = site_id or (overlay.site_id if overlay is not None else None)
     if not sid:
         raise BlinaError("no site id", hint="pass --site-id ID (or use a site overlay that names site_id)")
-    if not re.match(r"^[A-Za-z0-9_-]{1,40}$", sid):
-        raise BlinaError(f"invalid site id {sid!r}", hint="use 1-40 letters, digits, '_' or '-'")
-    return sid
+    return validate_site_id(sid)
 
 
 def _input_sql(study: StudyDefinition, overlay: SiteOverlay | None, site_id: str,

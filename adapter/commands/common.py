@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import argparse
 
-from adapter.db import DEFAULT_DB, Database, connect
+from adapter.db import DEFAULT_DB, Database, connect, validate_schema, validate_site_id
 from adapter.study import SiteOverlay, StudyDefinition, load_overlay, load_study
 
-__all__ = ["add_db_arguments", "add_study_arguments", "add_table_arguments", "open_db", "study_from_args"]
+__all__ = ["add_db_arguments", "add_study_arguments", "add_table_arguments", "check_identifiers", "open_db",
+           "study_from_args"]
+
+
+def check_identifiers(args: argparse.Namespace) -> None:
+    """Validate every site id and schema name given on the command line, before any work.
+
+    One pattern each (adapter.db.SITE_ID_PATTERN, adapter.db.IDENT_PATTERN); raises BlinaError (exit 2).
+    """
+    for attr in ("site", "site_id"):
+        if getattr(args, attr, None) is not None:
+            validate_site_id(getattr(args, attr), "--" + attr.replace("_", "-"))
+    for attr, what in (("cdm_schema", "cdm schema name"), ("vocab_schema", "vocabulary schema name"),
+                       ("results_schema", "results schema name")):
+        if getattr(args, attr, None) is not None:
+            validate_schema(getattr(args, attr), what)
 
 
 def add_db_arguments(p: argparse.ArgumentParser, *, results: bool = False) -> None:
     g = p.add_argument_group("database")
     g.add_argument("--db", default=DEFAULT_DB, metavar="URL",
                    help=f"DuckDB file or postgresql://user@host:port/db (default: {DEFAULT_DB})")
-    g.add_argument("--cdm-schema", default="cdm", metavar="S", help="schema of the CDM tables (default: cdm)")
+    g.add_argument("--cdm-schema", default="cdm", metavar="S",
+                   help="schema of the CDM tables (default: cdm)")
     g.add_argument("--vocab-schema", default=None, metavar="V",
                    help="schema of CONCEPT and friends (default: the CDM schema)")
     if results:

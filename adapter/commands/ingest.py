@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from adapter.commands.common import add_db_arguments, open_db
-from adapter.errors import BlinaError
+from adapter.errors import BlinaError, DataFindings
+from adapter.fhir.reader import discover_files
 from adapter.omop import create_cdm
 
 HELP = "ingest FHIR R4 Bundles and Bulk Data NDJSON (.ndjson, .ndjson.gz, folders) into OMOP CDM v5.4"
@@ -23,7 +24,8 @@ EXAMPLES = [
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                    help="FHIR files (Bundle or resource .json, .ndjson, .ndjson.gz) or folders of them")
-    p.add_argument("--site", required=True, metavar="S", help="site identifier (keys the person map and lineage)")
+    p.add_argument("--site", required=True, metavar="S",
+                   help="site identifier (keys the person map and lineage)")
     add_db_arguments(p)
     g = p.add_argument_group("study definition")
     g.add_argument("--study", default=None, metavar="FILE", help="study definition (default: packaged study.yaml)")
@@ -77,12 +79,28 @@ def _print_summary(report, quiet: bool) -> None:
             console.print(f"... {report.n_rejected - 20} more (see --report / --quarantine)")
 
 
+def _schema_exists(db, schema: str) -> bool:
+    rows = db.query("SELECT count(*) FROM information_schema.schemata WHERE schema_name = :s", {"s": schema})
+    return bool(rows[0][0])
+
+
 def run(args: argparse.Namespace) -> int:
     from adapter.fhir.ingest import ingest_fhir
     from adapter.study import load_overlay, load_study
 
     study = load_study(args.study)
     overlay = load_overlay(args.overlay, study) if args.overlay else None
+    # Everything that can be checked before touching the database is (nothing is left behind on failure).
+    for out in (args.report, args.quarantine):
+        if out is not None and not out.resolve().parent.is_dir():
+            raise BlinaError(f"cannot write {out}: its folder does not exist", hint="create the folder first")
+    files, _ = discover_files(args.paths)
+    if not files:
+        raise DataFindings(f"no FHIR file (.json, .ndjson, .ndjson.gz) in {', '.join(map(str, args.paths))}; "
+                           "pass the folder of the export")
+    if not args.db.startswith(("postgres://", "postgresql://", "postgresql+psycopg://", "duckdb://")) \
+            and args.db != ":memory:" and not Path(args.db).is_file():
+        raise BlinaError(f"no DuckDB database {args.db}", hint="create it with `blina init-db --db PATH` first")
     quarantine = None
     try:
         if args.quarantine:
@@ -91,9 +109,21 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise BlinaError(f"cannot write {args.quarantine}: {exc.strerror}", hint="check the path") from exc
         with open_db(args) as db:
-            create_cdm(db)
-            report = ingest_fhir(db, args.paths, site_id=args.site, study=study, overlay=overlay,
-                                 quarantine=quarantine, workers=args.workers)
+            new_schemas = [s for s in dict.fromkeys((db.schemas.cdm, db.schemas.vocab)) if not _schema_exists(db, s)]
+            try:
+                create_cdm(db)
+                report = ingest_fhir(db, args.paths, site_id=args.site, study=study, overlay=overlay,
+                                     quarantine=quarantine, workers=args.workers)
+            except BaseException:
+                for schema in new_schemas:  # made by this failed run (e.g. a mistyped --cdm-schema): remove
+                    db.execute(f"DROP SCHEMA IF EXISTS {db.q(schema)} CASCADE")
+                raise
+    except BaseException:
+        if quarantine is not None:
+            quarantine.close()
+            quarantine = None
+            args.quarantine.unlink(missing_ok=True)  # no partial output from a failed run
+        raise
     finally:
         if quarantine is not None:
             quarantine.close()

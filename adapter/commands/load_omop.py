@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from adapter.commands.common import add_db_arguments, open_db
+from adapter.errors import BlinaError, DataFindings
 from adapter.omop import create_cdm, load_omop_csv
 
 HELP = ("load a folder of OMOP CDM v5.4 CSV files, with the export's own vocabulary tables, into the database "
@@ -25,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.folder.is_dir():
+        raise BlinaError(f"{args.folder}: no such folder", hint="pass the folder of the OMOP CSV export")
+    if not any(f.name.lower().endswith((".csv", ".csv.gz")) for f in args.folder.iterdir()):
+        raise DataFindings(f"no OMOP CSV file (<table>.csv or .csv.gz) in {args.folder}; pass the folder of the export")
+    if args.report is not None and not args.report.resolve().parent.is_dir():
+        raise BlinaError(f"cannot write {args.report}: its folder does not exist", hint="create the folder first")
     with open_db(args) as db:
         create_cdm(db)
         report = load_omop_csv(db, args.folder, mode="append" if args.append else "replace")

@@ -29,7 +29,8 @@ EXAMPLES = [
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_db_arguments(p)
     add_study_arguments(p)
-    p.add_argument("--site-id", required=True, help="this center's identifier (letters, digits, - and _)")
+    p.add_argument("--site-id", required=True,
+                   help="this center's identifier (letters, digits, - and _)")
     p.add_argument("--out", type=Path, required=True, help="package file to write (.zip)")
     p.add_argument("--min-cell", type=int, default=5, help="smallest count published in site tables (default 5)")
     p.add_argument("--min-patients", type=int, default=MIN_SITE_PATIENTS, metavar="N",
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from analysis.federated.package import build_site_package
     from analysis.io import read_course, read_patient
 
+    if args.out.is_dir():  # checked before any work: a folder cannot become the package file
+        raise BlinaError(f"--out {args.out} is a folder", hint="name the package file, e.g. --out center1.zip")
     study, overlay = study_from_args(args)
     if (args.course is None) != (args.patient is None):
         raise BlinaError("--course and --patient go together", hint="give both extracted tables, or neither")

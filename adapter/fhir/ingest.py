@@ -47,7 +47,7 @@ from typing import Any, TextIO
 import orjson
 import pandas as pd
 
-from adapter.db import Database
+from adapter.db import Database, validate_site_id
 from adapter.errors import BlinaError
 from adapter.fhir.ingest_sql import (
     FOLLOWUP_TABLE,
@@ -298,6 +298,7 @@ def ingest_fhir(
     one): None takes the CPU count (at most 4) when the NDJSON input is 16 MB or more, else 1.
     """
     t0 = time.perf_counter()
+    validate_site_id(site_id)  # before any work: the person map and lineage key on it (VARCHAR(40))
     study = study or load_study()
     config = config or load_config()
     views = views or load_views()

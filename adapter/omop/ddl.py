@@ -9,6 +9,7 @@ would round an MRD of 0.0001 to 0, so numeric columns are DOUBLE there.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -73,33 +74,37 @@ def render_ddl(dialect: str, *, cdm_schema: str, vocab_schema: str) -> list[str]
     return stmts
 
 
-def _postgres_keys_and_indexes(db: Database) -> list[str]:
-    """Primary keys (OHDSI primary_keys.sql) and the standard indexes, PostgreSQL only."""
+def _postgres_keys_and_indexes(db: Database, new_tables: set[str]) -> list[str]:
+    """Primary keys (OHDSI primary_keys.sql) and the standard indexes, PostgreSQL only, for the tables in
+    ``new_tables`` (``"role.table"``) only: an existing CDM (the hospital's) is never altered, so its
+    own key and index names never matter."""
     cdm, vocab = quote_ident(db.schemas.cdm), quote_ident(db.schemas.vocab)
     stmts = []
     for table, fields in field_spec().items():
         pk = [f.column for f in fields if f.primary_key]
-        if pk:
-            schema = cdm if fields[0].schema_role == "cdm" else vocab
-            name = f"xpk_{table}"
-            stmts.append(
-                f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_namespace n "
-                f"ON n.oid = c.connamespace WHERE c.conname = '{name}' AND n.nspname = "
-                f"'{db.schemas.cdm if fields[0].schema_role == 'cdm' else db.schemas.vocab}') THEN "
-                f"ALTER TABLE {schema}.{quote_ident(table)} ADD CONSTRAINT {name} PRIMARY KEY ({', '.join(pk)}); "
-                f"END IF; END $$"
-            )
+        role = fields[0].schema_role
+        if pk and f"{role}.{table}" in new_tables:
+            schema = cdm if role == "cdm" else vocab
+            stmts.append(f"ALTER TABLE {schema}.{quote_ident(table)} ADD CONSTRAINT xpk_{table} "
+                         f"PRIMARY KEY ({', '.join(pk)})")
     text = (sql_dir() / "ddl" / "omop_indexes.sql").read_text()
     for line in text.splitlines():
         if line.strip() and not line.startswith("--"):
-            stmts.append(line.rstrip(";").replace("{cdm}", cdm).replace("{vocab}", vocab))
+            target = re.search(r"ON \{(cdm|vocab)\}\.(\w+)", line)
+            if target and f"{target.group(1)}.{target.group(2)}" in new_tables:
+                stmts.append(line.rstrip(";").replace("{cdm}", cdm).replace("{vocab}", vocab))
     return stmts
 
 
 def create_cdm(db: Database, *, indexes: bool = True) -> None:
-    """Create the CDM and vocabulary schemas and tables (idempotent); on PostgreSQL also keys and indexes."""
+    """Create the CDM and vocabulary schemas and the missing tables (idempotent); on PostgreSQL also keys
+    and indexes of the tables created now. Existing tables are left exactly as they are (no ALTER)."""
+    existing = {f"{role}.{table}" for table, fields in field_spec().items()
+                for role in [fields[0].schema_role]
+                if db.table_exists(getattr(db.schemas, role), table)}
     for stmt in render_ddl(db.dialect, cdm_schema=db.schemas.cdm, vocab_schema=db.schemas.vocab):
         db.execute(stmt)
     if db.dialect == "postgresql" and indexes:
-        for stmt in _postgres_keys_and_indexes(db):
+        new_tables = {f"{fields[0].schema_role}.{table}" for table, fields in field_spec().items()} - existing
+        for stmt in _postgres_keys_and_indexes(db, new_tables):
             db.execute(stmt)
