@@ -142,7 +142,14 @@ class _PathCompiler:
             return self.literal_coll(node[1])
         if kind == "empty":
             return "[]::JSON[]"
-        if kind == "bin" and node[1] in ("=", "!=", "and", "or"):
+        if kind == "index":
+            index = node[2]
+            if index[0] == "var" and isinstance(self.constants.get(index[1]), int):
+                index = ("lit", self.constants[index[1]])
+            if index[0] != "lit" or isinstance(index[1], bool) or not isinstance(index[1], int):
+                raise self.decline("an indexer that is not an integer literal")
+            return f"({self.coll(node[1], focus)})[{index[1] + 1}:{index[1] + 1}]"
+        if kind == "bin" and node[1] in ("=", "!=", "and", "or", "<", ">", "<=", ">="):
             return self.bool_coll(node, focus)
         raise self.decline(f"the operator {kind!r}")
 
@@ -214,7 +221,7 @@ class _PathCompiler:
                 f"<> 'NULL' THEN {self.arr(keyed)} ELSE {plain_typed} END))"
             )
         if base is None:
-            if name == "getResourceKey" and not args:
+            if name in ("getResourceKey", "where", "exists", "empty", "extension") and focus == "__root__":
                 return self.call(("call", ("this",), name, args), focus)
             raise self.decline(f"the function {name}() without a base")
         coll = self.coll(base, focus)
@@ -232,6 +239,21 @@ class _PathCompiler:
                 f"({x}->>'$.resourceType') IS NOT NULL), lambda {x}: to_json(({x}->>'$.resourceType') || '/' || "
                 f"COALESCE({x}->>'$.id', '')))"
             )
+        if name == "extension" and len(args) == 1 and args[0][0] == "lit" and isinstance(args[0][1], str):
+            x = self.fresh()
+            test = f"(json_type({x}->'$.url') = 'VARCHAR' AND ({x}->>'$.url') = {_sql_str(args[0][1])})"
+            return f"list_filter({self.member(coll, 'extension')}, lambda {x}: {test})"
+        if name == "join" and len(args) <= 1:
+            sep = args[0] if args else ("lit", "")
+            if sep[0] != "lit" or not isinstance(sep[1], str):
+                raise self.decline("join() with a separator that is not a string literal")
+            x = self.fresh()
+            msg = _sql_str(f"{self.expression}: join() needs strings")
+            text = (
+                f"array_to_string(list_transform({coll}, lambda {x}: CASE WHEN json_type({x}) = 'VARCHAR' "
+                f"THEN {x}->>'$' ELSE error({msg}) END), {_sql_str(sep[1])})"
+            )
+            return f"[to_json({text})]"
         if name in ("exists", "empty", "not"):
             return self.bool_coll(node, focus)
         raise self.decline(f"the function {name}()")
@@ -264,6 +286,17 @@ class _PathCompiler:
                 raise self.decline(f"the literal {lit!r}")
             test = f"(CASE WHEN {v} IS NULL THEN NULL ELSE {test} END)"
             return test if node[1] == "=" else f"(NOT {test})"
+        if kind == "bin" and node[1] in ("<", ">", "<=", ">="):
+            left, right = node[2], node[3]
+            lit = right[1] if right[0] == "lit" else self.constants.get(right[1]) if right[0] == "var" else None
+            if isinstance(lit, bool) or not isinstance(lit, (int, float)):
+                raise self.decline(f"the comparison {node[1]!r} with a non-number operand")
+            v = self.single(self.coll(left, focus), self.expression)
+            msg = _sql_str(f"{self.expression}: {node[1]} compares a number with a non-number")
+            return (
+                f"(CASE WHEN {v} IS NULL THEN NULL WHEN json_type({v}) IN {_NUMERIC} "
+                f"THEN CAST({v} AS DOUBLE) {node[1]} {float(lit)!r} ELSE error({msg}) END)"
+            )
         if kind == "call" and node[1] is not None and not node[3]:
             if node[2] == "exists":
                 return f"(len({self.coll(node[1], focus)}) > 0)"
