@@ -31,12 +31,14 @@ rest, so the outcome (report, quarantine, rows, row ids) is the one a single pro
 from __future__ import annotations
 
 import contextlib
+import gzip
 import multiprocessing
 import os
 import re
 import signal
 import sys
 import time
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -71,6 +73,7 @@ from adapter.fhir.reader import (
     read_chunk,
     read_raw,
 )
+from adapter.fhir.shape import reason_for
 from adapter.fhir.viewdef import ViewDefinition
 from adapter.study import SiteOverlay, StudyDefinition, load_study
 
@@ -467,7 +470,7 @@ class _NoiseSink:
     patient's first date is the least valid first date of its records that are not not-done (an
     impossible date is ignored), the last likewise."""
 
-    __slots__ = ("candidate", "followup", "is_study", "n", "not_relevant", "relevant", "status_skip")
+    __slots__ = ("candidate", "error", "followup", "is_study", "n", "not_relevant", "relevant", "status_skip")
 
     def __init__(self, mapper: ResourceMapper, not_relevant: Counter) -> None:
         self.relevant, self.is_study = mapper.relevant, mapper.is_study
@@ -475,8 +478,18 @@ class _NoiseSink:
         self.not_relevant = not_relevant
         self.n = 0
         self.followup: dict[str, list[str | None]] = {}  # patient id -> [first, last], either may be None
+        # the reason the last resource could not be classified (a malformed element): the resource is
+        # then handed on (returns False) and whoever takes it rejects it with this reason
+        self.error: str | None = None
 
     def __call__(self, res: dict, rtype: str) -> bool:
+        try:
+            return self._take(res, rtype)
+        except _RECORD_ERRORS as exc:
+            self.error = reason_for(res, exc)
+            return False
+
+    def _take(self, res: dict, rtype: str) -> bool:
         if rtype in self.relevant and self.is_study(res):
             return False
         self.not_relevant[rtype] += 1
@@ -511,6 +524,12 @@ class _NoiseSink:
         return [(k, lo or hi, hi or lo) for k, (lo, hi) in self.followup.items() if lo or hi]
 
 
+# What a malformed record raises in the (pure) reading, classifying and mapping code: caught per record,
+# which is then rejected with its element and reason (adapter.fhir.shape). orjson's JSONEncodeError (too
+# deep to serialise) is a TypeError.
+_RECORD_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
+
+
 @dataclass
 class _RangeScan:
     """What a worker found in one NDJSON range: counts, follow-up dates, and the lines the main process
@@ -521,6 +540,7 @@ class _RangeScan:
     followup: dict[str, list[str | None]]
     kept: list[tuple[int, int, bytes]]
     checked: dict[int, str | None]  # line -> validation problem (None: valid) of the study-relevant lines
+    errors: dict[int, str]  # line -> why the line's resource could not be read (a malformed element)
 
 
 _worker_mapper: ResourceMapper | None = None
@@ -544,6 +564,7 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     wanted, loads, decode_error = mapper.wanted, orjson.loads, orjson.JSONDecodeError
     kept: list[tuple[int, int, bytes]] = []
     checked: dict[int, str | None] = {}
+    errors: dict[int, str] = {}
     validation_problem = mapper.validation_problem
     n_lines = 0
     next_offset = start
@@ -564,11 +585,17 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
                     continue
                 if sink(res, rtype):
                     continue
-                # validation is pure and the costliest step: done here, used by the main process if it maps
-                # this resource (a duplicate or not-done one is not mapped, so its result goes unused)
-                checked[n_lines] = validation_problem(res)
+                if sink.error is not None:
+                    errors[n_lines], sink.error = sink.error, None
+                else:
+                    # validation is pure and the costliest step: done here, used by the main process if it
+                    # maps this resource (a duplicate or not-done one is not mapped, its result goes unused)
+                    try:
+                        checked[n_lines] = validation_problem(res)
+                    except _RECORD_ERRORS as exc:
+                        errors[n_lines] = reason_for(res, exc)
         kept.append((n_lines, offset, raw))
-    return _RangeScan(n_lines, not_relevant, sink.followup, kept, checked)
+    return _RangeScan(n_lines, not_relevant, sink.followup, kept, checked, errors)
 
 
 class _Run:
@@ -592,6 +619,7 @@ class _Run:
         self.not_relevant = report.skipped["not_relevant"]
         self.sink = _NoiseSink(mapper, self.not_relevant)
         self.checked: dict[int, str | None] = {}  # line -> validation problem, found by a worker (this range)
+        self.errors: dict[int, str] = {}  # line -> malformed element, found by a worker (this range)
 
     def reject(self, file: str, line: int | None, entry: str | None, key: str | None, reason: str,
                resource: Any = None) -> None:
@@ -605,7 +633,12 @@ class _Run:
             if resource is _LATE:
                 resource = read_raw(file, line, entry)
             rec = {**rej.__dict__, "resource": resource}
-            self.quarantine.write(orjson.dumps(rec).decode() + "\n")
+            try:
+                text = orjson.dumps(rec).decode()
+            except TypeError:  # nested deeper than orjson writes: the record's text as it was read
+                rec["resource"] = _raw_text(file, line)
+                text = orjson.dumps(rec).decode()
+            self.quarantine.write(text + "\n")
 
     def read_file(self, path: Path, file_idx: int) -> None:
         skipped_counts: dict[str, int] = {}
@@ -650,9 +683,10 @@ class _Run:
                 skipped_counts: dict[str, int] = {}
                 lines = [(first + n, offset, raw) for n, offset, raw in scan.kept]
                 self.checked = {first + n: problem for n, problem in scan.checked.items()}
+                self.errors = {first + n: why for n, why in scan.errors.items()}
                 self._read_items(iter_line_items(str(path), lines, self.mapper.wanted, skipped_counts),
                                  file_idx, skipped_counts)
-                self.checked = {}
+                self.checked, self.errors = {}, {}
             ok = True
         finally:
             pool.shutdown(wait=ok, cancel_futures=not ok)
@@ -679,13 +713,22 @@ class _Run:
             if (item.line is None or item.entry is not None) and sink(res, rtype):
                 n_items -= 1  # counted by the sink
                 continue
+            malformed = sink.error or (self.errors.get(item.line) if item.entry is None else None)
+            if malformed is not None:
+                sink.error = None
+                self.reject(item.file, item.line, item.entry, None, malformed, res)
+                continue
             rid = res.get("id") or item.fallback_id
             if not isinstance(rid, str) or not rid:
                 self.reject(item.file, item.line, item.entry, None, f"{rtype} has no id", res)
                 continue
             res["id"] = rid
             key = f"{rtype}/{rid}"
-            digest = hash(dumps(res, option=sort_keys))
+            try:
+                digest = hash(dumps(res, option=sort_keys))
+            except TypeError as exc:  # nested deeper than orjson serialises
+                self.reject(item.file, item.line, item.entry, key, reason_for(res, exc), res)
+                continue
             prev = seen.get(key)
             if prev is not None:
                 self._repeat(item, key, digest, prev, res)
@@ -712,14 +755,22 @@ class _Run:
 
     def _one(self, item: Item, res: dict, rtype: str, key: str, digest: int, file_idx: int) -> None:
         report = self.report
-        status = self.mapper.status_skip(res)
+        try:
+            status = self.mapper.status_skip(res)
+            if status is None:
+                problem = self.checked.get(item.line, NOT_CHECKED) if item.entry is None else NOT_CHECKED
+                result = self.mapper.map(res, key, item.refs, problem)
+        except _RECORD_ERRORS as exc:
+            self.seen[key] = digest << 2 | _REJECTED
+            if rtype == "Patient":
+                self.rejected_patients.add(res["id"])
+            self.reject(item.file, item.line, item.entry, key, reason_for(res, exc), res)
+            return
         if status is not None:
             report.skipped["status"][rtype] += 1
             self.tombstones.append(key)
             self.seen[key] = digest << 2 | _SKIPPED
             return
-        problem = self.checked.get(item.line, NOT_CHECKED) if item.entry is None else NOT_CHECKED
-        result = self.mapper.map(res, key, item.refs, problem)
         if result.status == "rejected":
             self.seen[key] = digest << 2 | _REJECTED
             if rtype == "Patient":
@@ -742,3 +793,17 @@ class _Run:
 
 
 __all__ += ["LINEAGE_TABLE", "PERSON_MAP_TABLE"]
+
+
+def _raw_text(file: str, line: int | None) -> str | None:
+    """The text of NDJSON line ``line`` of ``file`` (for a quarantine record that cannot be written as JSON)."""
+    if line is None:
+        return None
+    try:
+        with (gzip.open(file, "rb") if file.lower().endswith(".gz") else open(file, "rb")) as fh:
+            for i, raw in enumerate(fh, 1):
+                if i == line:
+                    return raw.decode("utf-8", "replace").rstrip("\r\n")
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None

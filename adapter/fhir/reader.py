@@ -28,6 +28,7 @@ import orjson
 from adapter.errors import BlinaError
 
 __all__ = [
+    "BOM",
     "INPUT_SUFFIXES",
     "Item",
     "discover_files",
@@ -42,6 +43,7 @@ __all__ = [
 
 # File name endings the reader takes (lower case); anything else in a folder is listed as skipped.
 INPUT_SUFFIXES: tuple[str, ...] = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
+BOM = b"\xef\xbb\xbf"
 _LINE_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 
 
@@ -172,7 +174,8 @@ def _expand(
         where = f"{prefix}.entry[{i}]" if prefix else f"entry[{i}]"
         res = e.get("resource") if isinstance(e, dict) else None
         if not isinstance(res, dict):
-            method = e.get("request", {}).get("method") if isinstance(e, dict) else None
+            req = e.get("request") if isinstance(e, dict) else None
+            method = req.get("method") if isinstance(req, dict) else None
             why = f"Bundle entry has no resource (request {method})" if method else "Bundle entry has no resource"
             yield Item(None, file, line, offset, where, error=why)
         elif res.get("resourceType") == "Bundle":
@@ -196,7 +199,8 @@ class _Keep:
 
     def __call__(self, resource: dict[str, Any]) -> bool:
         rtype = resource.get("resourceType")
-        if self.relevant is None or rtype in self.relevant or not isinstance(rtype, str):
+        # the type test first: a resourceType that is an object or array is unhashable
+        if self.relevant is None or not isinstance(rtype, str) or rtype in self.relevant:
             return True  # a missing resourceType is yielded: the caller rejects it
         self.skipped[rtype] = self.skipped.get(rtype, 0) + 1
         return False
@@ -223,6 +227,8 @@ def iter_items(
         if _kind(path) == "json":
             with _open(path) as fh:
                 data = fh.read()
+            if data.startswith(BOM):
+                data = data[3:]
             try:
                 res = loads(data)
             except orjson.JSONDecodeError as exc:
@@ -254,6 +260,8 @@ def _line_items(file: str, lines: Iterable[tuple[int, int, bytes]], keep: _Keep,
     """The Items of NDJSON lines given as (line number, byte offset, raw line)."""
     loads = orjson.loads
     for lineno, start, raw in lines:
+        if raw.startswith(BOM):  # a UTF-8 byte-order mark (files written on Windows) is not part of the JSON
+            raw = raw[3:]
         try:
             res = loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -264,7 +272,8 @@ def _line_items(file: str, lines: Iterable[tuple[int, int, bytes]], keep: _Keep,
         if res.__class__ is dict:
             rtype = res.get("resourceType")
             # hot path: noise is counted by type and dropped without building an Item
-            if wanted is not None and rtype not in wanted and rtype.__class__ is str and rtype != "Bundle":
+            # the type test first: a resourceType that is an object or array is unhashable
+            if wanted is not None and rtype.__class__ is str and rtype not in wanted and rtype != "Bundle":
                 keep.skipped[rtype] = keep.skipped.get(rtype, 0) + 1
             elif rtype == "Bundle":
                 yield from _expand(res, file, lineno, start, "", keep)
