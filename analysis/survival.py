@@ -3,6 +3,11 @@
 * :func:`kaplan_meier`: exact product-limit estimator with Greenwood standard errors of S(t)
   (R ``survfit(Surv(time, event) ~ 1)``; R's ``std.err`` is on the cumulative-hazard scale, our
   ``se`` is ``surv * std.err``, the "Std. Error" that SPSS prints and the paper quotes as ``±``).
+  Pointwise 95% confidence limits as R ``survfit``: ``conf.type = "log"`` (R's default) or
+  ``"log-log"`` (:meth:`KaplanMeierResult.confidence_interval`, R's NA kept as NaN), the median
+  with its limits as R's ``print.survfit`` (:meth:`KaplanMeierResult.median`), and
+  :func:`reverse_kaplan_meier` for the median follow-up; equal to R to 1e-6 on
+  tests/fixtures/r_reference/km_ci.R. A few lines of numpy, so no library is needed for them.
 * :func:`logrank_test`: k-group log-rank test (R ``survdiff(Surv(time, event) ~ group)``, rho = 0).
 * :func:`cox_ph`: Cox proportional hazards fitted by :func:`analysis.cox.cox_fit` (a port of R's
   ``coxph.fit``: Efron ties, step halving, R's convergence rule; equal to R to 1e-6 on the
@@ -37,6 +42,9 @@ __all__ = [
     "CoxTerm",
     "CoxResult",
     "kaplan_meier",
+    "reverse_kaplan_meier",
+    "MedianResult",
+    "CONF_TYPES",
     "logrank_test",
     "cox_ph",
     "format_surv_se",
@@ -114,9 +122,48 @@ class KaplanMeierResult:
             out.append(int(self.n_risk[j]) if j < len(self.time) else 0)
         return tuple(out)
 
-    def to_frame(self) -> pd.DataFrame:
-        """The KM table, one row per distinct time (columns as the fields of the same name)."""
-        return pd.DataFrame(
+    def confidence_interval(
+        self, conf_type: str = "log", level: float = 0.95
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Pointwise ``level`` confidence limits of S(t) at each ``time`` (lower, upper), as R
+        ``survfit(..., conf.type=conf_type)``: ``"log"`` (R's default) exp(log S -+ z std.err),
+        upper capped at 1; ``"log-log"`` exp(-exp(log(-log S) -+ z std.err / log S)). NaN where R gives NA: S = 0
+        (both) and S = 1 (log-log)."""
+        return _ci(np.asarray(self.surv, dtype=float), np.asarray(self.std_err_cumhaz, dtype=float),
+                   conf_type, level)
+
+    def survival_ci_at(self, t: float, conf_type: str = "log", level: float = 0.95) -> tuple[float, float]:
+        """Confidence limits of S(t) as R ``summary(fit, times = t)``: (1, 1) before the first time,
+        NaN past the end of follow-up (see :meth:`survival_at`), else the limits of the step at t."""
+        if self.n == 0:
+            return math.nan, math.nan
+        i = self._index_at(t)
+        if i < 0:
+            return 1.0, 1.0
+        if t > self.time[-1] and self.surv[-1] > 0:
+            return math.nan, math.nan
+        lo, hi = self.confidence_interval(conf_type, level)
+        return lo[i], hi[i]
+
+    def median(self, conf_type: str = "log", level: float = 0.95) -> MedianResult:
+        """Median time and its confidence limits as R ``print(survfit(...))`` (``survmean``): the
+        first time the curve (the lower / upper limit for the CI) is <= 0.5; when it equals 0.5
+        (within sqrt(machine eps)) on a plateau, the midpoint of that time and the next lower step.
+        NaN = not reached (R: NA)."""
+        time = np.asarray(self.time, dtype=float)
+        lo, hi = self.confidence_interval(conf_type, level)
+        return MedianResult(
+            median=_minmin(np.asarray(self.surv, dtype=float), time),
+            ci_low=_minmin(np.asarray(lo, dtype=float), time),
+            ci_high=_minmin(np.asarray(hi, dtype=float), time),
+            conf_type=conf_type,
+            level=level,
+        )
+
+    def to_frame(self, conf_type: str | None = None, level: float = 0.95) -> pd.DataFrame:
+        """The KM table, one row per distinct time (columns as the fields of the same name); with
+        ``conf_type`` also ``ci_low`` / ``ci_high`` (:meth:`confidence_interval`)."""
+        out = pd.DataFrame(
             {
                 "time": self.time,
                 "n_risk": self.n_risk,
@@ -126,6 +173,63 @@ class KaplanMeierResult:
                 "se": self.se,
             }
         )
+        if conf_type is not None:
+            lo, hi = self.confidence_interval(conf_type, level)
+            out["ci_low"] = np.asarray(lo, dtype=float)
+            out["ci_high"] = np.asarray(hi, dtype=float)
+        return out
+
+
+CONF_TYPES = ("log", "log-log")
+
+
+@dataclass(frozen=True)
+class MedianResult:
+    """Median survival time with its ``level`` confidence limits (NaN: not reached / not defined)."""
+
+    median: float
+    ci_low: float
+    ci_high: float
+    conf_type: str
+    level: float
+
+
+def _ci(surv: np.ndarray, std_err: np.ndarray, conf_type: str, level: float) -> tuple[tuple[float, ...], ...]:
+    """R's ``survfit_confint`` for ``logse = TRUE`` (std_err on the log S / cumulative-hazard scale)."""
+    if conf_type not in CONF_TYPES:
+        raise ValueError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    z = float(sps.norm.ppf(1 - (1 - level) / 2))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if conf_type == "log":
+            ok = surv > 0
+            ls = np.log(np.where(ok, surv, 1.0))
+            lo = np.where(ok, np.exp(ls - z * std_err), np.nan)
+            hi = np.where(ok, np.minimum(np.exp(ls + z * std_err), 1.0), np.nan)
+        else:
+            ok = (surv > 0) & (surv < 1)
+            ls = np.log(np.where(ok, surv, 0.5))
+            t3 = np.log(-ls)
+            # log S < 0, so subtracting z * se / log S raises log(-log S): the lower limit.
+            lo = np.where(ok, np.exp(-np.exp(t3 - z * std_err / ls)), np.nan)
+            hi = np.where(ok, np.exp(-np.exp(t3 + z * std_err / ls)), np.nan)
+    return tuple(float(x) for x in lo), tuple(float(x) for x in hi)
+
+
+_MEDIAN_TOL = float(np.finfo(float).eps) ** 0.5
+
+
+def _minmin(y: np.ndarray, x: np.ndarray) -> float:
+    """R ``survmean``'s ``minmin``: first x where y < 0.5 + tol (NA values skipped); a value equal
+    to 0.5 followed by a lower one gives the midpoint of their times."""
+    keep = ~np.isnan(y) & (y < 0.5 + _MEDIAN_TOL)
+    if not keep.any():
+        return math.nan
+    xk, yk = x[keep], y[keep]
+    if abs(yk[0] - 0.5) < _MEDIAN_TOL and (yk < yk[0]).any():
+        return float((xk[0] + xk[int(np.flatnonzero(yk < yk[0])[0])]) / 2)
+    return float(xk[0])
 
 
 def kaplan_meier(time: Sequence[float], event: Sequence[object], *, label: str = "") -> KaplanMeierResult:
@@ -164,6 +268,18 @@ def kaplan_meier(time: Sequence[float], event: Sequence[object], *, label: str =
         se=tuple(float(x) for x in se),
         std_err_cumhaz=tuple(float(x) for x in std_err),
     )
+
+
+def reverse_kaplan_meier(
+    time: Sequence[float], event: Sequence[object], *, label: str = ""
+) -> KaplanMeierResult:
+    """Kaplan-Meier estimate of the censoring distribution (R ``survfit(Surv(time, 1 - event) ~ 1)``):
+    a censored time is the "event", an event time is censored. Its :meth:`KaplanMeierResult.median`
+    is the median follow-up (reverse Kaplan-Meier, Schemper & Smith 1996), which unlike the median of
+    the observed times is not shortened by early events."""
+    t_all, e_all, keep = _parse_time_event(time, event)
+    rev = np.where(keep, 1.0 - np.nan_to_num(e_all), np.nan)
+    return kaplan_meier(t_all, rev, label=label)
 
 
 def format_surv_se(surv: float, se: float, digits: int = 1) -> str:
