@@ -14,7 +14,9 @@ Public API:
 * :func:`cox_derivatives`: log partial likelihood, score vector and information matrix of one
   data set at a given beta (Efron or Breslow, strata). They add over data sets (sites) with
   disjoint strata, which is what a federated Newton-Raphson (nodes return derivatives at a proposed
-  beta, the centre updates) needs; :func:`newton_step` is that central update.
+  beta, the centre updates) needs; :func:`newton_step` is that central update, and
+  :func:`cox_fit_derivatives` runs R's whole iteration (halving, convergence rule, warnings) on
+  derivatives from any source (``cox_fit`` itself, or one federated round per call).
 
 Why our own Newton iteration on numpy and not lifelines: lifelines' ``CoxPHFitter`` uses another
 step rule (a fixed step size with its own decrement criterion) and failed with ``ConvergenceError:
@@ -33,7 +35,7 @@ Times are compared exactly (R additionally merges times equal up to rounding err
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,6 +48,7 @@ __all__ = [
     "CoxFit",
     "cox_derivatives",
     "cox_fit",
+    "cox_fit_derivatives",
     "newton_step",
 ]
 
@@ -325,6 +328,42 @@ def cox_fit(
     def derivs(b: np.ndarray) -> CoxDerivatives:
         return _derivs_sorted(t, d, Xs, s, w, b, ties)
 
+    def max_lp(coef: np.ndarray) -> float:
+        return float((X @ coef - coef @ means).max()) if n else 0.0
+
+    return cox_fit_derivatives(
+        derivs, names=names, n=n, n_events=int(d.sum()), ties=ties, scale=scale, max_lp=max_lp,
+        eps=eps, iter_max=iter_max, toler_chol=toler_chol, toler_inf=toler_inf,
+    )
+
+
+def cox_fit_derivatives(
+    derivs: Callable[[np.ndarray], CoxDerivatives],
+    *,
+    names: Sequence[str],
+    n: int,
+    n_events: int,
+    ties: Ties = "efron",
+    scale: np.ndarray | None = None,
+    max_lp: Callable[[np.ndarray], float] | None = None,
+    eps: float = EPS,
+    iter_max: int = ITER_MAX,
+    toler_chol: float = TOLER_CHOL,
+    toler_inf: float = TOLER_INF,
+) -> CoxFit:
+    """R's ``coxph.fit`` iteration on derivatives supplied by ``derivs(beta)`` (log partial
+    likelihood, score, information at beta, on the scale of ``beta``): the same start (0), step
+    halving, convergence rule, Cholesky tolerance and warnings as :func:`cox_fit`, which calls it
+    on its own data. A federated fit passes a ``derivs`` that asks the sites (one round per call):
+    the calls are at beta = 0, once per iteration, and once more at the last good beta when
+    iter_max is reached.
+
+    ``scale``: the covariates were multiplied by it (coefficients are divided back; default 1);
+    ``max_lp``: the largest linear predictor at the final coefficients, used only for R's "may be
+    infinite" warning after non-convergence (None: that check is skipped, the other one stays)."""
+    names = tuple(names)
+    p = len(names)
+    scale = np.ones(p) if scale is None else np.asarray(scale, dtype=float)
     beta = np.zeros(p)
     first = derivs(beta)
     loglik0 = first.loglik
@@ -386,8 +425,8 @@ def cox_fit(
         infs = np.abs(u @ var)
         if flag == 1000:
             msgs.append("Ran out of iterations and did not converge")
-            lp = X @ coef - coef @ means
-            if (lp.max() if n else 0) > 500 or not np.isfinite(infs).all():
+            lp = max_lp(coef) if max_lp is not None else -math.inf
+            if lp > 500 or not np.isfinite(infs).all():
                 msgs.append("one or more coefficients may be infinite")
         else:
             bad = ~np.isfinite(u) | ((infs > eps) & (infs > toler_inf * np.abs(coef)))
@@ -412,8 +451,7 @@ def cox_fit(
         wald = float(b @ _chsolve2(chol_v, b))
     else:
         wald = math.nan
-    n_ev = int(d.sum())
-    if n_ev == 0:
+    if n_events == 0:
         msgs.append("no events: the partial likelihood is flat, no coefficient is estimable")
     return CoxFit(
         names=names,
@@ -430,7 +468,7 @@ def cox_fit(
         iterations=iterations,
         converged=flag != 1000,
         n=n,
-        n_events=n_ev,
+        n_events=n_events,
         ties=ties,
         infinite=infinite,
         warnings=tuple(msgs),

@@ -1,4 +1,5 @@
-"""vantage6 algorithm for the blina-study pooled analyses (exact, one round).
+"""vantage6 algorithm for the blina-study pooled analyses: exact, one round; and the Cox model
+as a multi-round Newton iteration.
 
 * ``partial`` runs at each node on two databases, the site's ``course`` and ``patient`` tables
   (study-protocol section 4, in that order), and returns that site's sufficient statistics
@@ -12,6 +13,21 @@
   site-stratified log-rank, Fisher + CMH, site-stratified Cox (Efron), pooled Wilcoxon and the
   count tables. It refuses to pool fewer than ``min_organizations`` sites (default 3), so no
   site can difference the pooled result against its own data.
+* ``central_cox`` fits the Cox model over the organizations by R's Newton iteration (start 0,
+  step halving, ``|1 - L_old/L_new| <= 1e-9``, iter.max 20), one subtask (``partial_cox``) per
+  round at the proposed coefficients (``analysis.federated.cox_rounds``). ``model="stratified"``
+  (default, site as stratum): each node returns only its log-likelihood, score vector and
+  information matrix. ``model="unstratified"`` (one baseline hazard): a setup round of event
+  days, then per round each node's risk-set sums at the union grid of event days (per-site
+  score/information do not add up to this model; the module docstring says what that reveals).
+  Both equal the centralized fit of the concatenated complete cases (tests/test_v6_cox.py).
+
+Node databases: both partials take the site's ``course`` and ``patient`` tables as two
+databases, in that order, of any type vantage6 loads into a DataFrame (csv, parquet, excel;
+csv tested). An OMOP database type is not supported: vantage6 4.15 connects to it through R
+(``ohdsi.database_connector``), and the study views need blina-study's SQLAlchemy 2 runner,
+which cannot be installed beside vantage6-algorithm-tools' SQLAlchemy 1.4 pin; run
+``blina extract`` on the node's OMOP database and give the node its two CSV files.
 
 The math lives in blina-study (``analysis.federated``), installed next to this package; this
 module only adapts it to vantage6's decorators.
@@ -32,8 +48,15 @@ from analysis.federated import (
     scan_statistics,
     site_statistics,
 )
+from analysis.federated.cox_rounds import (
+    cox_design,
+    federated_cox_fit,
+    site_cox_derivatives,
+    site_cox_setup,
+    site_risk_set_sums,
+)
 
-__all__ = ["central", "partial"]
+__all__ = ["central", "central_cox", "partial", "partial_cox"]
 
 DEFAULT_MIN_PATIENTS = 5
 DEFAULT_MIN_ORGANIZATIONS = 3
@@ -52,11 +75,7 @@ def _site_id(course: pd.DataFrame, patient: pd.DataFrame) -> str:
     return ids.pop()
 
 
-@data(2)
-def partial(
-    course: pd.DataFrame, patient: pd.DataFrame, params: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """One site's sufficient statistics (JSON) from its course and patient tables."""
+def _check_min_patients(patient: pd.DataFrame) -> None:
     # Node administrators set this in the node's algorithm_env (vantage6 encodes the value).
     min_patients = get_env_var("BLINA_MIN_PATIENTS", str(DEFAULT_MIN_PATIENTS), as_type="int")
     if len(patient) < min_patients:
@@ -64,6 +83,14 @@ def partial(
             f"this site has {len(patient)} patients, fewer than the node's minimum "
             f"{min_patients} (BLINA_MIN_PATIENTS); refusing to share statistics"
         )
+
+
+@data(2)
+def partial(
+    course: pd.DataFrame, patient: pd.DataFrame, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One site's sufficient statistics (JSON) from its course and patient tables."""
+    _check_min_patients(patient)
     site = _site_id(course, patient)
     info(f"computing statistics of site {site}: {len(patient)} patients, {len(course)} courses")
     stats = site_statistics(
@@ -113,3 +140,78 @@ def central(
     if not include_per_site:
         pooled.pop("per_site")
     return pooled
+
+
+COX_COVARIATES = ("high_mrd", "bcr_abl1", "poor_cytogenetics")
+
+
+@data(2)
+def partial_cox(
+    course: pd.DataFrame,
+    patient: pd.DataFrame,
+    kind: str,
+    covariates: list[str],
+    beta: list[float] | None = None,
+    grid: list[int] | None = None,
+    ties: str = "efron",
+    endpoint: str = "efs",
+) -> dict[str, Any]:
+    """One Cox round at this node. ``kind``: ``derivatives`` (site-stratified: loglik, score,
+    information at ``beta``), ``setup`` (unstratified: event days with counts, sum of x over
+    events, n) or ``risk_sums`` (unstratified: risk-set and tied-event sums at ``grid``)."""
+    _check_min_patients(patient)
+    site = _site_id(course, patient)
+    try:
+        design = cox_design(course, patient, covariates, endpoint=endpoint)
+        if kind == "derivatives":
+            out = site_cox_derivatives(design, beta or [], ties=ties)  # type: ignore[arg-type]
+        elif kind == "setup":
+            out = site_cox_setup(design)
+        elif kind == "risk_sums":
+            out = site_risk_set_sums(design, beta or [], grid or [], ties=ties)  # type: ignore[arg-type]
+        else:
+            raise AlgorithmError(f"unknown Cox round kind {kind!r}; valid: derivatives, setup, risk_sums")
+    except ValueError as exc:  # FederatedInputError: a sentence naming the fix
+        raise AlgorithmError(f"site {site}: {exc}") from None
+    info(f"site {site}: Cox round {kind} over {design.time.size} complete cases")
+    return out
+
+
+@algorithm_client
+def central_cox(
+    client: Any,
+    covariates: list[str] | None = None,
+    model: str = "stratified",
+    ties: str = "efron",
+    endpoint: str = "efs",
+    min_organizations: int = DEFAULT_MIN_ORGANIZATIONS,
+) -> dict[str, Any]:
+    """Cox PH over all organizations, one ``partial_cox`` subtask per Newton round; returns the
+    fit (coef, se, HR with 95% CI, Wald P, loglik, LR/Wald/score tests, R's warnings) with
+    ``model``, ``rounds`` (subtasks sent) and ``iterations``."""
+    covariates = list(covariates or COX_COVARIATES)
+    org_ids = [org["id"] for org in client.organization.list()]
+    if len(org_ids) < min_organizations:
+        raise PrivacyThresholdViolation(
+            f"{len(org_ids)} organizations, fewer than min_organizations={min_organizations}"
+        )
+
+    def request(kind: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        task = client.task.create(
+            input_={"method": "partial_cox",
+                    "kwargs": {"kind": kind, "covariates": covariates, "ties": ties,
+                               "endpoint": endpoint, **kwargs}},  # fmt: skip
+            organizations=org_ids,
+            name=f"blina-study Cox {model} ({kind})",
+            description="one round of the federated Cox Newton iteration",
+        )
+        results = client.wait_for_results(task_id=task.get("id"))
+        if len(results) != len(org_ids):
+            raise AlgorithmError(f"{len(results)} of {len(org_ids)} organizations answered the Cox round")
+        return results
+
+    info(f"fitting the {model} Cox model over organizations {org_ids}")
+    try:
+        return federated_cox_fit(request, covariates, model=model, ties=ties)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise AlgorithmError(str(exc)) from None
