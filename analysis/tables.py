@@ -30,6 +30,17 @@ Decisions where the protocol is silent (a biostatistician's defaults, stated onc
   left out of the curves and the log-rank test and counted. One year = ``landmark_days`` (365).
   Numbers at risk at ``risk_times_days``.
 * Next therapy (5.7): counts per status at referral, all four categories shown (zeros included).
+* KM limits: 95% pointwise, R survfit's default ``conf.type = "log"`` unless ``km_conf_type =
+  "log-log"``; the transform is in every tidy row that carries a limit. Pairwise log-rank tests
+  are reported beside the k-group test, unadjusted for multiplicity (the paper's pairwise
+  comparisons are not published).
+* Further analyses of the paper (its tables, paper-notes section 4): baseline by indication (age,
+  sex, BCR-ABL1, poor cytogenetics, burden reduction); indication by status at referral and before
+  course 1; courses per patient (counted in the course table); CRS / ICANS by maximum grade per
+  course (all and by pre-course status) and per patient (worst grade; NULL = none recorded, as the
+  contract defines it); cytokine peaks over all courses with a value, beside the response groups.
+* Median follow-up: reverse Kaplan-Meier on the OS time (death censors follow-up), overall and by
+  status at referral, median and 95% limits as R ``print.survfit``.
 """
 
 from __future__ import annotations
@@ -54,13 +65,16 @@ from analysis.stats import (
     wilcoxon_signed_rank,
 )
 from analysis.survival import (
+    CONF_TYPES,
     CoxResult,
     KaplanMeierResult,
     LogRankResult,
+    MedianResult,
     cox_ph,
     format_surv_se,
     kaplan_meier,
     logrank_test,
+    reverse_kaplan_meier,
 )
 
 __all__ = [
@@ -78,6 +92,11 @@ __all__ = [
     "GroupSurvival",
     "SurvivalResult",
     "NextTherapyResult",
+    "BaselineResult",
+    "IndicationByStatus",
+    "CoursesResult",
+    "AdverseEventsResult",
+    "FollowUpResult",
     "SiteResults",
     "StudyResults",
     "patient_flow",
@@ -88,6 +107,11 @@ __all__ = [
     "cytokine_peaks",
     "survival_by_referral",
     "next_therapy_by_referral",
+    "baseline_by_indication",
+    "indication_by_status",
+    "courses_per_patient",
+    "adverse_events",
+    "follow_up",
     "analyze",
 ]
 
@@ -100,6 +124,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "age_group_cut_years": 10.0,
     "risk_times_days": (0, 90, 180, 270, 365, 545, 730),
     "cox_strata_by_site": False,
+    "km_conf_type": "log",
 }
 _KEY = ["site_id", "person_id"]
 
@@ -409,14 +434,19 @@ class GroupSummary:
 
 @dataclass(frozen=True)
 class CytokineResult:
-    """Cytokine peaks (pg/mL) by response group (protocol 5.5); ``n`` courses with a group."""
+    """Cytokine peaks (pg/mL) overall and by response group (protocol 5.5); ``n`` courses with a
+    response group (the overall rows use every course with a value)."""
 
     rows: tuple[GroupSummary, ...]
     n: int
-    method: str = "median (range) of the peak per course, all courses with a response assessment"
+    method: str = (
+        "median (range) of the peak per course: all courses with a value, and by response group "
+        "(courses with a response assessment)"
+    )
 
 
 RESPONSE_GROUPS = ("CR", "no CR", "MRD-neg maintained", "MRD-neg lost")
+OVERALL = "all courses"
 
 
 def _response_group(course: pd.DataFrame) -> pd.Series:
@@ -432,10 +462,12 @@ def _response_group(course: pd.DataFrame) -> pd.Series:
 
 
 def cytokine_peaks(course: pd.DataFrame) -> CytokineResult:
-    """IL-6, IL-10, IFN-gamma, TNF-alpha peaks: median (range) per response group."""
+    """IL-6, IL-10, IFN-gamma, TNF-alpha peaks: median (range) over all courses with a value
+    (group ``"all courses"``, whatever the response) and per response group."""
     grp = _response_group(course)
     rows = []
     for var in ("il6_peak", "il10_peak", "ifng_peak", "tnfa_peak"):
+        rows.append(GroupSummary(var, OVERALL, median_range(course[var].astype(float).to_numpy())))
         for g in RESPONSE_GROUPS:
             vals = course.loc[grp.eq(g).to_numpy(dtype=bool), var].astype(float)
             rows.append(GroupSummary(var, g, median_range(vals.to_numpy())))
@@ -449,7 +481,8 @@ def cytokine_peaks(course: pd.DataFrame) -> CytokineResult:
 @dataclass(frozen=True)
 class GroupSurvival:
     """One group's KM curve, its estimate at ``landmark_days`` (S, Greenwood SE, ``text`` in the
-    paper's style) and numbers at risk at the result's ``risk_times_days``."""
+    paper's style, 95% limits ``ci_low``-``ci_high`` with the result's ``conf_type``) and numbers at
+    risk at the result's ``risk_times_days``."""
 
     group: str
     km: KaplanMeierResult
@@ -457,6 +490,8 @@ class GroupSurvival:
     se: float
     text: str
     at_risk: tuple[int, ...]
+    ci_low: float
+    ci_high: float
 
 
 @dataclass(frozen=True)
@@ -471,6 +506,8 @@ class SurvivalResult:
     logrank: LogRankResult
     n: int
     n_excluded: int
+    conf_type: str
+    pairwise: tuple[LogRankResult, ...]
     method: str = (
         "Kaplan-Meier with Greenwood SE by status at referral; log-rank test; "
         "origin = index date (first course start)"
@@ -483,8 +520,13 @@ def survival_by_referral(
     *,
     landmark_days: float = 365,
     risk_times_days: Sequence[float] = DEFAULT_SETTINGS["risk_times_days"],
+    conf_type: str = "log",
 ) -> SurvivalResult:
-    """KM ``"EFS"`` (efs_days/efs_event) or ``"OS"`` (os_days/os_event) by status at referral."""
+    """KM ``"EFS"`` (efs_days/efs_event) or ``"OS"`` (os_days/os_event) by status at referral, with
+    pointwise 95% limits (``conf_type`` "log", R's default, or "log-log"), the k-group log-rank
+    test and the pairwise log-rank tests (unadjusted for multiplicity)."""
+    if conf_type not in CONF_TYPES:
+        raise ValueError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
     cols = {"EFS": ("efs_days", "efs_event"), "OS": ("os_days", "os_event")}
     if endpoint not in cols:
         raise ValueError(f"endpoint must be 'EFS' or 'OS', got {endpoint!r}")
@@ -504,6 +546,7 @@ def survival_by_referral(
         if km.n == 0:
             continue
         s, se = km.survival_at(landmark_days)
+        lo, hi = km.survival_ci_at(landmark_days, conf_type)
         groups.append(
             GroupSurvival(
                 group=g,
@@ -512,9 +555,17 @@ def survival_by_referral(
                 se=se,
                 text=format_surv_se(s, se),
                 at_risk=km.at_risk(risk_times_days),
+                ci_low=lo,
+                ci_high=hi,
             )
         )
     lr = logrank_test(t[use].to_numpy(), e[use].astype(int).to_numpy(), grp[use].to_numpy())
+    present = [x.group for x in groups]
+    pairwise = []
+    for i, a in enumerate(present):
+        for b in present[i + 1:]:
+            m = use & grp.isin([a, b]).to_numpy(dtype=bool)
+            pairwise.append(logrank_test(t[m].to_numpy(), e[m].astype(int).to_numpy(), grp[m].to_numpy()))
     return SurvivalResult(
         endpoint=endpoint,
         landmark_days=float(landmark_days),
@@ -523,6 +574,8 @@ def survival_by_referral(
         logrank=lr,
         n=int(use.sum()),
         n_excluded=int(len(patient) - use.sum()),
+        conf_type=conf_type,
+        pairwise=tuple(pairwise),
     )
 
 
@@ -553,6 +606,240 @@ def next_therapy_by_referral(patient: pd.DataFrame) -> NextTherapyResult:
 
 
 # --------------------------------------------------------------------------------------------
+# Further analyses of the paper (issue 12): baseline by indication, indication by status,
+# courses per patient, CRS / ICANS by maximum grade, median follow-up (reverse Kaplan-Meier)
+
+
+@dataclass(frozen=True)
+class BaselineRow:
+    """One baseline characteristic in one indication ``group`` (or ``"all"``): a proportion
+    (``level`` of ``variable``) or, for age, a median (range)."""
+
+    group: str
+    variable: str
+    level: str
+    count: Proportion | None
+    summary: MedianRange | None
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """Baseline characteristics by indication (the paper's baseline table): age at index, sex,
+    BCR-ABL1, poor cytogenetics, burden-reduction chemotherapy; ``n`` patients."""
+
+    rows: tuple[BaselineRow, ...]
+    groups: tuple[str, ...]
+    n: int
+    method: str = (
+        "patients by indication; counts with % of the group's patients (missing values in the "
+        "denominator of sex only as 'other / unknown'); age: median (range) in years"
+    )
+
+
+def baseline_by_indication(patient: pd.DataFrame) -> BaselineResult:
+    """Baseline characteristics per indication (R/R, CR-MRDpos, chemo_delay) and for all patients."""
+    ind = patient["indication"].astype("object")
+    groups = [*ENUMS["indication"], *sorted(set(ind.dropna()) - set(ENUMS["indication"]))]
+    if ind.isna().any():
+        groups.append("missing")
+    rows: list[BaselineRow] = []
+    for g in ("all", *groups):
+        if g == "all":
+            sub = patient
+        elif g == "missing":
+            sub = patient[ind.isna().to_numpy(dtype=bool)]
+        else:
+            sub = patient[ind.eq(g).fillna(False).to_numpy(dtype=bool)]
+        n = len(sub)
+        age = sub["age_at_index_years"].astype(float).to_numpy()
+        rows.append(BaselineRow(g, "age_at_index_years", "years", None, median_range(age)))
+        sex = sub["sex"].astype("object")
+        for lev in ("M", "F"):
+            rows.append(BaselineRow(g, "sex", lev, proportion(int(sex.eq(lev).sum()), n), None))
+        rows.append(BaselineRow(g, "sex", "other / unknown",
+                                proportion(n - int(sex.isin(["M", "F"]).sum()), n), None))
+        for var in ("bcr_abl1", "poor_cytogenetics", "burden_reduction"):
+            col = sub[var]
+            known = int(col.notna().sum())
+            rows.append(BaselineRow(g, var, "yes", proportion(int(_flag(col, True).sum()), known), None))
+    return BaselineResult(rows=tuple(rows), groups=tuple(groups), n=len(patient))
+
+
+@dataclass(frozen=True)
+class IndicationByStatus:
+    """Patients per indication (rows) and status (columns) at referral and before course 1; the
+    paper's 54 chemotherapy delays against its 45 CR-MRDneg at referral / 54 before course 1."""
+
+    by_referral: dict[str, dict[str, int]]
+    by_precourse: dict[str, dict[str, int]]
+    n: int
+    method: str = "counts of patients (cross-tabulation, zeros kept)"
+
+
+def indication_by_status(course: pd.DataFrame, patient: pd.DataFrame) -> IndicationByStatus:
+    """Cross-tabulation of ``indication`` by status at referral and by status before course 1."""
+    c1 = _course1(course)[[*_KEY, "pre_status"]]
+    p = patient.merge(c1, on=_KEY, how="left")
+    ind = p["indication"].astype("object")
+    cats = [*ENUMS["indication"], *sorted(set(ind.dropna()) - set(ENUMS["indication"]))]
+    statuses = (*STATUSES, "unknown")
+    out: list[dict[str, dict[str, int]]] = []
+    for col in ("status_at_referral", "pre_status"):
+        tab: dict[str, dict[str, int]] = {}
+        for c in cats:
+            tab[c] = _counts(p.loc[ind.eq(c).fillna(False).to_numpy(dtype=bool), col], statuses)
+        if ind.isna().any():
+            tab["missing"] = _counts(p.loc[ind.isna().to_numpy(dtype=bool), col], statuses)
+        out.append(tab)
+    return IndicationByStatus(by_referral=out[0], by_precourse=out[1], n=len(patient))
+
+
+@dataclass(frozen=True)
+class CoursesPerPatient:
+    """Courses per patient in one ``group`` (status at referral, or ``"all"``): ``distribution``
+    number of courses -> patients, ``summary`` median (range), ``total`` courses, ``n`` patients."""
+
+    group: str
+    n: int
+    total: int
+    summary: MedianRange
+    distribution: dict[int, int]
+
+
+@dataclass(frozen=True)
+class CoursesResult:
+    """Courses per patient, all patients and by status at referral."""
+
+    rows: tuple[CoursesPerPatient, ...]
+    n: int
+    method: str = "blinatumomab courses per patient counted in the course table; median (range)"
+
+
+def courses_per_patient(course: pd.DataFrame, patient: pd.DataFrame) -> CoursesResult:
+    """Distribution and median (range) of the number of courses per patient."""
+    per = course.groupby(_KEY, dropna=False).size().rename("k").reset_index()
+    p = patient[[*_KEY, "status_at_referral"]].merge(per, on=_KEY, how="left")
+    k = p["k"].fillna(0).astype(int)
+    ref = p["status_at_referral"].astype("object")
+    rows = []
+    for g in ("all", *SURVIVAL_GROUPS, "unknown"):
+        m = np.ones(len(p), dtype=bool) if g == "all" else ref.eq(g).fillna(False).to_numpy(dtype=bool)
+        if g == "unknown" and not m.any():
+            continue
+        kk = k[m]
+        dist = {int(a): int(b) for a, b in kk.value_counts().sort_index().items()}
+        rows.append(CoursesPerPatient(g, int(m.sum()), int(kk.sum()),
+                                      median_range(kk.to_numpy(dtype=float)), dist))
+    return CoursesResult(rows=tuple(rows), n=len(patient))
+
+
+@dataclass(frozen=True)
+class GradeCounts:
+    """``event`` ("CRS" or "ICANS") by maximum grade among ``unit`` ("courses" or "patients") of
+    ``group``: ``counts`` per grade (``"none recorded"``, ``"1"`` .. ``"5"``, zeros kept),
+    ``any_grade`` and ``grade_3_plus`` as proportions of ``n``."""
+
+    event: str
+    unit: str
+    group: str
+    counts: dict[str, int]
+    any_grade: Proportion
+    grade_3_plus: Proportion
+    n: int
+
+
+@dataclass(frozen=True)
+class AdverseEventsResult:
+    """CRS and ICANS by maximum grade: per course (all, and by pre-course status) and per patient
+    (the worst grade over the patient's courses)."""
+
+    rows: tuple[GradeCounts, ...]
+    n_courses: int
+    n_patients: int
+    method: str = (
+        "maximum grade during the course (protocol 3b.8; grade from the ICD-10-CM code); a patient's "
+        "grade = the worst over the patient's courses; NULL = none recorded"
+    )
+
+
+GRADES = ("none recorded", "1", "2", "3", "4", "5")
+
+
+def _grade_counts(event: str, unit: str, group: str, grades: pd.Series) -> GradeCounts:
+    g = grades.astype(float)
+    counts = {"none recorded": int(g.isna().sum())}
+    for lev in range(1, 6):
+        counts[str(lev)] = int(g.eq(lev).sum())
+    other = g.notna() & ~g.isin(range(1, 6))
+    if other.any():  # an ungraded / out-of-range value is shown, not hidden
+        counts["other"] = int(other.sum())
+    n = len(g)
+    return GradeCounts(event, unit, group, counts, proportion(int(g.notna().sum()), n),
+                       proportion(int(g.ge(3).sum()), n), n)
+
+
+def adverse_events(course: pd.DataFrame) -> AdverseEventsResult:
+    """CRS and ICANS counts by maximum grade (courses: all and per pre-status; patients: worst)."""
+    rows = []
+    pre = course["pre_status"].astype("object")
+    for col, event in (("crs_max_grade", "CRS"), ("icans_max_grade", "ICANS")):
+        rows.append(_grade_counts(event, "courses", "all", course[col]))
+        for s in (*STATUSES, "unknown"):
+            m = pre.eq(s).fillna(False).to_numpy(dtype=bool)
+            if s == "unknown" and not m.any():
+                continue
+            rows.append(_grade_counts(event, "courses", s, course.loc[m, col]))
+        worst = course.assign(_g=course[col].astype(float)).groupby(_KEY, dropna=False)["_g"].max()
+        rows.append(_grade_counts(event, "patients", "all", worst))
+    n_pat = int(course[_KEY].drop_duplicates().shape[0])
+    return AdverseEventsResult(rows=tuple(rows), n_courses=len(course), n_patients=n_pat)
+
+
+@dataclass(frozen=True)
+class FollowUpRow:
+    """Median follow-up of one ``group`` (status at referral or ``"all"``) by reverse Kaplan-Meier:
+    ``n`` patients, ``n_censored`` alive at last follow-up (the reverse KM's events), ``median``
+    with its ``ci_low``-``ci_high`` limits in days (NaN: not reached), ``km`` the reverse curve."""
+
+    group: str
+    n: int
+    n_censored: int
+    median: MedianResult
+    km: KaplanMeierResult
+
+
+@dataclass(frozen=True)
+class FollowUpResult:
+    """Median follow-up (OS time; death censors the follow-up) overall and by status at referral."""
+
+    rows: tuple[FollowUpRow, ...]
+    n: int
+    n_excluded: int
+    conf_type: str
+    method: str = (
+        "reverse Kaplan-Meier (Schemper & Smith 1996): os_days with death as censoring and alive at "
+        "last follow-up as the event, median as R print.survfit"
+    )
+
+
+def follow_up(patient: pd.DataFrame, *, conf_type: str = "log") -> FollowUpResult:
+    """Median follow-up by reverse Kaplan-Meier, all patients with an OS time and by referral."""
+    t = patient["os_days"].astype(float)
+    e = patient["os_event"].astype("boolean")
+    use = t.notna().to_numpy(dtype=bool) & e.notna().to_numpy(dtype=bool)
+    ref = patient["status_at_referral"].astype("object")
+    rows = []
+    for g in ("all", *SURVIVAL_GROUPS):
+        m = use if g == "all" else use & ref.eq(g).fillna(False).to_numpy(dtype=bool)
+        if g != "all" and not m.any():
+            continue
+        km = reverse_kaplan_meier(t[m].to_numpy(), e[m].astype(int).to_numpy(), label=g)
+        rows.append(FollowUpRow(g, km.n, km.n_events, km.median(conf_type), km))
+    return FollowUpResult(rows=tuple(rows), n=int(use.sum()), n_excluded=int(len(patient) - use.sum()),
+                          conf_type=conf_type)
+
+
+# --------------------------------------------------------------------------------------------
 # Everything, pooled and per center
 
 
@@ -573,6 +860,11 @@ class SiteResults:
     efs: SurvivalResult
     os: SurvivalResult
     next_therapy: NextTherapyResult
+    baseline: BaselineResult
+    indication_by_status: IndicationByStatus
+    courses: CoursesResult
+    adverse_events: AdverseEventsResult
+    follow_up: FollowUpResult
     messages: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
@@ -595,7 +887,9 @@ class StudyResults:
     def to_tidy(self) -> dict[str, pd.DataFrame]:
         """One tidy DataFrame per output; every row starts with ``scope``. Tables: flow, response,
         response_tests, predictors, cox, tcells, cytokines, survival, survival_tests, risk_table,
-        km_curves, next_therapy, messages, settings."""
+        km_curves, next_therapy, baseline, indication_by_status, courses_per_patient,
+        adverse_events, follow_up, messages, settings. Kaplan-Meier limits are 95% pointwise,
+        their transform in ``conf_type`` (NaN where R's survfit gives NA)."""
         rows: dict[str, list[dict[str, Any]]] = {k: [] for k in _TIDY_TABLES}
         for r in self.scopes():
             _tidy_scope(r, rows)
@@ -631,17 +925,34 @@ _TIDY_TABLES: dict[str, list[str]] = {
     ],
     "cytokines": ["scope", "cytokine", "unit", "response", "n", "median", "min", "max", "text"],
     "survival": [
-        "scope", "endpoint", "group", "n", "n_events", "landmark_days", "surv", "se", "text",
-        "method",
+        "scope", "endpoint", "group", "n", "n_events", "landmark_days", "surv", "se", "ci_low",
+        "ci_high", "conf_type", "text", "method",
     ],
     "survival_tests": [
-        "scope", "endpoint", "groups", "chisq", "df", "p_value", "n", "n_excluded", "method",
+        "scope", "endpoint", "comparison", "groups", "chisq", "df", "p_value", "n", "n_excluded",
+        "method",
     ],
     "risk_table": ["scope", "endpoint", "group", "time_days", "n_risk"],
     "km_curves": [
         "scope", "endpoint", "group", "time", "n_risk", "n_event", "n_censor", "surv", "se",
+        "ci_low", "ci_high", "conf_type",
     ],
     "next_therapy": ["scope", "status_at_referral", "next_therapy", "n"],
+    "baseline": [
+        "scope", "indication", "variable", "level", "k", "n", "pct", "median", "min", "max", "text",
+    ],
+    "indication_by_status": ["scope", "view", "indication", "status", "n"],
+    "courses_per_patient": [
+        "scope", "status_at_referral", "n_patients", "total_courses", "median", "min", "max",
+        "distribution",
+    ],
+    "adverse_events": [
+        "scope", "event", "unit", "group", "max_grade", "n", "denominator", "pct",
+    ],
+    "follow_up": [
+        "scope", "status_at_referral", "n", "n_censored", "median_days", "ci_low_days",
+        "ci_high_days", "conf_type", "method",
+    ],
     "messages": ["scope", "analysis", "message"],
     "settings": ["key", "value"],
 }
@@ -727,31 +1038,79 @@ def _tidy_scope(r: SiteResults, rows: dict[str, list[dict[str, Any]]]) -> None:
             rows["survival"].append(
                 {"scope": s, "endpoint": sv.endpoint, "group": g.group, "n": g.km.n,
                  "n_events": g.km.n_events, "landmark_days": sv.landmark_days,
-                 "surv": g.surv, "se": g.se, "text": g.text, "method": sv.method}
+                 "surv": g.surv, "se": g.se, "ci_low": g.ci_low, "ci_high": g.ci_high,
+                 "conf_type": sv.conf_type, "text": g.text, "method": sv.method}
             )
             for t, n in zip(sv.risk_times_days, g.at_risk, strict=True):
                 rows["risk_table"].append(
                     {"scope": s, "endpoint": sv.endpoint, "group": g.group, "time_days": t,
                      "n_risk": n}
                 )
-            km = g.km.to_frame()
+            km = g.km.to_frame(sv.conf_type)
             for rec in km.to_dict(orient="records"):
                 rows["km_curves"].append(
-                    {"scope": s, "endpoint": sv.endpoint, "group": g.group, **rec}
+                    {"scope": s, "endpoint": sv.endpoint, "group": g.group, **rec,
+                     "conf_type": sv.conf_type}
                 )
-        lr = sv.logrank
-        rows["survival_tests"].append(
-            {"scope": s, "endpoint": sv.endpoint, "groups": " vs ".join(lr.groups),
-             "chisq": lr.chisq, "df": lr.df, "p_value": lr.p_value, "n": lr.n,
-             "n_excluded": sv.n_excluded, "method": lr.method}
-        )
+        for kind, lr in (("overall", sv.logrank), *(("pairwise", x) for x in sv.pairwise)):
+            rows["survival_tests"].append(
+                {"scope": s, "endpoint": sv.endpoint, "comparison": kind,
+                 "groups": " vs ".join(lr.groups), "chisq": lr.chisq, "df": lr.df,
+                 "p_value": lr.p_value, "n": lr.n,
+                 "n_excluded": sv.n_excluded if kind == "overall" else 0,
+                 "method": lr.method if kind == "overall" else lr.method + "; pairwise, unadjusted"}
+            )
     for grp, counts in r.next_therapy.counts.items():
         for therapy, n in counts.items():
             rows["next_therapy"].append(
                 {"scope": s, "status_at_referral": grp, "next_therapy": therapy, "n": n}
             )
+    _tidy_extra(r, rows)
     for analysis, msg in r.messages:
         rows["messages"].append({"scope": s, "analysis": analysis, "message": msg})
+
+
+def _tidy_extra(r: SiteResults, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Tidy rows of the analyses added for issue 12 (baseline ... follow-up)."""
+    s = r.scope
+    for b in r.baseline.rows:
+        rec: dict[str, Any] = {"scope": s, "indication": b.group, "variable": b.variable,
+                               "level": b.level}
+        if b.count is not None:
+            rec.update(k=b.count.k, n=b.count.n, pct=b.count.pct, text=b.count.format())
+        if b.summary is not None:
+            rec.update(n=b.summary.n, median=b.summary.median, min=b.summary.minimum,
+                       max=b.summary.maximum, text=b.summary.format(1))
+        rows["baseline"].append(rec)
+    ib = r.indication_by_status
+    for view, tab in (("status_at_referral", ib.by_referral),
+                      ("status_before_course_1", ib.by_precourse)):
+        for ind, counts in tab.items():
+            for status, n in counts.items():
+                rows["indication_by_status"].append(
+                    {"scope": s, "view": view, "indication": ind, "status": status, "n": n}
+                )
+    for c in r.courses.rows:
+        rows["courses_per_patient"].append(
+            {"scope": s, "status_at_referral": c.group, "n_patients": c.n,
+             "total_courses": c.total, "median": c.summary.median, "min": c.summary.minimum,
+             "max": c.summary.maximum,
+             "distribution": "; ".join(f"{k} course(s): {v}" for k, v in c.distribution.items())}
+        )
+    for g in r.adverse_events.rows:
+        for grade, n in g.counts.items():
+            rows["adverse_events"].append(
+                {"scope": s, "event": g.event, "unit": g.unit, "group": g.group,
+                 "max_grade": grade, "n": n, "denominator": g.n,
+                 "pct": 100.0 * n / g.n if g.n else math.nan}
+            )
+    fu = r.follow_up
+    for f in fu.rows:
+        rows["follow_up"].append(
+            {"scope": s, "status_at_referral": f.group, "n": f.n, "n_censored": f.n_censored,
+             "median_days": f.median.median, "ci_low_days": f.median.ci_low,
+             "ci_high_days": f.median.ci_high, "conf_type": fu.conf_type, "method": fu.method}
+        )
 
 
 def _messages(r: SiteResults) -> tuple[tuple[str, str], ...]:
@@ -791,6 +1150,17 @@ def _messages(r: SiteResults) -> tuple[tuple[str, str], ...]:
                     (sv.endpoint, f"{g.group}: {sv.landmark_days:g}-day estimate not estimable "
                      f"(follow-up ends at day {g.km.time[-1]:g})")
                 )
+    for g in r.adverse_events.rows:
+        if g.counts.get("other") and g.group == "all":
+            out.append(("adverse_events", f"{g.event}: {g.counts['other']} {g.unit} with a grade "
+                        "outside 1-5, shown as 'other'"))
+    fu = r.follow_up
+    if fu.n_excluded:
+        out.append(("follow_up", f"{fu.n_excluded} patient(s) without an OS time left out of the "
+                    "median follow-up"))
+    if fu.rows and fu.rows[0].n and math.isnan(fu.rows[0].median.median):
+        out.append(("follow_up", "median follow-up not reached: fewer than half of the patients are "
+                    "censored alive (the reverse Kaplan-Meier never falls to 0.5)"))
     return tuple(out)
 
 
@@ -837,13 +1207,18 @@ def _scope_results(
         cytokines=cytokine_peaks(course),
         efs=survival_by_referral(
             patient, "EFS", landmark_days=settings["landmark_days"],
-            risk_times_days=settings["risk_times_days"],
+            risk_times_days=settings["risk_times_days"], conf_type=settings["km_conf_type"],
         ),
         os=survival_by_referral(
             patient, "OS", landmark_days=settings["landmark_days"],
-            risk_times_days=settings["risk_times_days"],
+            risk_times_days=settings["risk_times_days"], conf_type=settings["km_conf_type"],
         ),
         next_therapy=next_therapy_by_referral(patient),
+        baseline=baseline_by_indication(patient),
+        indication_by_status=indication_by_status(course, patient),
+        courses=courses_per_patient(course, patient),
+        adverse_events=adverse_events(course),
+        follow_up=follow_up(patient, conf_type=settings["km_conf_type"]),
     )
     return replace(r, messages=_messages(r))
 
@@ -856,12 +1231,15 @@ def analyze(
     parameters: Mapping[str, Any] | None = None,
     risk_times_days: Sequence[float] | None = None,
     cox_strata_by_site: bool = False,
+    km_conf_type: str = "log",
 ) -> StudyResults:
     """Every analysis of protocol section 5, pooled and (``by_center``) per ``site_id``.
 
     ``parameters``: the study parameters the tables were derived with (e.g.
     ``StudyDefinition.params`` as a dict); recorded in the results, and ``landmark_days`` /
     ``age_group_cut_years`` are taken from it when present (defaults 365 and 10).
+    ``km_conf_type``: transform of the Kaplan-Meier 95% limits, ``"log"`` (R survfit's default)
+    or ``"log-log"``; recorded in the settings and in every row that carries a limit.
     Inputs are typed with :func:`analysis.io.coerce_table`; a table that breaks the contract, or
     courses and patients that do not match, raise :class:`analysis.io.StudyTableError`.
     """
@@ -881,6 +1259,9 @@ def analyze(
     if risk_times_days is not None:
         settings["risk_times_days"] = tuple(risk_times_days)
     settings["cox_strata_by_site"] = bool(cox_strata_by_site)
+    if km_conf_type not in CONF_TYPES:
+        raise ValueError(f"km_conf_type must be one of {CONF_TYPES}, got {km_conf_type!r}")
+    settings["km_conf_type"] = km_conf_type
     settings["by_center"] = bool(by_center)
     pooled = _scope_results(POOLED, course, patient, settings)
     by_site: dict[str, SiteResults] = {}
