@@ -100,6 +100,10 @@ def run_figures(site: SiteResults) -> dict[str, RunFigure]:
         )
     cx = site.cox_efs
     for term in cx.terms:
+        if math.isnan(term.coef):
+            out[f"cox.{term.covariate}"] = RunFigure(
+                "not estimated", cx.n, "collinear with the other covariates (R: NA)")
+            continue
         out[f"cox.{term.covariate}"] = RunFigure(
             format_p(term.p_value), cx.n, f"{cx.method}; HR {term.hr:.2f} ({term.ci_low:.2f}-{term.ci_high:.2f})"
         )
@@ -284,11 +288,19 @@ def _predictors(site: SiteResults) -> str:
     return out + _notes(site, "predictors")
 
 
+def _cox_status(cx: Any, covariate: str, coef: float) -> str:
+    if math.isnan(coef):
+        return "not estimable: collinear (R: NA)"
+    if covariate in cx.infinite:
+        return "estimated; may be infinite (monotone likelihood)"
+    return "estimated"
+
+
 def _cox(site: SiteResults) -> str:
     cx = site.cox_efs
     rows = [
-        [t.covariate, "estimated", f"{_num(t.hr)} ({_num(t.ci_low)}-{_num(t.ci_high)})", _p_only(t.p_value),
-         f"{_num(t.ph_statistic)} / {_p_only(t.ph_p_value)}"]
+        [t.covariate, _cox_status(cx, t.covariate, t.coef), f"{_num(t.hr)} ({_num(t.ci_low)}-{_num(t.ci_high)})",
+         _p_only(t.p_value), f"{_num(t.ph_statistic)} / {_p_only(t.ph_p_value)}"]
         for t in cx.terms
     ]
     rows += [[cov, f"dropped: {why}", "-", "-", "-"] for cov, why in cx.dropped]

@@ -10,8 +10,9 @@
   tests/fixtures/r_reference/km_ci.R. A few lines of numpy, so no library is needed for them.
 * :func:`logrank_test`: k-group log-rank test (R ``survdiff(Surv(time, event) ~ group)``, rho = 0).
 * :func:`cox_ph`: Cox proportional hazards fitted by :func:`analysis.cox.cox_fit` (a port of R's
-  ``coxph.fit``: Efron ties, step halving, R's convergence rule; equal to R to 1e-6 on the
-  reference suite tests/fixtures/r_cox), Wald P per covariate, and the Schoenfeld-residual test of
+  ``coxph.fit``: Efron or Breslow ties, step halving, R's convergence rule; equal to R to 1e-6
+  on the reference suite tests/fixtures/r_cox: 35 cohorts, both tie methods, tested on the report's
+  and the tidy output's path), Wald P per covariate, and the Schoenfeld-residual test of
   proportional hazards (lifelines ``proportional_hazard_test`` evaluated at our estimate, with the
   Kaplan-Meier time transform, R's default transform; lifelines implements the pre-2019
   ``cox.zph`` approximation, so it can differ slightly from survival >= 3.0). Constant covariates
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.cox import cox_fit
+from analysis.cox import Ties, cox_fit
 
 __all__ = [
     "KaplanMeierResult",
@@ -422,6 +423,9 @@ class CoxResult:
     value;
     ``loglik`` at the estimate; ``messages`` what the reader must know (drops, warnings, no model);
     ``estimated`` False when no model could be fitted (then ``terms`` is empty).
+    ``loglik_null`` at beta = 0 and the likelihood-ratio test ``lr_chisq`` on ``lr_df`` df with
+    ``lr_p_value`` (R ``summary(fit)$logtest``, unrounded); ``ties`` the tie method;
+    ``infinite`` the covariates whose estimate may be infinite (monotone likelihood).
     """
 
     terms: tuple[CoxTerm, ...]
@@ -433,6 +437,12 @@ class CoxResult:
     estimated: bool
     method: str
     messages: tuple[str, ...] = field(default_factory=tuple)
+    loglik_null: float = math.nan
+    lr_chisq: float = math.nan
+    lr_df: int = 0
+    lr_p_value: float = math.nan
+    ties: str = "efron"
+    infinite: tuple[str, ...] = ()
 
 
 _COX_METHOD = (
@@ -508,6 +518,7 @@ def cox_ph(
     covariates: Sequence[str],
     *,
     strata: str | None = None,
+    ties: Ties = "efron",
 ) -> CoxResult:
     """Fit a Cox model of ``duration_col`` / ``event_col`` on ``covariates`` (numeric or boolean).
 
@@ -516,7 +527,8 @@ def cox_ph(
     ``messages``) when it is constant among the complete cases. Monotone likelihood is not dropped:
     R's finite coefficient is returned and ``messages`` names the variable (R's warning).
     ``strata``: optional column to stratify the baseline hazard by (e.g. ``site_id`` for a pooled
-    fit with a per-center baseline). Never raises on degenerate data: ``estimated`` is then False
+    fit with a per-center baseline). ``ties``: ``"efron"`` (R's default, the study's) or
+    ``"breslow"``. Never raises on degenerate data: ``estimated`` is then False
     and ``messages`` says why.
     """
     missing = [c for c in (duration_col, event_col, *covariates) if c not in data.columns]
@@ -540,7 +552,8 @@ def cox_ph(
 
     def _fail(why: str) -> CoxResult:
         msgs.append(why)
-        return CoxResult((), tuple(dropped), n, n_ev, n_excl, math.nan, False, _COX_METHOD, tuple(msgs))
+        return CoxResult((), tuple(dropped), n, n_ev, n_excl, math.nan, False, _COX_METHOD, tuple(msgs),
+                         ties=ties)
 
     if n == 0:
         return _fail("no model: no complete cases")
@@ -564,11 +577,15 @@ def cox_ph(
         num[kept].to_numpy(),
         names=kept,
         strata=num[strata].to_numpy() if strata else None,
-        ties="efron",
+        ties=ties,
     )
     msgs.extend(f"R-style warning: {w}" for w in fit.warnings)
     if not fit.converged:
-        return _fail(f"no model: the fit did not converge in {fit.iterations} iterations (as R coxph)")
+        why = f"no model: the fit did not converge in {fit.iterations - 1} iterations (R coxph warns the same)"
+        if fit.infinite:
+            why += (f"; the estimate of {', '.join(fit.infinite)} was still growing (monotone likelihood: "
+                    "drop or combine that covariate, or use Firth's penalised Cox regression)")
+        return _fail(why)
     aliased = [c for c, b in zip(kept, fit.coef, strict=True) if math.isnan(b)]
     if aliased:
         msgs.append(f"not estimable (collinear with the other covariates; R gives NA): {aliased}")
@@ -600,6 +617,8 @@ def cox_ph(
     if bad_ph:
         msgs.append(f"proportional-hazards assumption questionable (Schoenfeld P < 0.05): {bad_ph}")
     method = _COX_METHOD + (f"; baseline stratified by {strata}" if strata else "")
+    if ties != "efron":
+        method = method.replace("Efron ties", f"{ties.capitalize()} ties")
     return CoxResult(
         terms=tuple(terms),
         dropped=tuple(dropped),
@@ -610,4 +629,10 @@ def cox_ph(
         estimated=True,
         method=method,
         messages=tuple(msgs),
+        loglik_null=fit.loglik_null,
+        lr_chisq=fit.lr_test[0],
+        lr_df=fit.lr_test[1],
+        lr_p_value=fit.lr_test[2],
+        ties=ties,
+        infinite=fit.infinite,
     )

@@ -103,6 +103,7 @@ __all__ = [
     "response",
     "poor_response_predictors",
     "cox_efs",
+    "cox_tidy_rows",
     "tcell_change",
     "cytokine_peaks",
     "survival_by_referral",
@@ -916,7 +917,7 @@ _TIDY_TABLES: dict[str, list[str]] = {
     "cox": [
         "scope", "endpoint", "covariate", "status", "reason", "coef", "se", "hr", "ci_low",
         "ci_high", "p_value", "ph_statistic", "ph_p_value", "n", "n_events", "n_excluded",
-        "method",
+        "loglik_null", "loglik", "lr_chisq", "lr_df", "lr_p_value", "ties", "method",
     ],
     "tcells": [
         "scope", "marker", "unit", "n_pairs", "pre_median", "pre_min", "pre_max", "post_median",
@@ -956,6 +957,33 @@ _TIDY_TABLES: dict[str, list[str]] = {
     "messages": ["scope", "analysis", "message"],
     "settings": ["key", "value"],
 }
+
+
+def cox_tidy_rows(cx: CoxResult, scope: str, endpoint: str) -> list[dict[str, Any]]:
+    """The rows of the tidy ``cox`` table for one fit: one per covariate (``estimated``,
+    ``not estimable`` for R's NA, ``dropped``), or one ``no model`` row with the reason; the
+    model's log-likelihoods and likelihood-ratio test repeated on each row."""
+    base = {"scope": scope, "endpoint": endpoint, "n": cx.n, "n_events": cx.n_events,
+            "n_excluded": cx.n_excluded, "loglik_null": cx.loglik_null, "loglik": cx.loglik,
+            "lr_chisq": cx.lr_chisq, "lr_df": cx.lr_df, "lr_p_value": cx.lr_p_value,
+            "ties": cx.ties, "method": cx.method}
+    out: list[dict[str, Any]] = []
+    for term in cx.terms:
+        na = math.isnan(term.coef)
+        out.append(
+            {**base, "covariate": term.covariate,
+             "status": "not estimable" if na else "estimated",
+             "reason": "collinear with the other covariates (R: NA)" if na else
+             ("coefficient may be infinite (monotone likelihood)" if term.covariate in cx.infinite else ""),
+             "coef": term.coef, "se": term.se, "hr": term.hr, "ci_low": term.ci_low,
+             "ci_high": term.ci_high, "p_value": term.p_value,
+             "ph_statistic": term.ph_statistic, "ph_p_value": term.ph_p_value}
+        )
+    for cov, why in cx.dropped:
+        out.append({**base, "covariate": cov, "status": "dropped", "reason": why})
+    if not cx.estimated:
+        out.append({**base, "covariate": "", "status": "no model", "reason": "; ".join(cx.messages)})
+    return out
 
 
 def _tidy_scope(r: SiteResults, rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -1000,22 +1028,7 @@ def _tidy_scope(r: SiteResults, rows: dict[str, list[dict[str, Any]]]) -> None:
                  "ci_low": p.test.ci_low, "ci_high": p.test.ci_high, "p_value": p.test.p_value,
                  "n": p.n, "method": p.test.method}
             )
-    cx = r.cox_efs
-    base = {"scope": s, "endpoint": "EFS", "n": cx.n, "n_events": cx.n_events,
-            "n_excluded": cx.n_excluded, "method": cx.method}
-    for term in cx.terms:
-        rows["cox"].append(
-            {**base, "covariate": term.covariate, "status": "estimated", "reason": "",
-             "coef": term.coef, "se": term.se, "hr": term.hr, "ci_low": term.ci_low,
-             "ci_high": term.ci_high, "p_value": term.p_value,
-             "ph_statistic": term.ph_statistic, "ph_p_value": term.ph_p_value}
-        )
-    for cov, why in cx.dropped:
-        rows["cox"].append({**base, "covariate": cov, "status": "dropped", "reason": why})
-    if not cx.estimated:
-        rows["cox"].append(
-            {**base, "covariate": "", "status": "no model", "reason": "; ".join(cx.messages)}
-        )
+    rows["cox"].extend(cox_tidy_rows(r.cox_efs, s, "EFS"))
     for m in r.tcells.markers:
         rows["tcells"].append(
             {"scope": s, "marker": m.marker, "unit": m.unit, "n_pairs": m.n,
