@@ -11,7 +11,8 @@ Public API:
   monotone-likelihood rule: a finite coefficient with the warning ``Loglik converged before
   variable ...; coefficient may be infinite`` (our message names the variable as well as its
   index; when the iterations run out, where R names none, we name the covariates whose
-  coefficient still grew over the last three accepted steps). Efron or Breslow ties, strata, Wald / likelihood-ratio / score tests.
+  coefficient still grew over the last three accepted steps). Efron or Breslow ties, strata,
+  Wald / likelihood-ratio / score tests.
 * :func:`cox_derivatives`: log partial likelihood, score vector and information matrix of one
   data set at a given beta (Efron or Breslow, strata). They add over data sets (sites) with
   disjoint strata, which is what a federated Newton-Raphson (nodes return derivatives at a proposed
