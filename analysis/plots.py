@@ -39,6 +39,16 @@ def _step_xy(km: KaplanMeierResult) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([[0.0], t]), np.concatenate([[1.0], s])
 
 
+def _band(km: KaplanMeierResult, conf_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """Band coordinates matching :func:`_step_xy`: 1 before the first time; where R leaves a limit
+    undefined the band collapses onto the curve (S = 1 under log-log, S = 0)."""
+    lo, hi = km.confidence_interval(conf_type)
+    s = np.asarray(km.surv, dtype=float)
+    lo_a = np.where(np.isnan(lo), s, np.asarray(lo, dtype=float))
+    hi_a = np.where(np.isnan(hi), s, np.asarray(hi, dtype=float))
+    return np.concatenate([[1.0], lo_a]), np.concatenate([[1.0], hi_a])
+
+
 def km_plot_png(
     curves: Mapping[str, KaplanMeierResult],
     *,
@@ -48,11 +58,14 @@ def km_plot_png(
     max_months: float | None = None,
     tick_months: float = 6.0,
     dpi: int = 110,
+    conf_type: str | None = "log",
 ) -> bytes:
     """Kaplan-Meier curves of ``curves`` (label -> estimate, plotted in the given order) above a
     numbers-at-risk table, returned as PNG bytes.
 
-    Censored times are marked with ``+``; the 1-year mark is a dotted vertical line. The x axis
+    Censored times are marked with ``+``; the 1-year mark is a dotted vertical line. With
+    ``conf_type`` (``"log"``, R's default, or ``"log-log"``; None for none) each curve carries its
+    pointwise 95% confidence band, shaded in the curve's colour. The x axis
     runs from 0 to ``max_months`` (default: the last observed time, rounded up to ``tick_months``)
     with risk counts at every tick. ``annotation`` (e.g. the log-rank P) is printed in a box at
     the lower right (the legend takes the lower left). Empty groups (n = 0) are listed in the legend
@@ -83,6 +96,9 @@ def km_plot_png(
             ax.plot([], [], color=colors[lab], label=f"{lab} (no data)")
             continue
         x, y = _step_xy(km)
+        if conf_type is not None:
+            lo, hi = _band(km, conf_type)
+            ax.fill_between(x, lo, hi, step="post", color=colors[lab], alpha=0.13, lw=0)
         ax.step(x, y, where="post", color=colors[lab], lw=1.8, label=f"{lab} (n={km.n}, events={km.n_events})")
         cens = np.asarray(km.n_censor) > 0
         if cens.any():
@@ -99,6 +115,8 @@ def km_plot_png(
     ax.grid(True, color="#e6e6e6", lw=0.6)
     ax.spines[["top", "right"]].set_visible(False)
     # Curves start at 1 and mostly stay high: the lower left is the emptiest corner.
+    if conf_type is not None and any(km.n for km in curves.values()):
+        ax.fill_between([], [], [], color="#888888", alpha=0.25, lw=0, label=f"95% CI ({conf_type})")
     ax.legend(loc="lower left", fontsize=8, frameon=False)
     if annotation:
         ax.text(0.98, 0.04, annotation, transform=ax.transAxes, fontsize=8.5, ha="right", va="bottom",

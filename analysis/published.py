@@ -3,7 +3,10 @@
 Each :class:`PublishedFigure` is one number the paper prints, with a stable ``key`` the report uses to
 put "this run" beside it. Values are exactly as printed (proportions as k/n, percentages with one
 decimal, P with the paper's digits, survival as percent ± Greenwood SE in percent). Nothing here is
-used in a computation: the report only displays them next to the run's own results.
+used in a computation: the report only displays them next to the run's own results. Analyses of the
+protocol and of the paper's tables whose numbers the abstract does not give (CRS / ICANS grades, cytokines,
+courses per patient, median follow-up, ...) are listed with ``published=False``, so the comparison
+table has a row for every analysis, and they are never counted as reproduced.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ class PublishedFigure:
     it is, for a reader; ``text``: the value as printed; ``k``/``n``: counts for a proportion or a
     count (``n`` None for a plain count); ``value``: the number itself (percent for percentages and
     survival, the P for a P value, the median for T cells); ``se``: the ± of a survival estimate (percent);
-    ``low``/``high``: the range of a median.
+    ``low``/``high``: the range of a median. ``published`` False: an analysis of the protocol or of
+    the paper's tables whose number the abstract does not give (``text`` says so); the report shows
+    this run's value beside it and never counts it as reproduced.
     """
 
     key: str
@@ -35,6 +40,7 @@ class PublishedFigure:
     se: float | None = None
     low: float | None = None
     high: float | None = None
+    published: bool = True
 
 
 def _count(key: str, label: str, k: int) -> PublishedFigure:
@@ -47,6 +53,10 @@ def _p(key: str, area: str, label: str, p: float, text: str) -> PublishedFigure:
 
 def _med(key: str, label: str, med: float, lo: float, hi: float) -> PublishedFigure:
     return PublishedFigure(key, "tcells", label, f"{med:.2f} ({lo:.2f}-{hi:.2f})", value=med, low=lo, high=hi)
+
+
+def _unpublished(key: str, area: str, label: str) -> PublishedFigure:
+    return PublishedFigure(key, area, label, "not published", published=False)
 
 
 def _surv(key: str, area: str, label: str, pct: float, se: float | None) -> PublishedFigure:
@@ -67,6 +77,12 @@ PUBLISHED: tuple[PublishedFigure, ...] = (
     _count("flow.precourse.CR-MRDneg", "Status before the first course CR-MRDneg (patients)", 54),
     _count("flow.rr.direct", "R/R at referral, blinatumomab directly (patients)", 8),
     _count("flow.rr.burden_reduction", "R/R at referral, burden-reduction chemotherapy first (patients)", 22),
+    _unpublished("flow.chemo_delay_by_referral", "flow",
+                 "Indication chemotherapy delay by status at referral (patients)"),
+    PublishedFigure("courses.pre_status.CR-MRDneg", "courses", "Courses with pre-status CR-MRDneg", "74", k=74),
+    _unpublished("courses.per_patient", "courses", "Courses per patient, median (range); total courses"),
+    _unpublished("baseline.age", "baseline", "Age at index (years), median (range)"),
+    _unpublished("baseline.sex", "baseline", "Sex (patients)"),
     # Section 6: response.
     PublishedFigure("response.cr.R/R", "response", "CR rate, pre-status R/R (course 1)", "81.8% (9/11)",
                     k=9, n=11, value=81.8),
@@ -102,6 +118,16 @@ PUBLISHED: tuple[PublishedFigure, ...] = (
     _surv("os.1y.CR-MRDpos", "os", "1-year OS, CR-MRDpos at referral", 100.0, None),
     _surv("os.1y.R/R", "os", "1-year OS, R/R at referral", 93.3, 4.6),
     _p("os.logrank_p", "os", "OS by status at referral, log-rank P", 0.029, "P = 0.029"),
+    # Analyses of the paper's tables whose numbers are not in the abstract (paper-notes section 4).
+    _unpublished("efs.pairwise", "efs", "EFS pairwise log-rank P (unadjusted)"),
+    _unpublished("os.pairwise", "os", "OS pairwise log-rank P (unadjusted)"),
+    _unpublished("followup.median", "followup", "Median follow-up, reverse Kaplan-Meier (months, 95% CI)"),
+    _unpublished("cytokines.il6_peak", "cytokines", "IL-6 peak, all courses, median (range) pg/mL"),
+    _unpublished("cytokines.il10_peak", "cytokines", "IL-10 peak, all courses, median (range) pg/mL"),
+    _unpublished("cytokines.ifng_peak", "cytokines", "IFN-γ peak, all courses, median (range) pg/mL"),
+    _unpublished("cytokines.tnfa_peak", "cytokines", "TNF-α peak, all courses, median (range) pg/mL"),
+    _unpublished("ae.crs", "ae", "CRS by maximum grade (patients, worst grade)"),
+    _unpublished("ae.icans", "ae", "ICANS by maximum grade (patients, worst grade)"),
 )
 
 

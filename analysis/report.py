@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.plots import DAYS_PER_MONTH, km_plot_png
-from analysis.published import PUBLISHED
+from analysis.published import PUBLISHED, PublishedFigure
 from analysis.stats import format_p
 from analysis.tables import POOLED, SiteResults, StudyResults, SurvivalResult
 
@@ -121,10 +121,60 @@ def run_figures(site: SiteResults) -> dict[str, RunFigure]:
     for sv, area in ((site.efs, "efs"), (site.os, "os")):
         for g in sv.groups:
             out[f"{area}.1y.{g.group}"] = RunFigure(
-                g.text, g.km.n, f"Kaplan-Meier at day {sv.landmark_days:g}, Greenwood SE"
+                g.text, g.km.n, f"Kaplan-Meier at day {sv.landmark_days:g}, Greenwood SE; 95% CI "
+                f"{_ci_pct(g.ci_low, g.ci_high)} ({sv.conf_type})"
             )
         out[f"{area}.logrank_p"] = RunFigure(format_p(sv.logrank.p_value), sv.logrank.n, sv.logrank.method)
+    _run_figures_extra(site, out)
     return out
+
+
+def _run_figures_extra(site: SiteResults, out: dict[str, RunFigure]) -> None:
+    """This run's values of the analyses added for issue 12 (most without a published number)."""
+    f = site.flow
+    cd = site.indication_by_status.by_referral.get("chemo_delay", {})
+    out["flow.chemo_delay_by_referral"] = RunFigure(
+        ", ".join(f"{k} {v}" for k, v in cd.items() if v) or "0", sum(cd.values()),
+        "patients with indication chemo_delay, by status at referral",
+    )
+    out["courses.pre_status.CR-MRDneg"] = RunFigure(
+        str(f.courses_by_pre_status.get("CR-MRDneg", 0)), f.n_courses, "count of courses by pre-course status"
+    )
+    allc = next((r for r in site.courses.rows if r.group == "all"), None)
+    if allc is not None:
+        out["courses.per_patient"] = RunFigure(
+            f"{allc.summary.format(0) if allc.n else '-'}; {allc.total} courses", allc.n, site.courses.method
+        )
+    age = next((r.summary for r in site.baseline.rows
+                if r.group == "all" and r.variable == "age_at_index_years" and r.summary), None)
+    if age is not None:
+        out["baseline.age"] = RunFigure(age.format(1), age.n, "median (range) of age at index")
+    sex = {r.level: r.count for r in site.baseline.rows if r.group == "all" and r.variable == "sex" and r.count}
+    if sex:
+        out["baseline.sex"] = RunFigure(
+            "; ".join(f"{k} {c.k}" for k, c in sex.items()), site.baseline.n, "count of patients"
+        )
+    for sv, area in ((site.efs, "efs"), (site.os, "os")):
+        if sv.pairwise:
+            out[f"{area}.pairwise"] = RunFigure(
+                "; ".join(f"{' vs '.join(lr.groups)} {_p_only(lr.p_value)}" for lr in sv.pairwise), sv.n,
+                "log-rank test of each pair of groups, unadjusted",
+            )
+    fu = next((r for r in site.follow_up.rows if r.group == "all"), None)
+    if fu is not None:
+        m = fu.median
+        text = "-" if fu.n == 0 else (
+            f"{_months(m.median)} ({_months(m.ci_low)}-{_months(m.ci_high)})")
+        out["followup.median"] = RunFigure(text, fu.n, f"{site.follow_up.method}; 95% CI {site.follow_up.conf_type}")
+    for g in site.cytokines.rows:
+        if g.group == "all courses":
+            out[f"cytokines.{g.variable}"] = RunFigure(g.summary.format(1), g.summary.n, site.cytokines.method)
+    for ae in site.adverse_events.rows:
+        if ae.unit == "patients" and ae.group == "all":
+            grades = ", ".join(f"G{k} {v}" for k, v in ae.counts.items() if k.isdigit() and v)
+            out[f"ae.{ae.event.lower()}"] = RunFigure(
+                f"any {ae.any_grade.k}/{ae.n}" + (f" ({grades})" if grades else ""), ae.n, site.adverse_events.method
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,7 +277,76 @@ def _flow(site: SiteResults) -> str:
         note="Method: counts of courses; response is counted by the status before each course.",
         cls="num",
     )
-    return out
+    return out + _indication_by_status(site) + _courses(site) + _baseline(site)
+
+
+def _indication_by_status(site: SiteResults) -> str:
+    ib = site.indication_by_status
+    statuses = ["R/R", "CR-MRDpos", "CR-MRDneg", "unknown"]
+    rows = []
+    for view, tab in (("at referral", ib.by_referral), ("before course 1", ib.by_precourse)):
+        for ind, counts in tab.items():
+            tot = sum(counts.values())
+            rows.append([_INDICATION_LABEL.get(ind, ind), view, *[_pct(counts.get(c, 0), tot) for c in statuses],
+                         tot])
+    return _table(
+        ["Indication", "Status", *statuses, "Total"], rows,
+        caption=f"Table 1d. Indication by status at referral and before the first course (n = {ib.n} patients)",
+        note=f"Method: {ib.method}. Percentages within each row. The paper's 54 chemotherapy delays (indication "
+        "rule 6: CR-MRDpos at referral without chemotherapy in the delay window, or MRD-negative).",
+        cls="num", text_cols=2,
+    )
+
+
+def _courses(site: SiteResults) -> str:
+    cp = site.courses
+    maxk = max((k for r in cp.rows for k in r.distribution), default=1)
+    ks = list(range(1, maxk + 1))
+    rows = [
+        [r.group, r.n, r.total, r.summary.format(0) if r.n else "-",
+         *[_pct(r.distribution.get(k, 0), r.n) for k in ks]]
+        for r in cp.rows
+    ]
+    return _table(
+        ["Status at referral", "Patients", "Courses", "Courses per patient: median (range)",
+         *[f"{k} course{'s' if k > 1 else ''}" for k in ks]], rows,
+        caption=f"Table 1e. Courses per patient (n = {cp.n} patients)",
+        note=f"Method: {cp.method}. Columns \"k courses\": patients with exactly k courses (% of the row).",
+        cls="num",
+    )
+
+
+_BASELINE_LABEL = {
+    "age_at_index_years": "Age at index (years), median (range)",
+    "sex": "Sex",
+    "bcr_abl1": "BCR-ABL1 detected",
+    "poor_cytogenetics": "Poor cytogenetics",
+    "burden_reduction": "Burden-reduction chemotherapy before course 1",
+}
+
+
+def _baseline(site: SiteResults) -> str:
+    b = site.baseline
+    cols = ["all", *b.groups]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in b.rows:
+        text = r.summary.format(1) if r.summary is not None else (
+            "-" if r.count is None or r.count.n == 0 else f"{r.count.k} ({r.count.pct:.1f}%)")
+        cells.setdefault((r.variable, r.level), {})[r.group] = text
+    ns = {r.group: r.count.n for r in b.rows if r.variable == "sex" and r.level == "M" and r.count}
+    rows = []
+    for (var, lev), d in cells.items():
+        label = _BASELINE_LABEL.get(var, var) + (f": {lev}" if var == "sex" else "")
+        rows.append([label, *[d.get(c, "-") for c in cols]])
+    header = ["Characteristic", *[f"{'All' if c == 'all' else _INDICATION_LABEL.get(c, c)} (n = {ns.get(c, 0)})"
+                                  for c in cols]]
+    return _table(
+        header, rows,
+        caption=f"Table 1f. Baseline characteristics by indication (n = {b.n} patients)",
+        note=f"Method: {b.method}. The paper's baseline table (by R/R, CR-MRDpos, chemotherapy delay) is not "
+        "published in the abstract; this is its layout with the contract's variables.",
+        cls="num",
+    )
 
 
 def _response(site: SiteResults) -> str:
@@ -345,8 +464,10 @@ def _tcells(site: SiteResults) -> str:
     rows = [[_CYTOKINE_LABEL.get(v, v), *[d.get(g, "-") for g in groups]] for v, d in by.items()]
     out += _table(
         ["Cytokine peak (pg/mL)", *groups], rows,
-        caption=f"Table 6. Cytokine peaks by response (n = {cyt.n} courses with a response group)",
-        note=f"Method: {cyt.method}. Peak = maximum in [course start, course end + 3 days]. CR / no CR: pre-status "
+        caption=f"Table 6. Cytokine peaks overall and by response (n = {cyt.n} courses with a response group; "
+        "all courses: every course with a value)",
+        note=f"Method: {cyt.method}. Peak = maximum in [course start, course end + 3 days]. All courses: whatever "
+        "the response (courses without an assessment included). CR / no CR: pre-status "
         "R/R or CR-MRDpos; MRD-neg maintained / lost: pre-status CR-MRDneg. Descriptive only (no test).",
         cls="num",
     )
@@ -364,28 +485,83 @@ def _survival(site: SiteResults, *, dpi: int = 110) -> str:
         curves = {g.group: g.km for g in sv.groups}
         if curves:
             png = km_plot_png(curves, title=f"{name} by status at referral", annotation=_km_annotation(sv),
-                              ylabel=f"{sv.endpoint} probability", dpi=dpi)
+                              ylabel=f"{sv.endpoint} probability", dpi=dpi, conf_type=sv.conf_type)
             out += f'<figure>{_img(png, f"{name} Kaplan-Meier plot, {site.scope}")}' \
                    f"<figcaption>Figure. {_e(name)} by status at referral, Kaplan-Meier, with numbers at " \
-                   f"risk (n = {sv.n} patients; ticks + = censored; dotted line = 1 year).</figcaption></figure>"
+                   f"risk (n = {sv.n} patients; shaded: pointwise 95% confidence band, {_e(sv.conf_type)} " \
+                   "transform; ticks + = censored; dotted line = 1 year).</figcaption></figure>"
         times = list(sv.risk_times_days)
         rows = [
-            [g.group, g.km.n, g.km.n_events, g.text, *g.at_risk] for g in sv.groups
+            [g.group, g.km.n, g.km.n_events, g.text, _ci_pct(g.ci_low, g.ci_high), *g.at_risk] for g in sv.groups
         ]
         lr = sv.logrank
         out += _table(
             ["Status at referral", "n", "Events", f"{sv.landmark_days / 365:g}-year estimate ± SE",
-             *[f"{t / DAYS_PER_MONTH:.0f} mo" for t in times]],
+             f"95% CI ({sv.conf_type})", *[f"{t / DAYS_PER_MONTH:.0f} mo" for t in times]],
             rows,
             caption=f"Table 7{'a' if sv.endpoint == 'EFS' else 'b'}. {name}: estimate at day "
             f"{sv.landmark_days:g} and numbers at risk at 0-{times[-1] / DAYS_PER_MONTH:.0f} months (n = {sv.n} "
             f"patients, {sv.n_excluded} excluded); "
             f"log-rank {format_p(lr.p_value)} (χ² = {_num(lr.chisq)}, {lr.df} df, n = {lr.n})",
-            note=f"Method: {sv.method}; {lr.method}. ± = Greenwood standard error of S(t). Columns \"mo\": "
+            note=f"Method: {sv.method}; {lr.method}. ± = Greenwood standard error of S(t). 95% CI: pointwise, "
+            f"{_CONF_TEXT.get(sv.conf_type, sv.conf_type)}, as R survfit. Columns \"mo\": "
             f"patients still at risk at that month (days {', '.join(f'{t:g}' for t in times)}).",
             cls="num",
         ) + _notes(site, sv.endpoint)
+    out += _pairwise(site) + _follow_up(site)
     return out
+
+
+_CONF_TEXT = {
+    "log": "log transform exp(log S ± 1.96 SE of the cumulative hazard), R's default conf.type",
+    "log-log": "log-log transform (conf.type = \"log-log\")",
+}
+
+
+def _ci_pct(lo: float, hi: float) -> str:
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return "-"
+    return f"{100 * lo:.1f}-{100 * hi:.1f}%"
+
+
+def _pairwise(site: SiteResults) -> str:
+    rows = []
+    for sv in (site.efs, site.os):
+        for lr in sv.pairwise:
+            rows.append([sv.endpoint, " vs ".join(lr.groups), _num(lr.chisq), _p_only(lr.p_value), lr.n])
+    if not rows:
+        return ""
+    return _table(
+        ["Endpoint", "Groups (status at referral)", "χ² (1 df)", "P", "n"], rows,
+        caption=f"Table 7c. Pairwise log-rank tests by status at referral (n = {site.efs.n} patients)",
+        note="Method: log-rank test (Mantel-Haenszel) of each pair of groups, unadjusted for multiple "
+        "comparisons (three pairs per endpoint; Bonferroni: multiply P by 3). The paper's pairwise results are "
+        "not published.",
+        cls="num", text_cols=2,
+    )
+
+
+def _months(days: float) -> str:
+    return "not reached" if days is None or math.isnan(days) else f"{days / DAYS_PER_MONTH:.1f}"
+
+
+def _follow_up(site: SiteResults) -> str:
+    fu = site.follow_up
+    rows = [
+        [f.group, f.n, f.n_censored, _months(f.median.median),
+         f"{_months(f.median.ci_low)}-{_months(f.median.ci_high)}",
+         "-" if math.isnan(f.median.median) else f"{f.median.median:g}"]
+        for f in fu.rows
+    ]
+    return _table(
+        ["Status at referral", "n", "Alive at last follow-up", "Median follow-up (months)",
+         f"95% CI (months, {fu.conf_type})", "Median (days)"], rows,
+        caption=f"Table 7d. Median follow-up by reverse Kaplan-Meier (n = {fu.n} patients, {fu.n_excluded} "
+        "without an OS time)",
+        note=f"Method: {fu.method}. Months of 365/12 days; \"not reached\": the reverse curve (or its CI limit) "
+        "never falls to 0.5.",
+        cls="num",
+    ) + _notes(site, "follow_up")
 
 
 def _next_therapy(site: SiteResults) -> str:
@@ -406,15 +582,62 @@ def _next_therapy(site: SiteResults) -> str:
     )
 
 
+def _adverse_events(site: SiteResults) -> str:
+    ae = site.adverse_events
+    out = ""
+    for i, event in enumerate(("CRS", "ICANS")):
+        rows_ev = [g for g in ae.rows if g.event == event]
+        grades = list(dict.fromkeys(k for g in rows_ev for k in g.counts))
+        header = ["Maximum grade", *[("Patients, worst" if g.unit == "patients" else
+                                      ("All courses" if g.group == "all" else g.group))
+                                     + f" (n = {g.n})" for g in rows_ev]]
+        rows = [[f"Grade {k}" if k.isdigit() else k, *[_pct(g.counts.get(k, 0), g.n) for g in rows_ev]]
+                for k in grades]
+        rows.append(["Any grade", *[g.any_grade.format() for g in rows_ev]])
+        rows.append(["Grade ≥ 3", *[g.grade_3_plus.format() for g in rows_ev]])
+        name = "cytokine release syndrome" if event == "CRS" else "immune effector cell-associated neurotoxicity"
+        out += _table(
+            header, rows,
+            caption=f"Table 8{'bc'[i]}. {event} ({name}) by maximum grade (n = {ae.n_courses} courses, "
+            f"{ae.n_patients} patients)",
+            note=f"Method: {ae.method}. Percentages of the column's courses or patients. Columns R/R ... unknown: "
+            "courses by status before the course; \"Patients, worst\": each patient's worst grade over all courses. "
+            "The paper's grades are not published in the abstract.",
+            cls="num",
+        )
+    return out + _notes(site, "adverse_events")
+
+
+def _estimable(r: RunFigure) -> bool:
+    """False when this run has no value to compare: n = 0, or a value that is not estimable."""
+    if r.n == 0:
+        return False
+    return not (r.text in ("-", "P = -", "not estimated") or r.text.startswith("- ("))
+
+
+def _agreement(pub: PublishedFigure, r: RunFigure | None) -> tuple[bool, str]:
+    """(reproduced, HTML mark): reproduced only when the paper gives the number, this run has an
+    estimable value on n > 0, and both print the same."""
+    if not pub.published:
+        return False, '<span class="na">no published value</span>'
+    if r is None:
+        return False, '<span class="diff">not computed</span>'
+    if not _estimable(r):
+        return False, '<span class="diff">not estimable (n = 0 or no estimate)</span>'
+    if r.text == pub.text:
+        return True, '<span class="ok">✓ same</span>'
+    return False, '<span class="diff">differs</span>'
+
+
 def _published(site: SiteResults) -> str:
     run = run_figures(site)
     rows = []
     n_agree = 0
+    n_pub = sum(p.published for p in PUBLISHED)
     for pub in PUBLISHED:
         r = run.get(pub.key)
-        agree = r is not None and r.text == pub.text
+        agree, mark = _agreement(pub, r)
         n_agree += agree
-        mark = '<span class="ok">✓ same</span>' if agree else '<span class="diff">differs</span>'
         rows.append([
             _e(pub.label), _e(pub.text), _e(r.text if r else "not computed"),
             _e("-" if r is None or r.n is None else r.n), mark, _e(r.method if r else ""),
@@ -422,8 +645,11 @@ def _published(site: SiteResults) -> str:
     return _table(
         ["Figure", "Published", "This run", "n (this run)", "Agreement", "Method (this run)"], rows,
         caption=f"Table 9. Published figures (protocol sections 1 and 6) vs this run, pooled (n = "
-        f"{site.n_patients} patients, {site.n_courses} courses): {n_agree} of {len(PUBLISHED)} reproduced as printed",
-        note="Agreement = this run's value, formatted as the paper prints it, is the same text. n: patients for "
+        f"{site.n_patients} patients, {site.n_courses} courses): {n_agree} of {n_pub} published figures reproduced "
+        f"as printed; {len(PUBLISHED) - n_pub} further analyses without a published number",
+        note="Agreement = this run's value, formatted as the paper prints it, is the same text; never claimed at "
+        "n = 0 or for a value that is not estimable. \"No published value\": an analysis of the protocol or of the "
+        "paper's tables whose number the abstract does not give. n: patients for "
         "counts and survival; evaluable courses for response and predictors; pairs used for the Wilcoxon test "
         "(zero differences dropped). Published HRs and CIs are not available (only P).",
         cls="cmp", raw=True,
@@ -435,6 +661,8 @@ def _by_center_matrix(results: StudyResults) -> str:
     figs = [run_figures(s) for s in scopes]
     rows = [["Patients", *[s.n_patients for s in scopes]], ["Courses", *[s.n_courses for s in scopes]]]
     for pub in PUBLISHED:
+        if not pub.published:  # long texts; each center's own tables (below) show these analyses
+            continue
         cells = []
         for f in figs:
             r = f.get(pub.key)
@@ -459,6 +687,7 @@ def _scope_sections(site: SiteResults, *, dpi: int) -> str:
         ("T cells and cytokines", _tcells(site)),
         ("Survival by status at referral", _survival(site, dpi=dpi)),
         ("Next therapy", _next_therapy(site)),
+        ("Adverse events: CRS and ICANS", _adverse_events(site)),
     ]
     return "".join(f"<h3>{_e(t)}</h3>{body}" for t, body in parts)
 
@@ -547,12 +776,13 @@ caption{caption-side:top;text-align:left;font-weight:600;padding:0 0 5px;color:#
 th,td{border-bottom:1px solid #e3e3e3;padding:4px 9px;vertical-align:top;text-align:left}
 th{background:#eef2f6;font-weight:600;border-bottom:2px solid #c9d3dd}
 .r{text-align:right;white-space:nowrap} td:first-child{max-width:380px}
-table.cmp td:nth-child(2),table.cmp td:nth-child(3){white-space:nowrap}
+table.cmp td:nth-child(2){white-space:nowrap} table.cmp td:nth-child(3){max-width:330px}
 table.cmp td:nth-child(6){font-size:12px;color:#555;max-width:420px}
 table.wide td{font-size:12.5px}
 tbody tr:nth-child(even){background:#fbfcfd}
 .note{font-size:12px;color:#555;margin:2px 0 12px;max-width:1000px}
 .msgs{font-size:12px;color:#7a4a00;margin:2px 0 12px}
+.na{color:#666;white-space:nowrap}
 .ok{color:#176b2c;font-weight:600;white-space:nowrap} .diff{color:#a33;font-weight:600;white-space:nowrap}
 figure{margin:12px 0 4px} figcaption{font-size:12px;color:#555;max-width:790px}
 img.plot{max-width:100%;height:auto;border:1px solid #eee}
@@ -569,7 +799,8 @@ def _glance(results: StudyResults, n_sites: int) -> str:
     rates = {x.group: x for x in c1.rates}
     neg = next(x for x in allc.rates if x.group == "CR-MRDneg")
     run = run_figures(r)
-    agree = sum(1 for p in PUBLISHED if run.get(p.key) and run[p.key].text == p.text)
+    agree = sum(_agreement(p, run.get(p.key))[0] for p in PUBLISHED)
+    n_pub = sum(p.published for p in PUBLISHED)
     items = [
         ("Cohort", f"{r.n_patients} patients, {r.n_courses} courses, {n_sites} center(s)"),
         ("CR, course 1", "; ".join(
@@ -581,7 +812,7 @@ def _glance(results: StudyResults, n_sites: int) -> str:
         groups = "; ".join(f"{g.group} {g.text} (n={g.km.n})" for g in sv.groups) or "no data"
         items.append((f"1-year {sv.endpoint}", f"{groups}; log-rank {format_p(sv.logrank.p_value)} "
                       "(Kaplan-Meier, Greenwood SE)"))
-    items.append(("Published figures", f"{agree} of {len(PUBLISHED)} reproduced as printed (section 8)"))
+    items.append(("Published figures", f"{agree} of {n_pub} reproduced as printed (section 9)"))
     return '<div class="glance"><div class="gt">At a glance (pooled)</div>' + "".join(
         f"<b>{_e(k)}</b><span>{_e(v)}</span>" for k, v in items) + "</div>"
 
@@ -643,7 +874,8 @@ def render_report(
         ("tcells", "5. T-cell subsets and cytokines", _tcells(pooled)),
         ("survival", "6. Kaplan-Meier survival by status at referral", _survival(pooled)),
         ("next", "7. Next therapy", _next_therapy(pooled)),
-        ("published", "8. Published vs this run", _published(pooled)),
+        ("adverse", "8. Adverse events: CRS and ICANS", _adverse_events(pooled)),
+        ("published", "9. Published vs this run", _published(pooled)),
     ]
     if results.by_site:
         centers = _by_center_matrix(results)
@@ -654,9 +886,9 @@ def render_report(
             f"<details><summary>Center {_e(sid)}: all tables ({site.n_patients} patients, "
             f"{site.n_courses} courses)</summary>{_scope_sections(site, dpi=96)}</details>"
         )
-    sections.append(("centers", "9. Per-center breakdown and pooled", centers))
+    sections.append(("centers", "10. Per-center breakdown and pooled", centers))
     if data_quality is not None:
-        sections.append(("quality", "10. Data quality", _data_quality(data_quality)))
+        sections.append(("quality", "11. Data quality", _data_quality(data_quality)))
     sections.append(("notes", f"{len(sections) + 1}. Notes, exclusions and warnings", _messages_all(results)))
 
     toc = "".join(f'<div><a href="#{sid}">{_e(title)}</a></div>' for sid, title, _ in sections)
