@@ -86,3 +86,25 @@ def test_site_run_minimum_is_the_vantage6_node_default() -> None:
 
     text = (Path(__file__).resolve().parents[1] / "vantage6" / "v6_blina" / "__init__.py").read_text()
     assert f"DEFAULT_MIN_PATIENTS = {MIN_SITE_PATIENTS}\n" in text
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_analyze_and_report_with_no_patient_say_nothing_to_analyse(tmp_path: Path, capsys, fmt: str) -> None:
+    """Issue 11, 3: analyze/report on tables with 0 patients exit 1 with one sentence and write nothing
+    (no Fisher "P = 1.000" on 0/0, no published figure "reproduced" from n = 0)."""
+    import pandas as pd
+
+    from analysis.io import COURSE_SCHEMA, PATIENT_SCHEMA
+
+    files = []
+    for name, schema in (("course", COURSE_SCHEMA), ("patient", PATIENT_SCHEMA)):
+        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in schema})
+        path = tmp_path / f"{name}.{fmt}"
+        frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
+        files += [f"--{name}", str(path)]
+    assert main(["analyze", *files, "--out", str(tmp_path / "results")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("data findings: nothing to analyse: ") and "0 patients" in err and "Traceback" not in err
+    assert main(["report", *files, "--out", str(tmp_path / "report.html")]) == 1
+    assert "nothing to analyse" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "report.html").exists()

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     patient = read_patient(args.patient)
     info = read_json_object(args.run_info, "run-info") if args.run_info else None
     params, _, _ = run_info_parts(info) if info is not None else ({}, {}, None)
-    results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params)
+    results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params,
+                             source=str(args.patient))
     written = write_results(results, args.out)
     r = results.pooled
     c1 = r.response[0]

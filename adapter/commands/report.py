@@ -18,7 +18,8 @@ from typing import Any
 from adapter.commands.common import add_table_arguments
 from adapter.errors import BlinaError
 
-__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "read_json_object", "run_info_parts", "analyze_tables"]
+__all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "read_json_object", "run_info_parts", "analyze_tables",
+           "require_patients"]
 
 HELP = "write the self-contained HTML study report (tables, KM plots, published vs this run)"
 EXAMPLES = [
@@ -107,12 +108,27 @@ def _cox_not_estimable(orig: Any) -> Any:
     return safe
 
 
-def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[str, Any]) -> Any:
+def require_patients(course: Any, patient: Any, source: str) -> None:
+    """No patient is a data finding (exit 1), never an analysis of n = 0 (a Fisher "P = 1.000" on 0/0,
+    a published figure "reproduced" from nothing)."""
+    from adapter.errors import DataFindings
+
+    if len(patient) == 0:
+        raise DataFindings(
+            f"nothing to analyse: {source} has 0 patients ({len(course)} courses); no table or report is "
+            "written. Fix: run blina extract on a database with study patients (it exits 1 and says why "
+            "when there are none) and pass the course/patient files it writes")
+
+
+def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[str, Any],
+                   source: str = "the patient table") -> Any:
     """``analysis.tables.analyze``, but a Cox fit that diverges at one center (analysis/survival.py
     ``cox_ph`` raises OverflowError on quasi-separated data) is reported as not estimable rather
-    than stopping the run. Only on that failure is the analysis repeated with the guard."""
+    than stopping the run. Only on that failure is the analysis repeated with the guard. No patient
+    raises :class:`adapter.errors.DataFindings` (``source`` names the input in the sentence)."""
     import analysis.tables as tables
 
+    require_patients(course, patient, source)
     try:
         return tables.analyze(course, patient, by_center=by_center, parameters=params)
     except OverflowError:
@@ -134,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     params, fingerprint, dq = run_info_parts(info)
     if args.data_quality:
         dq = read_json_object(args.data_quality, "data-quality")
-    results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params)
+    results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params,
+                             source=str(args.patient))
     out = render_report(results, course=course, patient=patient, params=params, fingerprint=fingerprint,
                         data_quality=dq, out_path=args.out)
     size = out.stat().st_size
