@@ -1,215 +1,674 @@
-"""The coordinator's pooled HTML report: per-center estimates beside the pooled ones (forest style).
+"""The coordinator's pooled HTML report: the central report's contents, from pooled statistics.
 
-Input: :class:`analysis.federated.package.PooledResults` (from ``blina pool``). Output: one
-self-contained HTML file (inline CSS, plots embedded as PNG). Per-center values come from the
-centers' own sufficient statistics, which only the coordinator holds; the pooled values are exact
-(equal to an analysis of the concatenated patients).
+Input: :class:`analysis.federated.package.PooledResults` (``blina pool``). Output: one
+self-contained HTML file (inline CSS, plots as PNG data URIs).
+
+How it reuses the central report (``analysis.report``, ``analysis.plots``, ``analysis.published``)
+instead of copying it: :func:`pooled_scope` turns the pooled block into the same result objects
+the central analysis produces (``analysis.tables``), computed by the same functions wherever the
+pooled statistics determine the patient-level input up to what that function reads:
+
+* KM curves, 95% limits, numbers at risk, log-rank and pairwise log-rank: pooled per-day event and
+  censoring counts per group are expanded into (group, day, event) rows and passed to
+  ``tables.survival_by_referral``; KM and log-rank depend on nothing else, so the curves equal
+  the centralized ones. Next therapy likewise (``tables.next_therapy_by_referral``).
+* Response: the pooled pre-status x outcome counts become course rows for ``tables.response``.
+* Predictors: the pooled 2x2 tables go through ``stats.proportion`` / ``stats.fisher_exact_2x2``.
+* Flow: the pooled count tables (the pathway's route is exact for R/R and for every status whose
+  patients all took one route; otherwise it reads "route not pooled").
+* Cox: the pooled model as fitted by ``pool`` (its ``model`` or, if absent, site-stratified).
+
+The sections are then rendered by the central report's own section functions (flow, predictors,
+Cox, KM curves with at-risk tables, next therapy, published vs this run). Pooled-only additions:
+response with exact Clopper-Pearson 95% intervals and the site-stratified CMH test, T cells from
+the pooled histograms, forest plots with labelled intervals, and per-center columns taken only
+from each site's *published* files (``results/*.csv``, small cells suppressed), never from the
+coordinator-only statistics. Clopper-Pearson comes from scipy's ``binomtest`` (the
+beta-quantile definition, R ``binom.test``), not hand-written.
 """
 
 from __future__ import annotations
 
-import base64
+import csv
 import html
 import io
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_pooled_report"]
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy.stats import binomtest
 
-_GROUPS = ("CR-MRDneg", "CR-MRDpos", "R/R")
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;
-color:#1d2430}
-h1{font-size:1.6em;margin-bottom:4px}h2{border-bottom:2px solid #d0d7e2;padding-bottom:4px;margin-top:32px}
-table{border-collapse:collapse;margin:8px 0 4px}th,td{border:1px solid #d0d7e2;padding:4px 10px;text-align:right}
-th:first-child,td:first-child{text-align:left}thead th{background:#eef2f7}tr.pooled td{font-weight:600;
-background:#f7f9fc}.note{color:#5a6475;font-size:.9em}.stamp{font-size:.85em;color:#5a6475}img{max-width:100%}
-"""
+from analysis import report as central
+from analysis.published import PUBLISHED
+from analysis.stats import MedianRange, WilcoxonResult, fisher_exact_2x2, format_p, proportion
+from analysis.survival import CoxResult, CoxTerm
+from analysis.tables import (
+    DEFAULT_SETTINGS,
+    PREDICTORS,
+    STATUSES,
+    CytokineResult,
+    GroupSummary,
+    NextTherapyResult,
+    PairedChange,
+    PatientFlow,
+    Predictor,
+    PredictorsResult,
+    ResponseResult,
+    SurvivalResult,
+    TCellResult,
+    next_therapy_by_referral,
+    response,
+    survival_by_referral,
+)
+
+__all__ = ["PooledScope", "clopper_pearson", "pooled_scope", "render_pooled_report"]
+
+_STATUS4 = (*STATUSES, "unknown")
+_ROUTE = {"yes": "burden reduction", "no": "direct", "missing": "?"}
+_COX_MODEL = {
+    "stratified": "stratified by center (each center its own baseline hazard)",
+    "unstratified": "not stratified (one baseline hazard for all centers)",
+}
+
+
+@dataclass(frozen=True)
+class PooledScope:
+    """The pooled results in the shape of ``analysis.tables.SiteResults`` (the attributes the
+    central report's sections read). ``cox_model``: the Cox model shown. In ``tcells`` the pooled
+    statistics give courses with one value only as a total: it is in ``n_pre_only`` and
+    ``n_post_only`` is 0 (the pooled report labels the column "one value only"); ``p_exact`` is
+    None. ``wilcoxon``/``cmh``: the pooled blocks as ``pool`` computed them."""
+
+    scope: str
+    n_patients: int
+    n_courses: int
+    flow: PatientFlow
+    response: tuple[ResponseResult, ...]
+    predictors: tuple[PredictorsResult, ...]
+    cox_efs: CoxResult
+    cox_model: str
+    tcells: TCellResult
+    cytokines: CytokineResult
+    efs: SurvivalResult | None
+    os: SurvivalResult | None
+    next_therapy: NextTherapyResult
+    wilcoxon: dict[str, dict[str, Any]]
+    cmh: dict[str, dict[str, Any]]
+    messages: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval of k/n, as R ``binom.test(k, n)$conf.int``;
+    (nan, nan) when n = 0."""
+    if n == 0:
+        return math.nan, math.nan
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+# ---- pooled block -> the central result objects ---------------------------------------------
+
+
+def _cells(table: Mapping[str, Any]) -> list[list[Any]]:
+    return [list(c) for c in table["cells"]]
+
+
+def _by(table: Mapping[str, Any], dim: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in _cells(table):
+        out[c[dim]] = out.get(c[dim], 0) + int(c[-1])
+    return out
+
+
+def _ordered(counts: Mapping[str, int], categories: Sequence[str]) -> dict[str, int]:
+    """As ``tables._counts``: the categories (zeros kept), then other values seen, then missing."""
+    out = {c: int(counts.get(c, 0)) for c in categories}
+    for k, v in counts.items():
+        if k not in out and k != "missing" and v:
+            out[k] = int(v)
+    if counts.get("missing"):
+        out["missing"] = int(counts["missing"])
+    return out
+
+
+def _flow(b: Mapping[str, Any]) -> tuple[PatientFlow, list[str]]:
+    counts = b["counts"]
+    ref_pre = counts["referral_by_course1"]
+    notes: list[str] = []
+    pathway: dict[str, int] = {}
+    for route, pre, n in _cells(counts["rr_burden_by_course1"]):
+        if n:
+            pathway[f"R/R > {_ROUTE.get(route, route)} > {pre}"] = int(n)
+    routes: dict[str, dict[str, int]] = {}
+    for ref, route, n in _cells(counts["burden_reduction"]):
+        if n:
+            routes.setdefault(ref, {})[_ROUTE.get(route, route)] = int(n)
+    for ref, pre, n in _cells(ref_pre):
+        if ref == "R/R" or not n:
+            continue
+        r = routes.get(ref, {})
+        route = next(iter(r)) if len(r) == 1 else "route not pooled"
+        if route == "route not pooled":
+            notes.append(f"pathway of {ref} at referral: more than one route, pooled route x "
+                         "status counts exist for R/R only")
+        key = f"{ref} > {route} > {pre}"
+        pathway[key] = pathway.get(key, 0) + int(n)
+    flow = PatientFlow(
+        n=int(b["n_patients"]),
+        n_courses=int(b["n_courses"]),
+        indication=_ordered(_by(counts["indication"], 0), ("R/R", "CR-MRDpos", "chemo_delay")),
+        status_at_referral=_ordered(_by(ref_pre, 0), _STATUS4),
+        status_before_course_1=_ordered(_by(ref_pre, 1), _STATUS4),
+        courses_by_pre_status=_ordered(_by(counts["response/all"], 0), _STATUS4),
+        pathway=dict(sorted(pathway.items())),
+        method="counts of patients from the centers' pooled count tables (courses for courses by pre-status)",
+    )
+    return flow, sorted(set(notes))
+
+
+def _response(b: Mapping[str, Any], scope: str) -> ResponseResult:
+    """``tables.response`` on course rows rebuilt from the pooled pre-status x outcome counts."""
+    value = {"response": True, "no_response": False, "not_evaluable": None}
+    rows = []
+    for pre, outcome, n in _cells(b["counts"][f"response/{scope}"]):
+        v = value[outcome]
+        rows += [{"course_number": 1 if scope == "course1" else 0, "pre_status": pre,
+                  "cr": None if pre == "CR-MRDneg" else v,
+                  "mrd_maintained": v if pre == "CR-MRDneg" else None}] * int(n)  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["course_number", "pre_status", "cr", "mrd_maintained"])
+    frame = frame.astype({"cr": "boolean", "mrd_maintained": "boolean", "pre_status": "object"})
+    return response(frame, first_course_only=scope == "course1")
+
+
+def _predictors(b: Mapping[str, Any], scope: str, resp: ResponseResult, age_cut: float) -> PredictorsResult:
+    out = []
+    for name in PREDICTORS:
+        t = b["predictors"].get(f"{scope}/{name}")
+        if t is None:
+            continue
+        (a, bb), (c, d) = t["table"]
+        labels = {"age_group": (f">= {age_cut:g} y", f"< {age_cut:g} y"), "sex": ("M", "F")}
+        lab_e, lab_r = labels.get(name, ("yes", "no"))
+        out.append(Predictor(
+            variable=name, exposed_label=lab_e, reference_label=lab_r,
+            exposed=proportion(a, a + bb), reference=proportion(c, c + d),
+            n_missing=int(t.get("n_missing", 0)), test=fisher_exact_2x2(a, bb, c, d), n=a + bb + c + d,
+        ))  # fmt: skip
+    rr, pos = resp.rates[0].rate, resp.rates[1].rate
+    return PredictorsResult(
+        courses=resp.courses, predictors=tuple(out), n=rr.n + pos.n,
+        n_poor=(rr.n - rr.k) + (pos.n - pos.k),
+        method="poor response = no CR among evaluable R/R and CR-MRDpos courses; Fisher's exact test on "
+        "the summed 2x2 tables of the centers",
+    )  # fmt: skip
+
+
+def _cox(b: Mapping[str, Any]) -> tuple[CoxResult, str, list[str]]:
+    cx = (b.get("cox") or {}).get("efs")
+    if not cx:
+        return (CoxResult((), (), 0, 0, 0, math.nan, False, "Cox PH: not in the pooled results"),
+                "none", ["no pooled Cox model"])  # fmt: skip
+    model = str(cx.get("model") or ("stratified" if cx.get("n_strata", 1) > 1 else "unstratified"))
+    ok = bool(cx.get("converged")) and all(v is not None for v in cx.get("coef") or [None])
+    terms = []
+    if ok:
+        for i, name in enumerate(cx["covariates"]):
+            terms.append(CoxTerm(name, cx["coef"][i], cx["se"][i], cx["hr"][i],
+                                 _nan(cx["ci_lower"][i]), _nan(cx["ci_upper"][i]), _nan(cx["z"][i]),
+                                 _nan(cx["p"][i]), math.nan, math.nan))  # fmt: skip
+    msgs = [cx["warning"]] if cx.get("warning") else []
+    msgs.append("PH check not available from pooled statistics (it needs Schoenfeld residuals)")
+    method = (f"Cox proportional hazards {_COX_MODEL.get(model, model)}, Efron ties, fitted at the "
+              f"coordinator from the centers' exact pooling statistics (n strata = {cx.get('n_strata', 1)}); "
+              "Wald 95% CI and P")  # fmt: skip
+    return (CoxResult(tuple(terms), (), int(cx["n"]), int(cx["n_events"]), int(cx.get("n_excluded_missing", 0)),
+                      _nan(cx.get("loglik")), ok, method, tuple(msgs)), model, msgs)  # fmt: skip
+
+
+def _nan(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _survival_frame(block: Mapping[str, Any], groups: Sequence[str], tcol: str, ecol: str) -> pd.DataFrame:
+    """(status_at_referral, day, event) rows with the pooled per-day counts of each group; the
+    patients of no group (status unknown or missing) as rows without a group."""
+    parts = []
+    n_grouped = 0
+    for g in groups:
+        km = block["groups"].get(g)
+        if not km:
+            continue
+        t = np.repeat(np.asarray(km["time"] * 2, dtype=float), np.asarray(km["events"] + km["censored"], dtype=int))
+        e = np.repeat([True] * len(km["time"]) + [False] * len(km["time"]),
+                      np.asarray(km["events"] + km["censored"], dtype=int))  # fmt: skip
+        parts.append(pd.DataFrame({"status_at_referral": g, tcol: t, ecol: e}))
+        n_grouped += t.size
+    rest = int(block["all"]["n"]) - n_grouped
+    parts.append(pd.DataFrame({"status_at_referral": ["unknown"] * rest, tcol: [0.0] * rest, ecol: [False] * rest}))
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.astype({ecol: "boolean", "status_at_referral": "object"})
+
+
+def _survival(b: Mapping[str, Any], ep: str, groups: Sequence[str], landmark: float) -> SurvivalResult | None:
+    block = (b.get("survival") or {}).get(ep)
+    if not block or not block.get("groups") or "time" not in next(iter(block["groups"].values())):
+        return None
+    frame = _survival_frame(block, groups, f"{ep}_days", f"{ep}_event")
+    return survival_by_referral(frame, ep.upper(), landmark_days=landmark,
+                                risk_times_days=DEFAULT_SETTINGS["risk_times_days"], conf_type="log")  # fmt: skip
+
+
+def _next_therapy(b: Mapping[str, Any]) -> NextTherapyResult:
+    rows = []
+    for ref, nt, n in _cells(b["counts"]["next_therapy"]):
+        rows += [{"status_at_referral": ref, "next_therapy": None if nt == "missing" else nt}] * int(n)
+    return next_therapy_by_referral(pd.DataFrame(rows, columns=["status_at_referral", "next_therapy"]))
+
+
+def _cytokines(b: Mapping[str, Any]) -> CytokineResult:
+    rows = []
+    n = 0
+    for cyt in ("il6", "il10", "ifng", "tnfa"):
+        for key, label in (("responder", "CR"), ("poor_responder", "no CR")):
+            m = (b.get("cytokines") or {}).get(f"all/{cyt}/{key}") or {"n": 0}
+            rows.append(GroupSummary(f"{cyt}_peak", label, _median_range(m)))
+    resp = _response(b, "all")
+    n = resp.rates[0].rate.n + resp.rates[1].rate.n
+    return CytokineResult(tuple(rows), n, method="median (range) of the peak per course from the pooled "
+                          "value histograms; R/R and CR-MRDpos courses with a CR assessment")  # fmt: skip
+
+
+def _tcells(b: Mapping[str, Any]) -> TCellResult:
+    out = []
+    for m, w in (b.get("wilcoxon") or {}).items():
+        n_used, n_zero = int(w.get("n") or 0), int(w.get("n_zero") or 0)
+        p = _nan(w.get("p"))
+        test = WilcoxonResult(
+            n=n_used + n_zero, n_zero=n_zero, n_used=n_used, statistic=_nan(w.get("w_plus")),
+            z=_nan(w.get("z")), p_normal=p, p_exact=None, p_value=p, has_ties=False,
+            method="Wilcoxon signed-rank test on the pooled paired differences (after - before, reporting "
+            "precision), normal approximation without continuity correction, tie-corrected variance, zeros dropped",
+        )  # fmt: skip
+        out.append(PairedChange(
+            marker=m.upper(), unit="10^9/L", pre=_median_range(w.get("pre") or {}),
+            post=_median_range(w.get("post") or {}), test=test,
+            n_pre_only=int(w.get("n_incomplete") or 0), n_post_only=0, n=n_used + n_zero,
+        ))  # fmt: skip
+    return TCellResult(tuple(out), _course1_n(b))
+
+
+def _course1_n(b: Mapping[str, Any]) -> int:
+    return sum(int(c[-1]) for c in _cells(b["counts"]["response/course1"]))
+
+
+def _median_range(m: Mapping[str, Any]) -> MedianRange:
+    if not m.get("n"):
+        return MedianRange(0, math.nan, math.nan, math.nan)
+    return MedianRange(int(m["n"]), float(m["median"]), float(m["min"]), float(m["max"]))
+
+
+def pooled_scope(results: Mapping[str, Any], *, scope: str = "pooled") -> PooledScope:
+    """The pooled block of ``results`` (``pool_site_statistics`` output) as central result objects."""
+    b = results["pooled"]
+    params = results.get("parameters") or {}
+    age_cut = float(params.get("age_group_cut_years", 10.0))
+    landmark = float((params.get("landmark_days") or [365])[0])
+    groups = tuple(params.get("km_groups") or ("CR-MRDneg", "CR-MRDpos", "R/R"))
+    msgs: list[tuple[str, str]] = []
+    flow, flow_notes = _flow(b)
+    msgs += [("flow", m) for m in flow_notes]
+    resp = tuple(_response(b, s) for s in ("course1", "all"))
+    preds = tuple(_predictors(b, s, r, age_cut) for s, r in zip(("course1", "all"), resp, strict=True))
+    cox, model, cox_msgs = _cox(b)
+    msgs += [("cox_efs", m) for m in cox_msgs]
+    efs, os_ = (_survival(b, ep, groups, landmark) for ep in ("efs", "os"))
+    for ep, sv in (("EFS", efs), ("OS", os_)):
+        if sv is None:
+            msgs.append((ep, "no per-day counts in the pooled statistics (sharing level without event "
+                             "times): Kaplan-Meier curves and at-risk tables not available"))
+    for r in resp:
+        for rate in r.rates:
+            if rate.n_not_evaluable:
+                msgs.append(("response", f"{r.courses}: {rate.n_not_evaluable} {rate.group} course(s) "
+                             "without an assessment left out of the denominator"))  # fmt: skip
+    return PooledScope(
+        scope=scope, n_patients=int(b["n_patients"]), n_courses=int(b["n_courses"]), flow=flow,
+        response=resp, predictors=preds, cox_efs=cox, cox_model=model,
+        tcells=_tcells(b), cytokines=_cytokines(b), efs=efs, os=os_,
+        next_therapy=_next_therapy(b), wilcoxon=dict(b.get("wilcoxon") or {}),
+        cmh={s: (b["response"].get(s) or {}).get("cmh") or {} for s in ("course1", "all")},
+        messages=tuple(msgs),
+    )  # fmt: skip
+
+
+# ---- published per-center values -----------------------------------------------------------
+
+
+def _published_values(pooled: Any) -> dict[str, dict[tuple[str, str, str], str]]:
+    """Per site: (analysis, term, statistic) -> value text or "suppressed", from estimates.csv."""
+    out: dict[str, dict[tuple[str, str, str], str]] = {}
+    for site, files in (getattr(pooled, "published", None) or {}).items():
+        vals: dict[tuple[str, str, str], str] = {}
+        for row in csv.DictReader(io.StringIO(files.get("estimates") or "")):
+            key = (row.get("analysis", ""), row.get("term", ""), row.get("statistic", ""))
+            vals[key] = "suppressed" if row.get("suppressed") == "yes" else row.get("value", "")
+        out[site] = vals
+    return out
+
+
+def _published_counts(pooled: Any) -> dict[str, dict[tuple[str, str], str]]:
+    """Per site: (table, cell) -> count text or "suppressed", from count_tables.csv."""
+    out: dict[str, dict[tuple[str, str], str]] = {}
+    for site, files in (getattr(pooled, "published", None) or {}).items():
+        vals: dict[tuple[str, str], str] = {}
+        for row in csv.DictReader(io.StringIO(files.get("count_tables") or "")):
+            vals[(row.get("table", ""), row.get("cell", ""))] = (
+                "suppressed" if row.get("suppressed") == "yes" else row.get("n", ""))
+        out[site] = vals
+    return out
+
+
+def _fnum(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "suppressed") else None
+    except ValueError:
+        return None
+
+
+def _pub_cell(v: str | None, fmt: str = "{:.3f}") -> str:
+    if v is None or v == "":
+        return "-"
+    if v == "suppressed":
+        return "suppressed"
+    x = _fnum(v)
+    return v if x is None else (str(int(x)) if fmt == "int" else fmt.format(x))
+
+
+# ---- sections -------------------------------------------------------------------------------
+
+
+def _ci_text(k: int, n: int) -> str:
+    lo, hi = clopper_pearson(k, n)
+    return "-" if n == 0 else f"{100 * lo:.1f}-{100 * hi:.1f}%"
+
+
+def _response_section(sc: PooledScope, counts: Mapping[str, Mapping[tuple[str, str], str]]) -> str:
+    sites = list(counts)
+    out = ""
+    for r, key in zip(sc.response, ("course1", "all"), strict=True):
+        rows = []
+        for rate in r.rates:
+            per_site = []
+            for s in sites:
+                c = counts[s]
+                k = c.get((f"counts/response/{key}", f"{rate.group}|response"))
+                no = c.get((f"counts/response/{key}", f"{rate.group}|no_response"))
+                if k is None or no is None:
+                    per_site.append("-")
+                elif "suppressed" in (k, no):
+                    per_site.append("suppressed")
+                else:
+                    per_site.append(f"{k}/{int(k) + int(no)}")
+            rows.append([rate.group, rate.endpoint, rate.rate.format(), _ci_text(rate.rate.k, rate.rate.n),
+                         rate.n_not_evaluable, *per_site])  # fmt: skip
+        cmh = sc.cmh.get(key) or {}
+        tests = f"Fisher's exact {format_p(r.comparison.p_value)} (n = {r.comparison.n})"
+        if cmh:
+            tests += (f"; Cochran-Mantel-Haenszel stratified by center {format_p(cmh.get('p'))}, "
+                      f"exact {format_p(cmh.get('p_exact'))}")  # fmt: skip
+        out += central._table(
+            ["Pre-course status", "Endpoint", "Pooled % (k/n)", "95% CI (Clopper-Pearson)",
+             "Not evaluable", *sites],
+            rows,
+            caption=f"Table 2{'ab'[key == 'all']}. Response by status before the course, {r.courses} "
+            f"(pooled n = {r.n} evaluable courses); CR R/R vs CR-MRDpos: {tests}",
+            note="Method: proportions of evaluable courses (as the central report); 95% confidence intervals "
+            "are exact Clopper-Pearson intervals (R binom.test). Fisher's exact test on the pooled 2x2 table; "
+            "Cochran-Mantel-Haenszel test stratified by center (asymptotic without continuity correction, and "
+            "exact conditional). Center columns: k/n from the center's published count table; 'suppressed' = a "
+            "cell below the center's minimum cell count, or hidden so that such a cell cannot be derived.",
+            cls="num", text_cols=2,
+        )  # fmt: skip
+    return out + central._notes(sc, "response")  # type: ignore[arg-type]
+
+
+def _tcell_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, str], str]]) -> str:
+    sites = list(est)
+    rows = []
+    for m, w in sc.wilcoxon.items():
+        pre, post = _median_range(w.get("pre") or {}), _median_range(w.get("post") or {})
+        per_site = [_pub_cell(est[s].get((f"wilcoxon/{m}", "", "p"))) for s in sites]
+        rows.append([f"{m.upper()}+", w.get("n", 0) + w.get("n_zero", 0), pre.format(), post.format(),
+                     central._num(w.get("w_plus"), 1), central._p_only(w.get("p")), w.get("n_zero", 0),
+                     w.get("n_incomplete", 0), *per_site])  # fmt: skip
+    out = central._table(
+        ["Subset", "n pairs", "Before: median (range) ×10⁹/L", "After: median (range) ×10⁹/L", "V (W+)",
+         "P (normal approx.)", "zero diff.", "one value only", *[f"{s}: P (published)" for s in sites]],
+        rows,
+        caption="Table 5. T-cell subsets before and after course 1, pooled",
+        note="Method: Wilcoxon signed-rank test, after vs before, normal approximation without continuity "
+        "correction, tie-corrected variance, zero differences dropped, on the pooled multiset of paired "
+        "differences at the reporting precision; medians (ranges) of the same pairs from the pooled value "
+        "histograms. Exact P not shown (the central report's exact P applies only without ties).",
+        cls="num",
+    )  # fmt: skip
+    cyt = sc.cytokines
+    by: dict[str, dict[str, str]] = {}
+    for g in cyt.rows:
+        text = "-" if g.summary.n == 0 else f"{g.summary.format(1)}; n = {g.summary.n}"
+        by.setdefault(g.variable, {})[g.group] = text
+    out += central._table(
+        ["Cytokine peak (pg/mL)", "CR", "no CR"],
+        [[central._CYTOKINE_LABEL.get(v, v), d.get("CR", "-"), d.get("no CR", "-")] for v, d in by.items()],
+        caption=f"Table 6. Cytokine peaks by response, all courses (n = {cyt.n} R/R and CR-MRDpos courses "
+        "with a CR assessment)",
+        note=f"Method: {cyt.method}. The MRD-negative groups of the central report are not in the pooled "
+        "statistics.", cls="num",
+    )  # fmt: skip
+    return out
+
+
+def _forest_png(rows: Sequence[tuple[str, float | None, float | None, float | None, str]], title: str) -> bytes:
+    """Rows (label, S, lower, upper, text) top to bottom; the axis runs from -2 % to 112 % so an
+    interval ending at 0 or 100 % and a point at 100 % are drawn whole, each labelled."""
+    height = 0.42 * len(rows) + 1.0
+    fig = Figure(figsize=(9.0, height), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.13, 0.6 / height, 0.5, 1 - 1.0 / height))
+    for i, (label, s, lo, hi, text) in enumerate(rows):
+        y = len(rows) - 1 - i
+        bold = label == "Pooled"
+        color = "#1f4e8c" if bold else "#555555"
+        if s is not None and not math.isnan(s):
+            if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
+                ax.plot([100 * lo, 100 * hi], [y, y], color=color, lw=2.4 if bold else 1.5, solid_capstyle="butt")
+                ax.plot([100 * lo, 100 * lo], [y - 0.15, y + 0.15], color=color, lw=1.2)
+                ax.plot([100 * hi, 100 * hi], [y - 0.15, y + 0.15], color=color, lw=1.2)
+            ax.plot([100 * s], [y], marker="D" if bold else "s", color=color, ms=7 if bold else 5.5, clip_on=False)
+        ax.text(1.02, y, text, transform=ax.get_yaxis_transform(), fontsize=8, va="center",
+                weight="bold" if bold else "normal")  # fmt: skip
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([r[0] for r in reversed(rows)], fontsize=8.5)
+    ax.set_xlim(-2, 112)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xticks(range(0, 101, 20))
+    ax.set_xticklabels([f"{t}%" for t in range(0, 101, 20)])
+    ax.axvline(100, color="#bbbbbb", lw=0.8, ls=":")
+    ax.grid(axis="x", color="#eeeeee")
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.spines[["top", "right"]].set_visible(False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _log_ci(s: float, se: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """R survfit's default (conf.type "log") 95% limits from S and its Greenwood SE: exp(log S -+ z
+    SE/S), upper capped at 1; (1, 1) at S = 1 with SE 0; NaN at S = 0."""
+    if s <= 0:
+        return math.nan, math.nan
+    if se == 0:
+        return s, s
+    return math.exp(math.log(s) - z * se / s), min(1.0, math.exp(math.log(s) + z * se / s))
+
+
+def forest_rows(
+    sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, str], str]], ep: str, group: str
+) -> list[tuple[str, float | None, float | None, float | None, str]]:
+    """One forest plot's rows: each center's published landmark estimate (or why not shown), then
+    the pooled Kaplan-Meier estimate with its 95% limits."""
+    sv = sc.efs if ep == "efs" else sc.os
+    day = int(sv.landmark_days) if sv else 365
+    rows: list[tuple[str, float | None, float | None, float | None, str]] = []
+    for site, vals in est.items():
+        s = vals.get((f"km/{ep}/{group}", f"day{day}", "survival"))
+        se = vals.get((f"km/{ep}/{group}", f"day{day}", "se"))
+        n = vals.get((f"km/{ep}/{group}", "", "n"))
+        fs, fse = _fnum(s), _fnum(se)
+        if fs is None or fse is None:
+            why = "suppressed" if "suppressed" in (s, se) else "not estimable"
+            rows.append((site, None, None, None, f"{why} (n {_pub_cell(n, 'int')})"))
+            continue
+        lo, hi = _log_ci(fs, fse)
+        rows.append((site, fs, lo, hi, _interval_text(fs, lo, hi, n)))
+    g = next((x for x in sv.groups if x.group == group), None) if sv else None
+    if g is None:
+        rows.append(("Pooled", None, None, None, "no patients"))
+    else:
+        rows.append(("Pooled", g.surv, g.ci_low, g.ci_high, _interval_text(g.surv, g.ci_low, g.ci_high, str(g.km.n))))
+    return rows
+
+
+def _interval_text(s: float, lo: float | None, hi: float | None, n: str | None) -> str:
+    if s is None or math.isnan(s):
+        return "not estimable"
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        ci = "no interval"
+    elif lo == hi == s:
+        ci = "no event: no interval"
+    else:
+        ci = f"{100 * lo:.1f}-{100 * hi:.1f}%"
+    return f"{100 * s:.1f}% ({ci}); n {_pub_cell(n, 'int')}"
+
+
+def _forest_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, str], str]]) -> str:
+    out = ""
+    for ep, sv in (("efs", sc.efs), ("os", sc.os)):
+        if sv is None:
+            continue
+        for group in (g.group for g in sv.groups):
+            rows = forest_rows(sc, est, ep, group)
+            png = _forest_png(rows, f"{ep.upper()} at day {sv.landmark_days:g}, status at referral {group}")
+            out += (f"<figure>{central._img(png, f'forest plot {ep} {group}')}<figcaption>Figure. "
+                    f"{_e(ep.upper())} at day {sv.landmark_days:g}, {_e(group)}: each center's published "
+                    "Kaplan-Meier estimate and the pooled one, with 95% confidence limits (log transform, R "
+                    "survfit's default; the upper limit is capped at 100% by that definition, not by the "
+                    "plot). Centers whose estimate is suppressed or not estimable are listed without a point."
+                    "</figcaption></figure>")  # fmt: skip
+    return out or "<p>No per-day survival counts in the pooled statistics: no forest plots.</p>"
+
+
+def _per_center_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, str], str]]) -> str:
+    sites = list(est)
+    if not sites:
+        return "<p>No published center files in the pooled results.</p>"
+    items: list[tuple[str, str, str, str, str]] = []  # label, analysis, term, statistic, format
+    for ep in ("efs", "os"):
+        for g in ("CR-MRDneg", "CR-MRDpos", "R/R"):
+            items.append((f"{ep.upper()} {g}: n", f"km/{ep}/{g}", "", "n", "int"))
+            items.append((f"{ep.upper()} {g}: events", f"km/{ep}/{g}", "", "n_events", "int"))
+            items.append((f"{ep.upper()} {g}: survival at day 365", f"km/{ep}/{g}", "day365", "survival", "{:.3f}"))
+        items.append((f"{ep.upper()} log-rank P", f"logrank/{ep}", "", "p", "{:.4f}"))
+    items += [("CR R/R vs CR-MRDpos, Fisher P (course 1)", "response/course1", "", "fisher_p", "{:.4f}")]
+    for name in PREDICTORS:
+        items.append((f"Predictor {name}: Fisher P (course 1)", f"predictors/course1/{name}", "", "fisher_p", "{:.4f}"))
+    for cov in sc.cox_efs.terms or ():
+        items.append((f"Cox {cov.covariate}: HR (center alone)", "cox/efs", cov.covariate, "hr", "{:.2f}"))
+    for m in sc.wilcoxon:
+        items.append((f"{m.upper()} Wilcoxon P", f"wilcoxon/{m}", "", "p", "{:.4f}"))
+    rows = [[label, *[_pub_cell(est[s].get((a, t, st)), f) for s in sites]] for label, a, t, st, f in items]
+    return central._table(
+        ["Figure", *sites], rows,
+        caption=f"Table 10. Per-center values as each center published them ({len(sites)} centers)",
+        note="Only the centers' publishable files (results/estimates.csv) are shown here, with their small-cell "
+        "suppression: a count below the minimum cell, a value that would give such a count back, and tests on "
+        "suppressed counts read 'suppressed'. The coordinator-only statistics are used for the pooled values "
+        "only. Center Cox models are each center's own fit (one stratum).",
+        cls="num wide",
+    )  # fmt: skip
 
 
 def _e(x: object) -> str:
-    return html.escape(str(x))
+    return html.escape("" if x is None else str(x), quote=True)
 
 
-def _pct(s: float | None, se: float | None) -> str:
-    if s is None or (isinstance(s, float) and math.isnan(s)):
-        return "not estimable"
-    if se is None or se == 0:
-        return f"{100 * s:.1f}%"
-    return f"{100 * s:.1f}% &plusmn; {100 * se:.1f}%"
-
-
-def _p(p: float | None) -> str:
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "&ndash;"
-    return "&lt; 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _landmark(block: dict[str, Any], day: int) -> tuple[float | None, float | None, int]:
-    for lm in block.get("landmarks") or []:
-        if lm.get("day") == day:
-            return lm.get("survival"), lm.get("se"), int(block.get("n", 0))
-    return None, None, int(block.get("n", 0))
-
-
-def _scopes(pooled: Any) -> list[tuple[str, dict[str, Any]]]:
-    return [*((str(sid), block) for sid, block in pooled.per_site.items()), ("Pooled", pooled.pooled)]
-
-
-def _forest_png(pooled: Any, endpoint: str, day: int) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scopes = _scopes(pooled)
-    fig, axes = plt.subplots(1, len(_GROUPS), figsize=(11, 0.45 * len(scopes) + 1.4), sharey=True)
-    for ax, group in zip(axes, _GROUPS, strict=True):
-        for y, (label, block) in enumerate(reversed(scopes)):
-            g = block["survival"][endpoint]["groups"].get(group)
-            if not g:
-                continue
-            s, se, n = _landmark(g, day)
-            if s is None or math.isnan(s):
-                continue
-            lo, hi = max(0.0, s - 1.96 * (se or 0)), min(1.0, s + 1.96 * (se or 0))
-            bold = label == "Pooled"
-            ax.plot([lo, hi], [y, y], color="#1f4e8c" if bold else "#6b7a90", lw=2.5 if bold else 1.5)
-            ax.plot([s], [y], marker="D" if bold else "s", color="#1f4e8c" if bold else "#6b7a90",
-                    ms=8 if bold else 6)
-            ax.annotate(f"n={n}", (1.02, y), xycoords=("axes fraction", "data"), fontsize=8, va="center")
-        ax.set_title(group)
-        ax.set_xlim(0, 1.0)
-        ax.set_xlabel(f"{endpoint.upper()} at day {day}")
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(scopes)))
-    axes[0].set_yticklabels([label for label, _ in reversed(scopes)])
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _survival_section(pooled: Any, endpoint: str, day: int) -> str:
-    rows = []
-    for label, block in _scopes(pooled):
-        surv = block["survival"][endpoint]
-        cells = []
-        for group in _GROUPS:
-            g = surv["groups"].get(group)
-            if g:
-                s, se, n = _landmark(g, day)
-                cells.append(f"{_pct(s, se)} <span class='note'>(n={n})</span>")
-            else:
-                cells.append("&ndash;")
-        lr = surv.get("logrank") or {}
-        cls = " class='pooled'" if label == "Pooled" else ""
-        rows.append(f"<tr{cls}><td>{_e(label)}</td>{''.join(f'<td>{c}</td>' for c in cells)}"
-                    f"<td>{_p(lr.get('p'))}</td></tr>")
-    strat = pooled.pooled["survival"][endpoint].get("logrank_stratified") or {}
-    head = "".join(f"<th>{_e(g)}</th>" for g in _GROUPS)
-    img = _forest_png(pooled, endpoint, day)
-    return (
-        f"<table><caption>1-year {endpoint.upper()} by status at referral: Kaplan-Meier estimate &plusmn; "
-        f"Greenwood SE at day {day}</caption><thead><tr><th>scope</th>{head}<th>log-rank P</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-        f"<p class='note'>Pooled KM and log-rank are exact (from per-time event and censoring counts). "
-        f"Site-stratified log-rank: chi-square {strat.get('chi2', float('nan')):.3f}, df {strat.get('df', '')}, "
-        f"P = {_p(strat.get('p'))}.</p>"
-        f"<img alt='{endpoint} forest plot' src='data:image/png;base64,{img}'>"
-    )
-
-
-def _response_section(pooled: Any) -> str:
-    out = []
-    for scope_key, title in (("course1", "course 1"), ("all", "all courses")):
-        rows = []
-        for label, block in _scopes(pooled):
-            r = (block.get("response") or {}).get(scope_key)
-            if not r:
-                continue
-            t = r["table"]
-            cells = []
-            for i in range(2):
-                n = t[i][0] + t[i][1]
-                cells.append(f"{100 * t[i][0] / n:.1f}% ({t[i][0]}/{n})" if n else "&ndash;")
-            cmh = r.get("cmh") or {}
-            cls = " class='pooled'" if label == "Pooled" else ""
-            extra = f"{_p(cmh.get('p'))}" if label == "Pooled" else "&ndash;"
-            rows.append(f"<tr{cls}><td>{_e(label)}</td><td>{cells[0]}</td><td>{cells[1]}</td>"
-                        f"<td>{_p((r.get('fisher') or {}).get('p'))}</td><td>{extra}</td></tr>")
-        out.append(
-            f"<table><caption>CR rate, {title}: pre-status R/R vs CR-MRDpos</caption><thead><tr><th>scope</th>"
-            "<th>R/R</th><th>CR-MRDpos</th><th>Fisher P</th><th>CMH P (site-stratified)</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>"
-        )
-    return "".join(out) + "<p class='note'>Fisher's exact test (two-sided) on the pooled 2x2 table; " \
-        "Cochran-Mantel-Haenszel test stratified by center.</p>"
-
-
-def _cox_section(pooled: Any) -> str:
-    cox = (pooled.pooled.get("cox") or {}).get("efs")
-    if not cox:
-        return "<p>No Cox model could be fitted.</p>"
-    rows = "".join(
-        f"<tr><td>{_e(name)}</td><td>{hr:.2f} ({lo:.2f}&ndash;{hi:.2f})</td><td>{_p(p)}</td></tr>"
-        for name, hr, lo, hi, p in zip(cox["covariates"], cox["hr"], cox["ci_lower"], cox["ci_upper"], cox["p"],
-                                       strict=True)
-    )
-    warn = f"<p class='note'>{_e(cox['warning'])}</p>" if cox.get("warning") else ""
-    return (
-        f"<table><caption>Cox proportional hazards for EFS, stratified by center (Efron ties); n = {cox['n']}, "
-        f"events = {cox['n_events']}, strata = {cox.get('n_strata')}</caption><thead><tr><th>covariate</th>"
-        f"<th>HR (95% CI)</th><th>P (Wald)</th></tr></thead><tbody>{rows}</tbody></table>{warn}"
-    )
-
-
-def _wilcoxon_section(pooled: Any) -> str:
-    rows = []
-    for marker, w in (pooled.pooled.get("wilcoxon") or {}).items():
-        pre, post = w.get("pre") or {}, w.get("post") or {}
-
-        def mr(d: dict) -> str:
-            return f"{d.get('median', float('nan')):.2f} ({d.get('min', float('nan')):.2f}&ndash;" \
-                   f"{d.get('max', float('nan')):.2f})" if d.get("n") else "&ndash;"
-
-        rows.append(f"<tr><td>{_e(marker.upper())}</td><td>{mr(pre)}</td><td>{mr(post)}</td><td>{w.get('n')}</td>"
-                    f"<td>{_p(w.get('p'))}</td></tr>")
-    return (
-        "<table><caption>T-cell subsets before and after course 1 (x10<sup>9</sup>/L), median (range)"
-        "</caption><thead><tr><th>subset</th><th>before</th><th>after</th><th>n pairs (non-zero)</th>"
-        f"<th>Wilcoxon P</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        "<p class='note'>Wilcoxon signed-rank test, normal approximation without continuity correction, zero "
-        "differences dropped, tie-corrected variance, from the pooled paired-difference histograms at reporting "
-        "precision. Median (range) pooled from the value histograms.</p>"
-    )
-
-
-def render_pooled_report(pooled: Any, out_path: str | Path) -> Path:
+def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | None = None) -> Path:
     """Write the pooled report for ``pooled`` (a ``PooledResults``) and return its path."""
     out_path = Path(out_path)
-    params = ", ".join(f"{k} = {v}" for k, v in sorted((pooled.parameters or {}).items()))
-    day = 365
-    body = [
-        "<h1>blina-study: pooled results</h1>",
-        f"<p class='stamp'>Centers: {_e(', '.join(pooled.sites))} &middot; package version "
-        f"{_e(pooled.package_version)} &middot; study definition {_e(pooled.study_definition_hash[:16])}&hellip; "
-        f"&middot; generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>",
-        f"<p class='stamp'>Parameters: {_e(params)}</p>",
-        "<h2>1. Event-free survival</h2>", _survival_section(pooled, "efs", day),
-        "<h2>2. Overall survival</h2>", _survival_section(pooled, "os", day),
-        "<h2>3. Response</h2>", _response_section(pooled),
-        "<h2>4. Cox model for EFS</h2>", _cox_section(pooled),
-        "<h2>5. T-cell subsets</h2>", _wilcoxon_section(pooled),
-        "<p class='note'>Only aggregates left the centers. Per-center rows are from each center's sufficient "
-        "statistics, held by the coordinator only.</p>",
+    generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sc = pooled_scope(pooled.results)
+    est = _published_values(pooled)
+    counts = _published_counts(pooled)
+    levels = sorted({str(m.get("share") or m.get("sharing_level") or "exact")
+                     for m in (getattr(pooled, "manifests", None) or {}).values()})  # fmt: skip
+    surv = ""
+    if sc.efs is not None and sc.os is not None:
+        surv = central._survival(sc)  # type: ignore[arg-type]
+    else:
+        surv = "<p>Kaplan-Meier curves need per-day counts, which this pooling did not receive.</p>"
+    sections = [
+        ("flow", "1. Patient flow", central._flow(sc)),  # type: ignore[arg-type]
+        ("response", "2. Response", _response_section(sc, counts)),
+        ("predictors", "3. Univariate predictors of poor response",
+         central._predictors(sc)),  # type: ignore[arg-type]
+        ("cox", f"4. Cox model for event-free survival ({_COX_MODEL.get(sc.cox_model, sc.cox_model)})",
+         central._cox(sc)),  # type: ignore[arg-type]
+        ("tcells", "5. T-cell subsets and cytokines", _tcell_section(sc, est)),
+        ("survival", "6. Kaplan-Meier survival by status at referral", surv),
+        ("forest", "7. One-year survival per center and pooled", _forest_section(sc, est)),
+        ("next", "8. Next therapy", central._next_therapy(sc)),  # type: ignore[arg-type]
+        ("published", "9. Published vs this run (pooled)",
+         central._published(sc) if sc.efs is not None and sc.os is not None  # type: ignore[arg-type]
+         else "<p>Not available without the pooled survival counts.</p>"),
+        ("centers", "10. Per-center published values", _per_center_section(sc, est)),
     ]
-    out_path.write_text(
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>blina-study pooled results</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>",
-        encoding="utf-8",
-    )
+    params = ", ".join(f"{k} = {v}" for k, v in sorted((pooled.parameters or {}).items()))
+    stamp = [
+        ("Centers", ", ".join(pooled.sites)),
+        ("Sharing level", ", ".join(levels)),
+        ("Package version", pooled.package_version),
+        ("Study definition", pooled.study_definition_hash),
+        ("Generated", generated),
+        ("Study parameters", params or "not recorded"),
+    ]
+    toc = "".join(f'<div><a href="#{sid}">{_e(title)}</a></div>' for sid, title, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>' for sid, title, content in sections)
+    n_agree = 0
+    if sc.efs is not None and sc.os is not None:
+        run = central.run_figures(sc)  # type: ignore[arg-type]
+        n_agree = sum(1 for p in PUBLISHED if run.get(p.key) and run[p.key].text == p.text)
+    doc = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>blina-study pooled report</title>"
+        f"<style>{central._CSS}</style></head><body><main>"
+        "<h1>Blinatumomab in pediatric B-ALL: pooled results of the centers</h1>"
+        f'<p class="sub">{sc.n_patients} patients, {sc.n_courses} courses, {len(pooled.sites)} centers; '
+        f"{n_agree} of {len(PUBLISHED)} published figures reproduced as printed (section 9). Pooled from the "
+        "centers' packages; no patient record left a center.</p>"
+        '<div class="stamp">' + "".join(f"<b>{_e(k)}</b><span>{_e(v)}</span>" for k, v in stamp) + "</div>"
+        f'<nav class="toc">{toc}</nav>{body}'
+        "<p class='note'>Pooled values are computed from the centers' coordinator-only pooling statistics and "
+        "equal the analysis of the concatenated patients where the method says so; per-center values are "
+        "only those the centers published.</p></main></body></html>\n"
+    )  # fmt: skip
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(doc, encoding="utf-8")
     return out_path

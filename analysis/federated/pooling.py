@@ -549,7 +549,9 @@ def pool_median_range(histograms: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise AssertionError("unreachable")
 
     scale = 10.0**dec
-    med = (order_stat((n - 1) // 2) + order_stat(n // 2)) / 2 / scale
+    # As numpy's median of the values: the mean of the two middle values *as floats*, so an
+    # even-n median prints as the centralized one does (1.09 and 1.10: 1.0950000000000002, not 1.095).
+    med = (order_stat((n - 1) // 2) / scale + order_stat(n // 2) / scale) / 2
     return {"n": n, "median": med, "min": bins[0][0] / scale, "max": bins[-1][0] / scale}
 
 
