@@ -418,7 +418,8 @@ def _cox_status(cx: Any, covariate: str, coef: float) -> str:
 def _cox(site: SiteResults) -> str:
     cx = site.cox_efs
     rows = [
-        [t.covariate, _cox_status(cx, t.covariate, t.coef), f"{_num(t.hr)} ({_num(t.ci_low)}-{_num(t.ci_high)})",
+        [t.covariate, _cox_status(cx, t.covariate, t.coef),
+         "-" if math.isnan(t.coef) else f"{_num(t.hr)} ({_num(t.ci_low)}-{_num(t.ci_high)})",
          _p_only(t.p_value), f"{_num(t.ph_statistic)} / {_p_only(t.ph_p_value)}"]
         for t in cx.terms
     ]
