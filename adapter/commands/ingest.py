@@ -44,11 +44,25 @@ def _print_summary(report, quiet: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stdout, highlight=False)
+    # Not a terminal (a log, a pipe): no wrapping at rich's default 80 columns, tables at their natural width.
+    tty = sys.stdout.isatty()
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True, width=None if tty else 100_000)
     line = (f"site {report.site_id}: read {report.read} resources from {len(report.files)} files: "
             f"loaded {report.n_loaded}, skipped {report.n_skipped}, rejected {report.n_rejected} "
             f"({report.seconds:.1f} s)")
     console.print(line)
+    for m in report.manifests:
+        console.print(f"manifest {m['file']}: transactionTime {m['transactionTime']}, "
+                      f"{len(m['output'])} output files, {len(m['error'])} error files")
+    for f in report.not_fhir_files:
+        console.print(f"ignored {f['file']}: {f['reason']}")
+    if report.n_server_errors:
+        console.print(f"the server reported {report.n_server_errors} errors of its export (error files of the "
+                      "manifest; not input data):")
+        for e in report.server_errors[: 20 if not quiet else 3]:
+            console.print(f"  {e['file']}:{e['line']}: {e['severity']} {e['code']}: {e['diagnostics']}")
+    for finding in report.findings:
+        console.print(f"finding: {finding}")
     if quiet:
         return
     t = Table(title="resources", show_edge=False)
@@ -69,7 +83,7 @@ def _print_summary(report, quiet: bool) -> None:
     console.print(rows)
     if report.n_rejected:
         rej = Table(title=f"rejected ({report.n_rejected})", show_edge=False)
-        rej.add_column("where")
+        rej.add_column("where", overflow="fold")  # a file path is folded, never cut
         rej.add_column("resource")
         rej.add_column("reason")
         for r in report.rejected[:20]:
@@ -133,4 +147,4 @@ def run(args: argparse.Namespace) -> int:
     if not report.balanced():  # never expected: would be a bug in the accounting itself
         raise BlinaError("internal accounting mismatch: read != loaded + skipped + rejected",
                          hint="rerun with --report and file an issue")
-    return 1 if report.n_rejected else 0
+    return 1 if report.n_rejected or report.findings else 0

@@ -51,8 +51,11 @@ import pandas as pd
 
 from adapter.db import Database, validate_site_id
 from adapter.errors import BlinaError
+from adapter.fhir.bulk import count_findings
+from adapter.fhir.bulk import prepare as prepare_input
 from adapter.fhir.ingest_sql import (
     FOLLOWUP_TABLE,
+    INCOMPLETE,
     LINEAGE_TABLE,
     PERSON_MAP_TABLE,
     SqlContext,
@@ -65,7 +68,6 @@ from adapter.fhir.ingest_sql import (
 from adapter.fhir.mapper import NOT_CHECKED, FhirConfig, ResourceMapper, load_config, load_views, valid_day
 from adapter.fhir.reader import (
     Item,
-    discover_files,
     is_ndjson,
     iter_items,
     iter_line_items,
@@ -115,10 +117,17 @@ class IngestReport:
     site_id: str
     files: list[str] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
+    manifests: list[dict[str, Any]] = field(default_factory=list)  # Bulk Data manifests (adapter.fhir.bulk)
+    not_fhir_files: list[dict[str, str]] = field(default_factory=list)  # ignored: no FHIR resource in them
+    n_server_errors: int = 0  # OperationOutcome issues in the export's error files (the server's, not data)
+    server_errors: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # problems of the export itself (exit 1)
+    read_by_file: Counter = field(default_factory=Counter)  # resources read, by file
     read: int = 0
     loaded: Counter = field(default_factory=Counter)  # by resource type
     skipped: dict[str, Counter] = field(
-        default_factory=lambda: {k: Counter() for k in ("not_relevant", "status", "duplicate", "filtered")}
+        default_factory=lambda: {k: Counter() for k in ("not_relevant", "status", "duplicate", "filtered",
+                                                     "incomplete")}
     )
     n_rejected: int = 0
     rejected: list[Rejection] = field(default_factory=list)  # the first _MAX_LISTED_REJECTS
@@ -146,6 +155,10 @@ class IngestReport:
             "site_id": self.site_id,
             "files": self.files,
             "skipped_files": self.skipped_files,
+            "manifests": self.manifests,
+            "not_fhir_files": self.not_fhir_files,
+            "server_errors": {"total": self.n_server_errors, "listed": self.server_errors},
+            "findings": self.findings,
             "resources_read": self.read,
             "loaded": {"total": self.n_loaded, "by_type": dict(sorted(self.loaded.items()))},
             "skipped": {
@@ -316,8 +329,14 @@ def ingest_fhir(
     if not db.query(f"SELECT COUNT(*) FROM {db.qualified('vocab', 'concept')}")[0][0]:
         raise BlinaError(f"the vocabulary schema {db.schemas.vocab!r} has no concepts",
                          hint="run `blina init-db` (loads the study vocabulary) or load the OHDSI vocabulary")
-    files, skipped_files = discover_files(paths)
-    report = IngestReport(site_id=site_id, files=[str(f) for f in files], skipped_files=[str(f) for f in skipped_files])
+    bulk = prepare_input(paths)
+    files = bulk.files
+    report = IngestReport(site_id=site_id, files=[str(f) for f in files],
+                          skipped_files=[str(f) for f in bulk.skipped_files],
+                          manifests=[m.to_dict() for m in bulk.manifests],
+                          not_fhir_files=[{"file": str(f), "reason": why} for f, why in bulk.not_fhir],
+                          n_server_errors=bulk.n_server_errors,
+                          server_errors=[e.__dict__ for e in bulk.server_errors], findings=list(bulk.findings))
     ucum_system = next((s for s, voc in config.systems.items() if voc == "UCUM"), None)
     ctx = SqlContext(
         cdm=db.q(db.schemas.cdm),
@@ -353,6 +372,9 @@ def ingest_fhir(
             for sid, key, file_idx, line, entry, reason in compute(sdb, ctx):
                 if sid not in run.late_rejected:  # several problems: the first (by step) is reported
                     run.late_rejected.add(sid)
+                    if reason.startswith(INCOMPLETE):  # a non-study resource without what only studies need
+                        report.skipped["incomplete"][key.split("/", 1)[0]] += 1
+                        continue
                     run.reject(report.files[file_idx], line, entry, key, reason, resource=_LATE)
             with db.transaction():
                 result = apply(sdb, ctx)
@@ -367,6 +389,7 @@ def ingest_fhir(
             if not ok:
                 for t in {PERSON_MAP_TABLE, LINEAGE_TABLE, FOLLOWUP_TABLE} - support_before:
                     db.execute(f"DROP TABLE IF EXISTS {db.qualified('cdm', t)}")
+    report.findings += count_findings(bulk, {report.files[i]: n for i, n in report.read_by_file.items()})
     report.loaded.update(result["loaded_by_type"])
     report.rows = result["rows"]
     report.unknown_concept_rows = result["unknown_concept_rows"]
@@ -678,6 +701,7 @@ class _Run:
                 first = lines_before.get(file_idx, 0)
                 lines_before[file_idx] = first + scan.n_lines
                 self.report.read += sum(scan.not_relevant.values())
+                self.report.read_by_file[file_idx] += sum(scan.not_relevant.values())
                 self.not_relevant.update(scan.not_relevant)
                 self.sink.merge(scan.followup)
                 skipped_counts: dict[str, int] = {}
@@ -739,7 +763,9 @@ class _Run:
                 self.on_progress(n_read)
                 progress_at += _PROGRESS_EVERY
         self.not_relevant.update(skipped_counts)
-        report.read += n_items + sink.n - noise_before + sum(skipped_counts.values())
+        n_file = n_items + sink.n - noise_before + sum(skipped_counts.values())
+        report.read += n_file
+        report.read_by_file[file_idx] += n_file
 
     def _repeat(self, item: Item, key: str, digest: int, prev: int, res: dict) -> None:
         if prev >> 2 == digest:
@@ -779,7 +805,7 @@ class _Run:
             return
         if result.status == "skipped":
             self.seen[key] = digest << 2 | _SKIPPED
-            report.skipped["filtered"][rtype] += 1
+            report.skipped[result.kind or "filtered"][rtype] += 1
             return
         self.seen[key] = digest << 2 | _STAGED
         self.sid += 1

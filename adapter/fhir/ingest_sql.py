@@ -35,10 +35,13 @@ import pandas as pd
 
 from adapter.db import Database
 
-__all__ = ["FOLLOWUP_TABLE", "LINEAGE_TABLE", "OMOP_TARGETS", "PERSON_MAP_TABLE", "SqlContext", "StageDb",
+__all__ = ["FOLLOWUP_TABLE", "INCOMPLETE", "LINEAGE_TABLE", "OMOP_TARGETS", "PERSON_MAP_TABLE", "SqlContext", "StageDb",
            "apply", "compute", "study_codes"]
 
 LINEAGE_TABLE = "blina_lineage"
+# Reason prefix of a late "reject" that is a skip: a resource of a type the study does not read for a variable
+# (Encounter) lacking what only study resources need (a date). Counted as skipped "incomplete", not rejected.
+INCOMPLETE = "incomplete (not needed by the study): "
 PERSON_MAP_TABLE = "blina_person_map"
 FOLLOWUP_TABLE = "blina_followup"
 
@@ -283,7 +286,7 @@ def _steps_reject(c: SqlContext) -> list[str]:
          "no date: a MedicationAdministration needs effectiveDateTime or effectivePeriod.start"),
         ("procedure", "COALESCE(p.performed_datetime, p.performed_period_start)",
          "no date: a Procedure needs performedDateTime or performedPeriod.start"),
-        ("encounter", "p.period_start", "no date: an Encounter needs period.start"),
+        ("encounter", "p.period_start", INCOMPLETE + "no date: an Encounter needs period.start"),
     ]
     stmts = [
         "CREATE TEMP TABLE _bl_rej (sid BIGINT, step INTEGER, reason VARCHAR)",

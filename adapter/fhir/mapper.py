@@ -179,6 +179,7 @@ class MapResult:
     reason: str | None = None
     rows: dict[str, list[tuple]] | None = None
     subject: str | None = None
+    kind: str | None = None  # for ``skipped``: the report's skip kind (None: ``filtered``)
 
 
 def _filter_path(view: ViewDefinition) -> CompiledPath | None:
@@ -263,6 +264,11 @@ class ResourceMapper:
         self.any_system_codes = any_system_codes
         self._filters: dict[str, Any] = {}
         self._filter_keys: dict[str, tuple[str, ...]] = {}
+        # Types mapped for context only (Encounter -> visits for follow-up): no study filter, not the person
+        # and not what study drugs reference. Lacking a date such a resource is skipped ("incomplete"), not
+        # rejected: nothing of the study depends on it (study resources keep the strict checks).
+        self.context_types: frozenset[str] = frozenset(
+            v.resource for v in views.values() if _filter_path(v) is None) - {"Patient", "Medication"}
         if study_codes is not None:
             for view in views.values():
                 path = _filter_path(view)
@@ -398,6 +404,9 @@ class ResourceMapper:
         for col in plan["dates"]:
             for row in rows:
                 why = _date_problem(row[col])
+                if why and rtype in self.context_types:
+                    return MapResult("skipped", f"{why} {row[col]!r} in {col} (not needed by the study)",
+                                     kind="incomplete")
                 if why:
                     return MapResult("rejected", f"{why} {row[col]!r} in {col}: {PARTIAL_DATE_RULE}")
         for col in plan["birth"]:
