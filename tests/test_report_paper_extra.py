@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 from test_report import make_tables
 
@@ -85,3 +86,26 @@ def test_km_plot_draws_the_confidence_band():
     without = km_plot_png({"R/R": km}, title="EFS", conf_type=None)
     loglog = km_plot_png({"R/R": km}, title="EFS", conf_type="log-log")
     assert with_band != without and with_band != loglog
+
+
+def test_cli_analyze_offers_log_log_limits_and_states_the_transform(tmp_path):
+    from adapter.cli import main
+
+    course, patient = make_tables()
+    c, p = tmp_path / "course.csv", tmp_path / "patient.csv"
+    course.to_csv(c, index=False)
+    patient.to_csv(p, index=False)
+    for ct in ("log", "log-log"):
+        out = tmp_path / ct
+        args = ["analyze", "--course", str(c), "--patient", str(p), "--out", str(out), "--no-by-center"]
+        assert main(args + ([] if ct == "log" else ["--km-conf-type", ct])) == 0
+        surv = pd.read_csv(out / "survival.csv")
+        assert set(surv["conf_type"]) == {ct} and surv["ci_low"].notna().all()
+        assert set(pd.read_csv(out / "km_curves.csv")["conf_type"]) == {ct}
+    a = pd.read_csv(tmp_path / "log" / "survival.csv")["ci_low"]
+    b = pd.read_csv(tmp_path / "log-log" / "survival.csv")["ci_low"]
+    assert (a != b).any()
+    html = tmp_path / "r.html"
+    assert main(["report", "--course", str(c), "--patient", str(p), "--out", str(html), "--no-by-center",
+                 "--km-conf-type", "log-log"]) == 0
+    assert "95% CI (log-log)" in html.read_text(encoding="utf-8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from adapter.commands.common import add_table_arguments
-from adapter.commands.report import analyze_tables, read_json_object, run_info_parts
+from adapter.commands.report import add_km_conf_type, analyze_tables, read_json_object, run_info_parts
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-info", default=None, metavar="FILE",
                    help="run-info JSON of the extract step: its parameters are recorded with the results")
     p.add_argument("--no-by-center", action="store_true", help="pooled results only (no per-center breakdown)")
+    add_km_conf_type(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     info = read_json_object(args.run_info, "run-info") if args.run_info else None
     params, _, _ = run_info_parts(info) if info is not None else ({}, {}, None)
     results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params,
-                             source=str(args.patient))
+                             source=str(args.patient), km_conf_type=args.km_conf_type)
     written = write_results(results, args.out)
     r = results.pooled
     c1 = r.response[0]

@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-info", default=None, metavar="FILE",
                    help="run-info JSON written by the extract step (parameters and fingerprints)")
     p.add_argument("--no-by-center", action="store_true", help="pooled results only (no per-center breakdown)")
+    add_km_conf_type(p)
+
+
+def add_km_conf_type(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--km-conf-type", choices=("log", "log-log"), default="log",
+                   help="transform of the Kaplan-Meier 95%% limits: log (R survfit's default) or log-log")
 
 
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
@@ -121,7 +127,7 @@ def require_patients(course: Any, patient: Any, source: str) -> None:
 
 
 def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[str, Any],
-                   source: str = "the patient table") -> Any:
+                   source: str = "the patient table", km_conf_type: str = "log") -> Any:
     """``analysis.tables.analyze``, but a Cox fit that diverges at one center (analysis/survival.py
     ``cox_ph`` raises OverflowError on quasi-separated data) is reported as not estimable rather
     than stopping the run. Only on that failure is the analysis repeated with the guard. No patient
@@ -130,12 +136,12 @@ def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[s
 
     require_patients(course, patient, source)
     try:
-        return tables.analyze(course, patient, by_center=by_center, parameters=params)
+        return tables.analyze(course, patient, by_center=by_center, parameters=params, km_conf_type=km_conf_type)
     except OverflowError:
         orig = tables.cox_ph
         tables.cox_ph = _cox_not_estimable(orig)
         try:
-            return tables.analyze(course, patient, by_center=by_center, parameters=params)
+            return tables.analyze(course, patient, by_center=by_center, parameters=params, km_conf_type=km_conf_type)
         finally:
             tables.cox_ph = orig
 
@@ -151,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_quality:
         dq = read_json_object(args.data_quality, "data-quality")
     results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params,
-                             source=str(args.patient))
+                             source=str(args.patient), km_conf_type=args.km_conf_type)
     out = render_report(results, course=course, patient=patient, params=params, fingerprint=fingerprint,
                         data_quality=dq, out_path=args.out)
     size = out.stat().st_size
