@@ -53,8 +53,13 @@ from analysis.tables import (
     DEFAULT_SETTINGS,
     PREDICTORS,
     STATUSES,
+    AdverseEventsResult,
+    BaselineResult,
+    CoursesResult,
     CytokineResult,
+    FollowUpResult,
     GroupSummary,
+    IndicationByStatus,
     NextTherapyResult,
     PairedChange,
     PatientFlow,
@@ -68,7 +73,15 @@ from analysis.tables import (
     survival_by_referral,
 )
 
-__all__ = ["PooledScope", "clopper_pearson", "pooled_scope", "render_pooled_report"]
+__all__ = [
+    "NOT_POOLED_PREFIXES",
+    "PooledScope",
+    "clopper_pearson",
+    "forest_rows",
+    "pooled_run_figures",
+    "pooled_scope",
+    "render_pooled_report",
+]
 
 _STATUS4 = (*STATUSES, "unknown")
 _ROUTE = {"yes": "burden reduction", "no": "direct", "missing": "?"}
@@ -102,6 +115,18 @@ class PooledScope:
     wilcoxon: dict[str, dict[str, Any]]
     cmh: dict[str, dict[str, Any]]
     messages: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # Analyses of the central report that the pooled statistics do not carry (empty: the report
+    # says "not in the pooled statistics" for their figures).
+    indication_by_status: IndicationByStatus = field(default_factory=lambda: IndicationByStatus({}, {}, 0))
+    courses: CoursesResult = field(default_factory=lambda: CoursesResult((), 0))
+    baseline: BaselineResult = field(default_factory=lambda: BaselineResult((), (), 0))
+    follow_up: FollowUpResult = field(default_factory=lambda: FollowUpResult((), 0, 0, "log"))
+    adverse_events: AdverseEventsResult = field(default_factory=lambda: AdverseEventsResult((), 0, 0))
+
+
+# Published-vs-this-run keys whose inputs the pooled statistics do not carry.
+NOT_POOLED_PREFIXES = ("flow.chemo_delay_by_referral", "courses.per_patient", "baseline.", "followup.", "ae.",
+                       "cytokines.")
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -609,6 +634,38 @@ def _e(x: object) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
 
+def pooled_run_figures(sc: PooledScope) -> dict[str, Any]:
+    """``report.run_figures`` of the pooled scope, with the figures the pooled statistics cannot give
+    (``NOT_POOLED_PREFIXES``) left out."""
+    run = central.run_figures(sc)  # type: ignore[arg-type]
+    return {k: v for k, v in run.items() if not k.startswith(NOT_POOLED_PREFIXES)}
+
+
+def _published_section(sc: PooledScope) -> str:
+    run = pooled_run_figures(sc)
+    rows, n_agree = [], 0
+    n_pub = sum(p.published for p in PUBLISHED)
+    for pub in PUBLISHED:
+        r = run.get(pub.key)
+        if r is None and pub.key.startswith(NOT_POOLED_PREFIXES):
+            rows.append([_e(pub.label), _e(pub.text), "not in the pooled statistics", "-", "-", ""])
+            continue
+        agree, mark = central._agreement(pub, r)
+        n_agree += agree
+        rows.append([_e(pub.label), _e(pub.text), _e(r.text if r else "not computed"),
+                     _e("-" if r is None or r.n is None else r.n), mark, _e(r.method if r else "")])  # fmt: skip
+    return central._table(
+        ["Figure", "Published", "This run (pooled)", "n (this run)", "Agreement", "Method (this run)"], rows,
+        caption=f"Table 9. Published figures (protocol sections 1 and 6) vs this run, pooled (n = {sc.n_patients} "
+        f"patients, {sc.n_courses} courses): {n_agree} of {n_pub} published figures reproduced as printed",
+        note="As in the central report (same figures, same formatting, same agreement rule). \"Not in the pooled "
+        "statistics\": an analysis the centers' packages do not carry (baseline, follow-up, adverse events, "
+        "courses per patient, cytokines over all courses). The Cox P values are those of the model named in "
+        "section 4.",
+        cls="cmp", raw=True,
+    )  # fmt: skip
+
+
 def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | None = None) -> Path:
     """Write the pooled report for ``pooled`` (a ``PooledResults``) and return its path."""
     out_path = Path(out_path)
@@ -635,7 +692,7 @@ def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | 
         ("forest", "7. One-year survival per center and pooled", _forest_section(sc, est)),
         ("next", "8. Next therapy", central._next_therapy(sc)),  # type: ignore[arg-type]
         ("published", "9. Published vs this run (pooled)",
-         central._published(sc) if sc.efs is not None and sc.os is not None  # type: ignore[arg-type]
+         _published_section(sc) if sc.efs is not None and sc.os is not None
          else "<p>Not available without the pooled survival counts.</p>"),
         ("centers", "10. Per-center published values", _per_center_section(sc, est)),
     ]
@@ -652,8 +709,8 @@ def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | 
     body = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>' for sid, title, content in sections)
     n_agree = 0
     if sc.efs is not None and sc.os is not None:
-        run = central.run_figures(sc)  # type: ignore[arg-type]
-        n_agree = sum(1 for p in PUBLISHED if run.get(p.key) and run[p.key].text == p.text)
+        run = pooled_run_figures(sc)
+        n_agree = sum(central._agreement(p, run.get(p.key))[0] for p in PUBLISHED)
     doc = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -661,7 +718,8 @@ def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | 
         f"<style>{central._CSS}</style></head><body><main>"
         "<h1>Blinatumomab in pediatric B-ALL: pooled results of the centers</h1>"
         f'<p class="sub">{sc.n_patients} patients, {sc.n_courses} courses, {len(pooled.sites)} centers; '
-        f"{n_agree} of {len(PUBLISHED)} published figures reproduced as printed (section 9). Pooled from the "
+        f"{n_agree} of {sum(p.published for p in PUBLISHED)} published figures reproduced as printed (section 9). "
+        "Pooled from the "
         "centers' packages; no patient record left a center.</p>"
         '<div class="stamp">' + "".join(f"<b>{_e(k)}</b><span>{_e(v)}</span>" for k, v in stamp) + "</div>"
         f'<nav class="toc">{toc}</nav>{body}'
