@@ -33,6 +33,7 @@ import csv
 import html
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -634,6 +635,28 @@ def _e(x: object) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
 
+_TABLE_CHUNK = re.compile(r'<div class="tw">.*?</div>(?:<p class="note">.*?</p>)?', re.S)
+
+
+def _without_tables(fragment: str, numbers: Sequence[str], why: str) -> str:
+    """A central section's HTML without its tables ``numbers`` (e.g. "1d"), which the pooled
+    statistics cannot fill; one sentence says which and why."""
+    dropped = []
+
+    def drop(m: re.Match[str]) -> str:
+        cap = re.search(r"<caption>Table (\w+)\.", m.group(0))
+        if cap and cap.group(1) in numbers:
+            dropped.append(cap.group(1))
+            return ""
+        return m.group(0)
+
+    out = _TABLE_CHUNK.sub(drop, fragment)
+    if dropped:
+        label = "Table" if len(dropped) == 1 else "Tables"
+        out += f'<p class="note">{label} {", ".join(dropped)} of the central report not shown: {_e(why)}.</p>'
+    return out
+
+
 def pooled_run_figures(sc: PooledScope) -> dict[str, Any]:
     """``report.run_figures`` of the pooled scope, with the figures the pooled statistics cannot give
     (``NOT_POOLED_PREFIXES``) left out."""
@@ -677,11 +700,15 @@ def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | 
                      for m in (getattr(pooled, "manifests", None) or {}).values()})  # fmt: skip
     surv = ""
     if sc.efs is not None and sc.os is not None:
-        surv = central._survival(sc)  # type: ignore[arg-type]
+        surv = _without_tables(central._survival(sc), ("7d",),  # type: ignore[arg-type]
+                               "the pooled statistics carry no per-patient follow-up for the reverse Kaplan-Meier")
     else:
         surv = "<p>Kaplan-Meier curves need per-day counts, which this pooling did not receive.</p>"
     sections = [
-        ("flow", "1. Patient flow", central._flow(sc)),  # type: ignore[arg-type]
+        ("flow", "1. Patient flow", _without_tables(
+            central._flow(sc), ("1d", "1e", "1f"),  # type: ignore[arg-type]
+            "indication by status, courses per patient and baseline characteristics are not in the centers' "
+            "pooling statistics")),
         ("response", "2. Response", _response_section(sc, counts)),
         ("predictors", "3. Univariate predictors of poor response",
          central._predictors(sc)),  # type: ignore[arg-type]

@@ -140,6 +140,11 @@ def test_report_contents(federation, tmp_path):
     # Predictors, flow and T cells are there.
     for caption in ("Table 1. Patient flow", "Table 3a. Univariate predictors", "Table 5. T-cell subsets"):
         assert caption in text
+    # Central tables the pooled statistics cannot fill are left out, and the report says so.
+    for table in ("Table 1d.", "Table 1e.", "Table 1f.", "Table 7d."):
+        assert table not in text
+    assert "Tables 1d, 1e, 1f of the central report not shown" in text
+    assert "Table 7d of the central report not shown" in text
     # Forest plots: one per endpoint and group.
     assert text.count("forest plot") == sum(len(s.groups) for s in (sc.efs, sc.os))
 
