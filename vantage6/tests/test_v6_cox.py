@@ -6,6 +6,8 @@ the ``partial_cox`` subtasks the central function creates."""
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 from vantage6.algorithm.tools.exceptions import AlgorithmError, PrivacyThresholdViolation
@@ -26,6 +28,16 @@ def frames():
     sizes = {"A": 60, "B": 45, "C": 5, "D": 25}
     return {s: simulate_site(rng, s, n, event_scale=0.0 if s == "D" else 1.0)
             for s, n in sizes.items()}  # fmt: skip
+
+
+def _node_env(value: str) -> str:
+    """A node's algorithm_env value as vantage6 passes it to the container (base32, '=' -> '!')."""
+    return base64.b32encode(value.encode()).decode().replace("=", "!")
+
+
+@pytest.fixture(autouse=True)
+def allow_unstratified(monkeypatch):
+    monkeypatch.setenv("BLINA_COX_UNSTRATIFIED", _node_env("true"))
 
 
 @pytest.fixture()
@@ -121,3 +133,13 @@ def test_guards(frames):
         _run(_client(none))
     with pytest.raises(AlgorithmError, match="neither a patient nor a course column"):
         _run(_client(frames), covariates=["no_such_column"])
+
+
+def test_unstratified_rounds_need_the_node_opt_in(frames, monkeypatch):
+    monkeypatch.delenv("BLINA_COX_UNSTRATIFIED")
+    with pytest.raises(PrivacyThresholdViolation, match="BLINA_COX_UNSTRATIFIED=true"):
+        _run(_client(frames), model="unstratified")
+    monkeypatch.setenv("BLINA_COX_UNSTRATIFIED", _node_env("false"))
+    with pytest.raises(PrivacyThresholdViolation, match="does not take part"):
+        _run(_client(frames), model="unstratified")
+    assert _run(_client(frames), model="stratified")["converged"]

@@ -19,7 +19,8 @@ as a multi-round Newton iteration.
   (default, site as stratum): each node returns only its log-likelihood, score vector and
   information matrix. ``model="unstratified"`` (one baseline hazard): a setup round of event
   days, then per round each node's risk-set sums at the union grid of event days (per-site
-  score/information do not add up to this model; the module docstring says what that reveals).
+  score/information do not add up to this model; the module docstring says what that reveals);
+  a node answers these rounds only with ``BLINA_COX_UNSTRATIFIED=true`` in its algorithm_env.
   Both equal the centralized fit of the concatenated complete cases (tests/test_v6_cox.py).
 
 Node databases: both partials take the site's ``course`` and ``patient`` tables as two
@@ -161,6 +162,16 @@ def partial_cox(
     events, n) or ``risk_sums`` (unstratified: risk-set and tied-event sums at ``grid``)."""
     _check_min_patients(patient)
     site = _site_id(course, patient)
+    if kind in ("setup", "risk_sums") and not get_env_var(
+        "BLINA_COX_UNSTRATIFIED", "false", as_type="bool"
+    ):
+        # The unstratified rounds share event days and per-day risk-set sums (see
+        # analysis.federated.cox_rounds): the node administrator opts in, the default is no.
+        raise PrivacyThresholdViolation(
+            f"site {site}: this node does not take part in the unstratified Cox model (it reveals "
+            "event days and per-day risk-set sums); set BLINA_COX_UNSTRATIFIED=true in the node's "
+            "algorithm_env to allow it, or run model='stratified'"
+        )
     try:
         design = cox_design(course, patient, covariates, endpoint=endpoint)
         if kind == "derivatives":
