@@ -529,7 +529,9 @@ def _pairwise(site: SiteResults) -> str:
     rows = []
     for sv in (site.efs, site.os):
         for lr in sv.pairwise:
-            rows.append([sv.endpoint, " vs ".join(lr.groups), _num(lr.chisq), _p_only(lr.p_value), lr.n])
+            # No test (no events expected in one of the pair): no statistic either, not "0.00".
+            chisq = _num(lr.chisq) if lr.df >= 1 else "-"
+            rows.append([sv.endpoint, " vs ".join(lr.groups), chisq, _p_only(lr.p_value), lr.n])
     if not rows:
         return ""
     return _table(

@@ -109,3 +109,19 @@ def test_cli_analyze_offers_log_log_limits_and_states_the_transform(tmp_path):
     assert main(["report", "--course", str(c), "--patient", str(p), "--out", str(html), "--no-by-center",
                  "--km-conf-type", "log-log"]) == 0
     assert "95% CI (log-log)" in html.read_text(encoding="utf-8")
+
+
+def test_pairwise_table_shows_no_statistic_when_a_pair_has_no_test(tmp_path):
+    course, patient = make_tables()
+    # No EFS events at all in two groups: their pairwise log-rank test is not computable.
+    quiet = patient["status_at_referral"].isin(["CR-MRDneg", "CR-MRDpos"])
+    patient.loc[quiet, ["efs_event", "efs_event_type"]] = [False, None]
+    res = analyze(course, patient, by_center=False)
+    pair = next(lr for lr in res.pooled.efs.pairwise if set(lr.groups) == {"CR-MRDneg", "CR-MRDpos"})
+    assert pair.df == 0
+    out = tmp_path / "r.html"
+    render_report(res, course=course, patient=patient, params={}, fingerprint={}, data_quality=None,
+                  out_path=out, generated="2025-01-01 00:00 UTC")
+    table = out.read_text(encoding="utf-8").split("Table 7c.")[1].split("</table>")[0]
+    row = re.search(r"<td>EFS</td><td>CR-MRDneg vs CR-MRDpos</td>(.*?)</tr>", table).group(1)
+    assert re.findall(r"<td[^>]*>(.*?)</td>", row)[:2] == ["-", "-"]
