@@ -40,7 +40,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -69,6 +68,7 @@ from analysis.tables import (
     ResponseResult,
     SurvivalResult,
     TCellResult,
+    follow_up,
     next_therapy_by_referral,
     response,
     survival_by_referral,
@@ -117,7 +117,7 @@ class PooledScope:
     cmh: dict[str, dict[str, Any]]
     messages: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     # Analyses of the central report that the pooled statistics do not carry (empty: the report
-    # says "not in the pooled statistics" for their figures).
+    # says "not in the pooled statistics" for their figures); follow-up is filled from the OS counts.
     indication_by_status: IndicationByStatus = field(default_factory=lambda: IndicationByStatus({}, {}, 0))
     courses: CoursesResult = field(default_factory=lambda: CoursesResult((), 0))
     baseline: BaselineResult = field(default_factory=lambda: BaselineResult((), (), 0))
@@ -126,8 +126,7 @@ class PooledScope:
 
 
 # Published-vs-this-run keys whose inputs the pooled statistics do not carry.
-NOT_POOLED_PREFIXES = ("flow.chemo_delay_by_referral", "courses.per_patient", "baseline.", "followup.", "ae.",
-                       "cytokines.")
+NOT_POOLED_PREFIXES = ("flow.chemo_delay_by_referral", "courses.per_patient", "baseline.", "ae.", "cytokines.")
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -241,21 +240,41 @@ def _cox(b: Mapping[str, Any]) -> tuple[CoxResult, str, list[str]]:
     if not cx:
         return (CoxResult((), (), 0, 0, 0, math.nan, False, "Cox PH: not in the pooled results"),
                 "none", ["no pooled Cox model"])  # fmt: skip
-    model = str(cx.get("model") or ("stratified" if cx.get("n_strata", 1) > 1 else "unstratified"))
-    ok = bool(cx.get("converged")) and all(v is not None for v in cx.get("coef") or [None])
+    model = _cox_model(cx)
+    dropped = tuple((str(c), str(why)) for c, why in (cx.get("dropped") or []))
+    gone = {c for c, _ in dropped}
+    ok = bool(cx.get("converged")) and all(
+        v is not None for c, v in zip(cx["covariates"], cx.get("coef") or [None], strict=False) if c not in gone
+    )
     terms = []
     if ok:
         for i, name in enumerate(cx["covariates"]):
-            terms.append(CoxTerm(name, cx["coef"][i], cx["se"][i], cx["hr"][i],
+            if name in gone or cx["coef"][i] is None:
+                continue
+            terms.append(CoxTerm(name, cx["coef"][i], _nan(cx["se"][i]), _nan(cx["hr"][i]),
                                  _nan(cx["ci_lower"][i]), _nan(cx["ci_upper"][i]), _nan(cx["z"][i]),
                                  _nan(cx["p"][i]), math.nan, math.nan))  # fmt: skip
     msgs = [cx["warning"]] if cx.get("warning") else []
     msgs.append("PH check not available from pooled statistics (it needs Schoenfeld residuals)")
-    method = (f"Cox proportional hazards {_COX_MODEL.get(model, model)}, Efron ties, fitted at the "
-              f"coordinator from the centers' exact pooling statistics (n strata = {cx.get('n_strata', 1)}); "
-              "Wald 95% CI and P")  # fmt: skip
-    return (CoxResult(tuple(terms), (), int(cx["n"]), int(cx["n_events"]), int(cx.get("n_excluded_missing", 0)),
-                      _nan(cx.get("loglik")), ok, method, tuple(msgs)), model, msgs)  # fmt: skip
+    method = (f"Cox proportional hazards {_COX_MODEL[model]}, Efron ties, fitted at the coordinator from "
+              f"the centers' exact pooling statistics (n strata = {cx.get('n_strata', 1)}); Wald 95% CI and P")
+    return (CoxResult(tuple(terms), dropped, int(cx["n"]), int(cx["n_events"]),
+                      int(cx.get("n_excluded_missing", 0)), _nan(cx.get("loglik")), ok, method, tuple(msgs)),
+            model, msgs)  # fmt: skip
+
+
+def _cox_model(cx: Mapping[str, Any]) -> str:
+    """"stratified" or "unstratified": from ``strata`` ("site"/"none") when pool states it, else
+    from the ``model`` text, else from the number of strata."""
+    strata = cx.get("strata")
+    if strata in ("site", "none"):
+        return "stratified" if strata == "site" else "unstratified"
+    text = str(cx.get("model") or "")
+    if "unstratified" in text or "not stratified" in text:
+        return "unstratified"
+    if "stratified" in text:
+        return "stratified"
+    return "stratified" if int(cx.get("n_strata", 1)) > 1 else "unstratified"
 
 
 def _nan(x: Any) -> float:
@@ -263,32 +282,44 @@ def _nan(x: Any) -> float:
 
 
 def _survival_frame(block: Mapping[str, Any], groups: Sequence[str], tcol: str, ecol: str) -> pd.DataFrame:
-    """(status_at_referral, day, event) rows with the pooled per-day counts of each group; the
-    patients of no group (status unknown or missing) as rows without a group."""
-    parts = []
-    n_grouped = 0
+    """(status_at_referral, day, event) rows with the pooled per-day counts of each group, and the
+    patients of no group (status unknown or missing) as "unknown" rows with the per-day counts of
+    ``all`` minus the groups' (so the rows are the pooled patients' multiset of (day, event))."""
+    rows: dict[tuple[str, float, bool], int] = {}
+
+    def add(label: str, km: Mapping[str, Any], sign: int) -> None:
+        for t, d, c in zip(km["time"], km["events"], km["censored"], strict=True):
+            for flag, k in ((True, d), (False, c)):
+                rows[(label, float(t), flag)] = rows.get((label, float(t), flag), 0) + sign * int(k)
+                if label != "unknown":
+                    rows[("unknown", float(t), flag)] = rows.get(("unknown", float(t), flag), 0) - sign * int(k)
+
     for g in groups:
-        km = block["groups"].get(g)
-        if not km:
-            continue
-        t = np.repeat(np.asarray(km["time"] * 2, dtype=float), np.asarray(km["events"] + km["censored"], dtype=int))
-        e = np.repeat([True] * len(km["time"]) + [False] * len(km["time"]),
-                      np.asarray(km["events"] + km["censored"], dtype=int))  # fmt: skip
-        parts.append(pd.DataFrame({"status_at_referral": g, tcol: t, ecol: e}))
-        n_grouped += t.size
-    rest = int(block["all"]["n"]) - n_grouped
-    parts.append(pd.DataFrame({"status_at_referral": ["unknown"] * rest, tcol: [0.0] * rest, ecol: [False] * rest}))
-    frame = pd.concat(parts, ignore_index=True)
-    return frame.astype({ecol: "boolean", "status_at_referral": "object"})
+        if block["groups"].get(g):
+            add(g, block["groups"][g], 1)
+    for t, d, c in zip(block["all"]["time"], block["all"]["events"], block["all"]["censored"], strict=True):
+        for flag, k in ((True, d), (False, c)):
+            rows[("unknown", float(t), flag)] = rows.get(("unknown", float(t), flag), 0) + int(k)
+    if any(k < 0 for k in rows.values()):
+        raise ValueError("pooled survival counts: a group has more patients on a day than 'all'")
+    keys = [k for k, n in rows.items() for _ in range(n)]
+    frame = pd.DataFrame(keys, columns=["status_at_referral", tcol, ecol])
+    return frame.astype({ecol: "boolean", "status_at_referral": "object", tcol: float})
 
 
 def _survival(b: Mapping[str, Any], ep: str, groups: Sequence[str], landmark: float) -> SurvivalResult | None:
-    block = (b.get("survival") or {}).get(ep)
-    if not block or not block.get("groups") or "time" not in next(iter(block["groups"].values())):
+    frame = _survival_rows(b, ep, groups)
+    if frame is None:
         return None
-    frame = _survival_frame(block, groups, f"{ep}_days", f"{ep}_event")
     return survival_by_referral(frame, ep.upper(), landmark_days=landmark,
                                 risk_times_days=DEFAULT_SETTINGS["risk_times_days"], conf_type="log")  # fmt: skip
+
+
+def _survival_rows(b: Mapping[str, Any], ep: str, groups: Sequence[str]) -> pd.DataFrame | None:
+    block = (b.get("survival") or {}).get(ep)
+    if not block or not block.get("all") or "time" not in block["all"]:
+        return None
+    return _survival_frame(block, groups, f"{ep}_days", f"{ep}_event")
 
 
 def _next_therapy(b: Mapping[str, Any]) -> NextTherapyResult:
@@ -316,9 +347,12 @@ def _tcells(b: Mapping[str, Any]) -> TCellResult:
     for m, w in (b.get("wilcoxon") or {}).items():
         n_used, n_zero = int(w.get("n") or 0), int(w.get("n_zero") or 0)
         p = _nan(w.get("p"))
+        # p_exact follows the central rule (no ties or zeros, n <= 49) only where pool says so by
+        # also giving "p_exact_conditional"; an older block's p_exact is the conditional one.
+        p_exact = w.get("p_exact") if "p_exact_conditional" in w else None
         test = WilcoxonResult(
             n=n_used + n_zero, n_zero=n_zero, n_used=n_used, statistic=_nan(w.get("w_plus")),
-            z=_nan(w.get("z")), p_normal=p, p_exact=None, p_value=p, has_ties=False,
+            z=_nan(w.get("z")), p_normal=p, p_exact=p_exact, p_value=p, has_ties=False,
             method="Wilcoxon signed-rank test on the pooled paired differences (after - before, reporting "
             "precision), normal approximation without continuity correction, tie-corrected variance, zeros dropped",
         )  # fmt: skip
@@ -355,6 +389,8 @@ def pooled_scope(results: Mapping[str, Any], *, scope: str = "pooled") -> Pooled
     cox, model, cox_msgs = _cox(b)
     msgs += [("cox_efs", m) for m in cox_msgs]
     efs, os_ = (_survival(b, ep, groups, landmark) for ep in ("efs", "os"))
+    os_rows = _survival_rows(b, "os", groups)
+    fu = follow_up(os_rows, conf_type="log") if os_rows is not None else FollowUpResult((), 0, 0, "log")
     for ep, sv in (("EFS", efs), ("OS", os_)):
         if sv is None:
             msgs.append((ep, "no per-day counts in the pooled statistics (sharing level without event "
@@ -370,7 +406,7 @@ def pooled_scope(results: Mapping[str, Any], *, scope: str = "pooled") -> Pooled
         tcells=_tcells(b), cytokines=_cytokines(b), efs=efs, os=os_,
         next_therapy=_next_therapy(b), wilcoxon=dict(b.get("wilcoxon") or {}),
         cmh={s: (b["response"].get(s) or {}).get("cmh") or {} for s in ("course1", "all")},
-        messages=tuple(msgs),
+        messages=tuple(msgs), follow_up=fu,
     )  # fmt: skip
 
 
@@ -468,21 +504,22 @@ def _response_section(sc: PooledScope, counts: Mapping[str, Mapping[tuple[str, s
 def _tcell_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, str], str]]) -> str:
     sites = list(est)
     rows = []
-    for m, w in sc.wilcoxon.items():
-        pre, post = _median_range(w.get("pre") or {}), _median_range(w.get("post") or {})
+    for mk in sc.tcells.markers:
+        m, t = mk.marker.lower(), mk.test
         per_site = [_pub_cell(est[s].get((f"wilcoxon/{m}", "", "p"))) for s in sites]
-        rows.append([f"{m.upper()}+", w.get("n", 0) + w.get("n_zero", 0), pre.format(), post.format(),
-                     central._num(w.get("w_plus"), 1), central._p_only(w.get("p")), w.get("n_zero", 0),
-                     w.get("n_incomplete", 0), *per_site])  # fmt: skip
+        rows.append([f"{mk.marker}+", mk.n, mk.pre.format(), mk.post.format(), central._num(t.statistic, 1),
+                     central._p_only(t.p_normal), "-" if t.p_exact is None else central._p_only(t.p_exact),
+                     t.n_zero, mk.n_pre_only, *per_site])  # fmt: skip
     out = central._table(
         ["Subset", "n pairs", "Before: median (range) ×10⁹/L", "After: median (range) ×10⁹/L", "V (W+)",
-         "P (normal approx.)", "zero diff.", "one value only", *[f"{s}: P (published)" for s in sites]],
+         "P (normal approx.)", "P (exact)", "zero diff.", "one value only", *[f"{s}: P (published)" for s in sites]],
         rows,
         caption="Table 5. T-cell subsets before and after course 1, pooled",
         note="Method: Wilcoxon signed-rank test, after vs before, normal approximation without continuity "
         "correction, tie-corrected variance, zero differences dropped, on the pooled multiset of paired "
         "differences at the reporting precision; medians (ranges) of the same pairs from the pooled value "
-        "histograms. Exact P not shown (the central report's exact P applies only without ties).",
+        "histograms. Exact P as in the central report (no ties or zero differences, n ≤ 49), where the pooled "
+        "statistics give it.",
         cls="num",
     )  # fmt: skip
     cyt = sc.cytokines
@@ -682,7 +719,7 @@ def _published_section(sc: PooledScope) -> str:
         caption=f"Table 9. Published figures (protocol sections 1 and 6) vs this run, pooled (n = {sc.n_patients} "
         f"patients, {sc.n_courses} courses): {n_agree} of {n_pub} published figures reproduced as printed",
         note="As in the central report (same figures, same formatting, same agreement rule). \"Not in the pooled "
-        "statistics\": an analysis the centers' packages do not carry (baseline, follow-up, adverse events, "
+        "statistics\": an analysis the centers' packages do not carry (baseline, adverse events, "
         "courses per patient, cytokines over all courses). The Cox P values are those of the model named in "
         "section 4.",
         cls="cmp", raw=True,
@@ -700,8 +737,7 @@ def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | 
                      for m in (getattr(pooled, "manifests", None) or {}).values()})  # fmt: skip
     surv = ""
     if sc.efs is not None and sc.os is not None:
-        surv = _without_tables(central._survival(sc), ("7d",),  # type: ignore[arg-type]
-                               "the pooled statistics carry no per-patient follow-up for the reverse Kaplan-Meier")
+        surv = central._survival(sc)  # type: ignore[arg-type]
     else:
         surv = "<p>Kaplan-Meier curves need per-day counts, which this pooling did not receive.</p>"
     sections = [

@@ -82,6 +82,21 @@ def test_km_curves_limits_at_risk_and_logrank_equal_central(federation):
         assert [p.chisq for p in mine.pairwise] == pytest.approx([p.chisq for p in ref.pairwise], abs=1e-9)
 
 
+def test_follow_up_and_km_of_all_patients_equal_central(federation):
+    """Reverse-KM follow-up from the pooled OS counts (the patients of no group rebuilt as 'all'
+    minus the groups), overall and by group, equals the central one."""
+    pooled, central = federation
+    sc = pooled_scope(pooled.results)
+    mine, ref = sc.follow_up, central.follow_up
+    assert (mine.n, mine.n_excluded) == (ref.n, ref.n_excluded)
+    assert [r.group for r in mine.rows] == [r.group for r in ref.rows]
+    for a, b in zip(mine.rows, ref.rows, strict=True):
+        assert (a.n, a.n_censored, a.km.time, a.km.n_event) == (b.n, b.n_censored, b.km.time, b.km.n_event)
+        for x, y in ((a.median.median, b.median.median), (a.median.ci_low, b.median.ci_low),
+                     (a.median.ci_high, b.median.ci_high)):
+            assert (math.isnan(x) and math.isnan(y)) or x == y
+
+
 def test_flow_predictors_cox_and_next_therapy_equal_central(federation):
     pooled, central = federation
     sc = pooled_scope(pooled.results)
@@ -141,10 +156,10 @@ def test_report_contents(federation, tmp_path):
     for caption in ("Table 1. Patient flow", "Table 3a. Univariate predictors", "Table 5. T-cell subsets"):
         assert caption in text
     # Central tables the pooled statistics cannot fill are left out, and the report says so.
-    for table in ("Table 1d.", "Table 1e.", "Table 1f.", "Table 7d."):
+    for table in ("Table 1d.", "Table 1e.", "Table 1f."):
         assert table not in text
     assert "Tables 1d, 1e, 1f of the central report not shown" in text
-    assert "Table 7d of the central report not shown" in text
+    assert "Table 7d. Median follow-up by reverse Kaplan-Meier" in text
     # Forest plots: one per endpoint and group.
     assert text.count("forest plot") == sum(len(s.groups) for s in (sc.efs, sc.os))
 
@@ -189,3 +204,26 @@ def test_log_ci_is_r_survfit_log():
     s, se = km.survival_at(5)
     assert _log_ci(s, se) == pytest.approx(km.survival_ci_at(5, "log"), abs=1e-12)
     assert _log_ci(1.0, 0.0) == (1.0, 1.0)
+
+
+def test_cox_block_names_its_model(federation):
+    """The model shown follows pool's Cox block: ``strata`` ("site"/"none"), else its ``model`` text,
+    else the number of strata; a dropped covariate is listed as dropped, not estimated."""
+    import copy
+
+    from analysis.pooled_report import _cox
+
+    pooled, _ = federation
+    cx = pooled.results["pooled"]["cox"]["efs"]
+    for extra, want in (({"strata": "none", "n_strata": 1}, "unstratified"), ({"strata": "site"}, "stratified"),
+                        ({"model": "unstratified (one baseline hazard)", "n_strata": 1}, "unstratified"),
+                        ({"n_strata": 4}, "stratified")):
+        block = {k: v for k, v in cx.items() if k not in ("strata", "model")}
+        res, model, _ = _cox({"cox": {"efs": {**block, **extra}}})
+        assert model == want and ("not stratified" in res.method) == (want == "unstratified")
+    block = copy.deepcopy(cx)
+    block["dropped"] = [["bcr_abl1", "constant in the complete cases"]]
+    block["coef"][1] = None
+    res, _, _ = _cox({"cox": {"efs": block}})
+    assert res.estimated and [t.covariate for t in res.terms] == ["high_mrd", "poor_cytogenetics"]
+    assert res.dropped == (("bcr_abl1", "constant in the complete cases"),)
