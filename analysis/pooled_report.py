@@ -544,10 +544,10 @@ def _forest_png(rows: Sequence[tuple[str, float | None, float | None, float | No
     height = 0.42 * len(rows) + 1.0
     fig = Figure(figsize=(9.0, height), dpi=110)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.13, 0.6 / height, 0.5, 1 - 1.0 / height))
+    ax = fig.add_axes((0.21, 0.6 / height, 0.45, 1 - 1.0 / height))
     for i, (label, s, lo, hi, text) in enumerate(rows):
         y = len(rows) - 1 - i
-        bold = label == "Pooled"
+        bold = label.endswith("Pooled")
         color = "#1f4e8c" if bold else "#555555"
         if s is not None and not math.isnan(s):
             if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
@@ -626,15 +626,14 @@ def _forest_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, s
     for ep, sv in (("efs", sc.efs), ("os", sc.os)):
         if sv is None:
             continue
-        for group in (g.group for g in sv.groups):
-            rows = forest_rows(sc, est, ep, group)
-            png = _forest_png(rows, f"{ep.upper()} at day {sv.landmark_days:g}, status at referral {group}")
-            out += (f"<figure>{central._img(png, f'forest plot {ep} {group}')}<figcaption>Figure. "
-                    f"{_e(ep.upper())} at day {sv.landmark_days:g}, {_e(group)}: each center's published "
-                    "Kaplan-Meier estimate and the pooled one, with 95% confidence limits (log transform, R "
-                    "survfit's default; the upper limit is capped at 100% by that definition, not by the "
-                    "plot). Centers whose estimate is suppressed or not estimable are listed without a point."
-                    "</figcaption></figure>")  # fmt: skip
+        rows = [(f"{g.group}: {label}", *rest) for g in sv.groups
+                for label, *rest in forest_rows(sc, est, ep, g.group)]  # fmt: skip
+        png = _forest_png(rows, f"{ep.upper()} at day {sv.landmark_days:g} by status at referral")
+        out += (f"<figure>{central._img(png, f'forest plot {ep}')}<figcaption>Figure. {_e(ep.upper())} at day "
+                f"{sv.landmark_days:g} by status at referral: each center's published Kaplan-Meier estimate and "
+                "the pooled one (bold), with 95% confidence limits (log transform, R survfit's default; the upper "
+                "limit is capped at 100% by that definition, not by the plot). Centers whose estimate is "
+                "suppressed or not estimable are listed without a point.</figcaption></figure>")  # fmt: skip
     return out or "<p>No per-day survival counts in the pooled statistics: no forest plots.</p>"
 
 
