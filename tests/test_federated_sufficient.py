@@ -145,7 +145,7 @@ def test_site_without_events_pools_and_is_flagged():
     site_b = res["per_site"]["B"]
     assert site_b["survival"]["efs"]["all"]["n_events"] == 0
     assert set(site_b["survival"]["efs"]["all"]["survival"]) == {1.0}
-    assert site_b["cox"]["efs"]["warning"] == "no events: HR not estimable"
+    assert site_b["cox"]["efs"]["warning"] == "no model: no events"
     assert site_b["survival"]["efs"]["logrank"]["p"] is None
     # The zero-event site still adds its patients to the pooled risk sets.
     assert res["pooled"]["survival"]["efs"]["all"]["n"] == (
@@ -158,11 +158,14 @@ def test_cox_without_variation_or_with_separation_does_not_crash():
     e = [True, True, False, True, True, False, True, True]
     flat = cox_pattern_counts(t, e, [[1.0, 0.0]] * 4 + [[1.0, 1.0]] * 4)
     res = pool_cox([dict(flat, covariates=["a", "b"])])
-    assert res["converged"] is False and "['a'] do not vary" in res["warning"]
-    # Every event has b = 1 and nobody with b = 0 fails: the likelihood increases forever.
+    # As the centralized cox_ph: a constant covariate is dropped with its reason.
+    assert res["coef"][0] is None and res["dropped"] == [["a", "constant (all = 1)"]]
+    # Every event has b = 1 and nobody with b = 0 fails: the likelihood increases forever; R's
+    # finite coefficient with its warning, as the centralized fit gives it.
     sep = cox_pattern_counts(t, e, [[float(x)] for x in e])
     res = pool_cox([dict(sep, covariates=["b"])])
-    assert res["converged"] is False and res["warning"].startswith("monotone likelihood")
+    assert "coefficient may be infinite" in res["warning"] and "monotone likelihood" in res["warning"]
+    assert res["infinite"] == ["b.ci_upper"] and res["ci_upper"] == [None]
     json.dumps(res, allow_nan=False)
 
 

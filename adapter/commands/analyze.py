@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run-info JSON of the extract step: its parameters are recorded with the results")
     p.add_argument("--no-by-center", action="store_true", help="pooled results only (no per-center breakdown)")
     add_km_conf_type(p)
+    p.add_argument("--cox-strata", choices=("none", "site"), default="none",
+                   help="Cox model for EFS over all centers: one baseline hazard (none, default) or a baseline "
+                   "per center (site); `blina pool --cox-strata` fits the same two models from site packages")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     info = read_json_object(args.run_info, "run-info") if args.run_info else None
     params, _, _ = run_info_parts(info) if info is not None else ({}, {}, None)
     results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params,
-                             source=str(args.patient), km_conf_type=args.km_conf_type)
+                             source=str(args.patient), km_conf_type=args.km_conf_type,
+                             cox_strata_by_site=args.cox_strata == "site")
     written = write_results(results, args.out)
     r = results.pooled
     c1 = r.response[0]
@@ -45,5 +49,10 @@ def run(args: argparse.Namespace) -> int:
     for sv in (r.efs, r.os):
         groups = ", ".join(f"{g.group} {g.text}" for g in sv.groups)
         print(f"{sv.endpoint} at day {sv.landmark_days:g}: {groups}; log-rank {format_p(sv.logrank.p_value)}")
+    cox = r.cox_efs
+    model = ("stratified by center" if args.cox_strata == "site" and len(set(patient["site_id"].dropna())) > 1
+             else "unstratified")
+    hrs = ", ".join(f"{t.covariate} HR {t.hr:.3g}" for t in cox.terms) or "; ".join(cox.messages[-1:])
+    print(f"Cox EFS ({model}, n={cox.n}, events={cox.n_events}): {hrs}")
     print(f"wrote {len(written)} files to {args.out}: " + ", ".join(p.name for p in written))
     return 0

@@ -6,27 +6,33 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "verify site results packages and pool them (exact KM, log-rank, Fisher/CMH, stratified Cox, Wilcoxon)"
+HELP = "verify site results packages and pool them (exact KM, log-rank, Fisher/CMH, Cox, Wilcoxon)"
 EXAMPLES = [
     "blina pool center1.zip center2.zip center3.zip center4.zip --out pooled/",
+    "blina pool center*.zip --out pooled/ --cox-strata none",
 ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("packages", nargs="+", type=Path, help="one package per site (from blina site-run)")
     p.add_argument("--out", type=Path, required=True, help="folder for pooled.json and pooled.html")
+    p.add_argument("--cox-strata", choices=("site", "none"), default="site",
+                   help="Cox model for EFS: a baseline hazard per site (site, default) or one baseline over the "
+                   "pooled risk sets (none); `blina analyze --cox-strata` fits the same two models centrally")
 
 
 def run(args: argparse.Namespace) -> int:
     from analysis.federated.package import pool_packages
     from analysis.pooled_report import render_pooled_report
 
-    pooled = pool_packages(args.packages)
+    pooled = pool_packages(args.packages, cox_strata=args.cox_strata)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pooled.json").write_text(pooled.to_json() + "\n", encoding="utf-8")
     html = render_pooled_report(pooled, args.out / "pooled.html")
     print(f"pooled {len(pooled.sites)} sites ({', '.join(pooled.sites)}): {args.out / 'pooled.json'}, {html}")
     print(json.dumps(_headline(pooled.pooled), indent=None)[:400])
+    cox = pooled.pooled["cox"]["efs"]
+    print(f"Cox EFS: {cox['model']}, n={cox['n']}, events={cox['n_events']}")
     return 0
 
 

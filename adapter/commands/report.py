@@ -127,7 +127,8 @@ def require_patients(course: Any, patient: Any, source: str) -> None:
 
 
 def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[str, Any],
-                   source: str = "the patient table", km_conf_type: str = "log") -> Any:
+                   source: str = "the patient table", km_conf_type: str = "log",
+                   cox_strata_by_site: bool = False) -> Any:
     """``analysis.tables.analyze``, but a Cox fit that diverges at one center (analysis/survival.py
     ``cox_ph`` raises OverflowError on quasi-separated data) is reported as not estimable rather
     than stopping the run. Only on that failure is the analysis repeated with the guard. No patient
@@ -135,13 +136,15 @@ def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[s
     import analysis.tables as tables
 
     require_patients(course, patient, source)
+    kw = {"by_center": by_center, "parameters": params, "km_conf_type": km_conf_type,
+          "cox_strata_by_site": cox_strata_by_site}
     try:
-        return tables.analyze(course, patient, by_center=by_center, parameters=params, km_conf_type=km_conf_type)
+        return tables.analyze(course, patient, **kw)
     except OverflowError:
         orig = tables.cox_ph
         tables.cox_ph = _cox_not_estimable(orig)
         try:
-            return tables.analyze(course, patient, by_center=by_center, parameters=params, km_conf_type=km_conf_type)
+            return tables.analyze(course, patient, **kw)
         finally:
             tables.cox_ph = orig
 

@@ -469,7 +469,8 @@ def singling_out_elements(stats: dict[str, Any], min_cell: int) -> list[dict[str
                 if ones:
                     add(f"{name}:{part}" if part != "bins" else name, s,
                         f"{ones} of {len(bins)} values of {s.get('variable')} held by one patient each "
-                        f"(the value itself, to {s.get('decimals')} decimals)")
+                        "(the value itself, " + ("at the data's own precision)" if s.get("decimals") is None
+                                                 else f"to {s.get('decimals')} decimals)"))
         elif kind == "table2x2":
             k = _small([c for row in s["table"] for c in row], min_cell)
             if k:
@@ -971,12 +972,14 @@ def pool_packages(
     *,
     expected_study_hash: str | None = None,
     expected_package_version: str | None = None,
+    cox_strata: str = "site",
 ) -> PooledResults:
     """Read, verify and pool site packages.
 
     Refuses (``PackageError``) when a package fails ``read_package``, when packages differ in
     study-definition hash, software version, parameters or min_cell, when a site appears
-    twice, or when the optional ``expected_*`` values do not match.
+    twice, or when the optional ``expected_*`` values do not match. ``cox_strata``: ``"site"`` or
+    ``"none"`` (see ``pooling.pool_site_statistics``).
     """
     if not paths:
         raise PackageError("no packages to pool", hint="give one package per site")
@@ -1008,7 +1011,7 @@ def pool_packages(
         raise PackageError(f"site(s) {dup} appear in more than one package ({', '.join(paths)})",
                            hint="pool one package per site")  # fmt: skip
     try:
-        results = pool_site_statistics([pkg.statistics for pkg in pkgs])
+        results = pool_site_statistics([pkg.statistics for pkg in pkgs], cox_strata=cox_strata)
     except PackageError:
         raise
     except Exception as exc:  # noqa: BLE001 - each package pooled alone, so it is their combination

@@ -9,8 +9,8 @@ analysis of the concatenated patients:
 * ``pool_stratified_logrank``: site-stratified log-rank from per-site (U, V).
 * ``pool_table2x2``: summed-table Fisher exact test plus Cochran-Mantel-Haenszel
   (asymptotic without continuity correction, Robins-Breslow-Greenland SE, exact conditional P).
-* ``pool_cox``: Cox PH stratified by site, Efron ties, Newton-Raphson on the exact pooled
-  log-likelihood (model-based SE, Wald P, likelihood-ratio test).
+* ``pool_cox``: Cox PH, stratified by site or unstratified (``cox_strata``), Efron ties, fitted by
+  the centralized fitter on the sites' (time, event, covariate pattern) counts.
 * ``pool_wilcoxon``: signed-rank test on the pooled difference histogram (normal
   approximation without continuity correction, zeros dropped, tie-corrected variance; plus the
   exact conditional P for small n).
@@ -27,9 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from adapter.errors import BlinaError
+from analysis.stats import EXACT_WILCOXON_MAX_N, fisher_exact_2x2
 
 from .sufficient import FORMAT_VERSION, MISSING
 
@@ -40,6 +42,7 @@ __all__ = [
     "pool_stratified_logrank",
     "pool_table2x2",
     "cmh_exact_pvalue",
+    "COX_STRATA",
     "pool_cox",
     "pool_wilcoxon",
     "pool_median_range",
@@ -267,18 +270,24 @@ def cmh_exact_pvalue(tables: Sequence[Sequence[Sequence[int]]]) -> float | None:
 def pool_table2x2(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Pool per-site 2x2 tables [[a, b], [c, d]] (rows exposure yes/no, cols outcome yes/no).
 
-    ``fisher``: scipy's two-sided exact test and sample OR on the summed table (identical to
-    the centralized test). ``cmh``: site-stratified Mantel-Haenszel chi2 (1 df, no continuity
-    correction), OR_MH with the Robins-Breslow-Greenland SE and 95 % CI, and the exact
-    conditional P. Strata with fewer than 2 courses carry no information and are skipped.
+    ``fisher``: ``analysis.stats.fisher_exact_2x2`` on the summed table (R's two-sided P,
+    conditional-MLE odds ratio and its exact CI: the centralized test). ``cmh``: site-stratified
+    Mantel-Haenszel chi2 (1 df, no continuity correction), OR_MH with the Robins-Breslow-Greenland
+    SE and 95 % CI, and the exact conditional P. Strata with fewer than 2 courses carry no information and are skipped.
     """
     arr = np.array([t["table"] for t in tables], dtype=np.int64).reshape(-1, 2, 2)
     tot = arr.sum(0)
     a, b, c, d = (int(x) for x in tot.ravel())
-    fisher: dict[str, Any] = {"odds_ratio": None, "p": None}
+    fisher: dict[str, Any] = {"odds_ratio": None, "ci_lower": None, "ci_upper": None, "p": None,
+                              "infinite": []}
     if tot.sum() > 0:
-        res = stats.fisher_exact(tot)
-        fisher = {"odds_ratio": _f(res.statistic), "p": _f(res.pvalue)}
+        # The centralized test itself (R fisher.test: conditional-MLE odds ratio, exact CI).
+        res = fisher_exact_2x2(a, b, c, d)
+        fisher = {"odds_ratio": _f(res.odds_ratio), "ci_lower": _f(res.ci_low),
+                  "ci_upper": _f(res.ci_high), "p": _f(res.p_value),
+                  # JSON has no infinity: an infinite OR or CI bound (a zero cell) is None + named here.
+                  "infinite": [k for k, v in (("odds_ratio", res.odds_ratio), ("ci_lower", res.ci_low),
+                                              ("ci_upper", res.ci_high)) if math.isinf(v)]}  # fmt: skip
     return {
         "row_labels": tables[0]["row_labels"],
         "col_labels": tables[0]["col_labels"],
@@ -327,120 +336,114 @@ def _cmh(arr: np.ndarray) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Cox PH stratified by site, Efron ties
+# Cox PH, unstratified or stratified by site, Efron ties
 # ---------------------------------------------------------------------------------------------
 
-
-def _cox_site_arrays(s: dict[str, Any], p: int) -> tuple[np.ndarray, ...] | None:
-    if not s["event_times"]:
-        return None
-    X = np.array(s["patterns"], dtype=float).reshape(-1, p)
-    R = np.array(s["at_risk"], dtype=float)
-    D = np.array(s["events"], dtype=float)
-    return X, R, D
+COX_STRATA = ("site", "none")
 
 
-def _efron(beta: np.ndarray, sites: list[tuple[np.ndarray, ...]], p: int):
-    """Pooled Efron log-likelihood, score and information, summed over site strata."""
-    ll, U, info = 0.0, np.zeros(p), np.zeros((p, p))
-    for X, R, D in sites:
-        w = np.exp(X @ beta)
-        Rw, Dw = R * w, D * w
-        S0, S1, S2 = Rw.sum(1), Rw @ X, np.einsum("jk,ka,kb->jab", Rw, X, X)
-        T0, T1, T2 = Dw.sum(1), Dw @ X, np.einsum("jk,ka,kb->jab", Dw, X, X)
-        dj = D.sum(1)
-        xsum = D @ X
-        ll += float((xsum @ beta).sum())
-        U += xsum.sum(0)
-        for k in range(int(dj.max())):
-            m = dj > k
-            phi = k / dj[m]
-            A0 = S0[m] - phi * T0[m]
-            A1 = S1[m] - phi[:, None] * T1[m]
-            A2 = S2[m] - phi[:, None, None] * T2[m]
-            ll -= float(np.log(A0).sum())
-            U -= (A1 / A0[:, None]).sum(0)
-            info += (A2 / A0[:, None, None]).sum(0) - np.einsum("ja,jb->ab", A1 / A0[:, None],
-                                                                A1 / A0[:, None])
-    return ll, U, info
+def _cox_rows(s: dict[str, Any], p: int) -> tuple[list[int], list[int], list[list[float]]]:
+    """The site's (time, event, pattern) rows rebuilt from its pattern counts."""
+    if "censor_times" not in s or "censored" not in s:
+        raise PoolingError(
+            f"site {s.get('site_id', '?')!r}: Cox pattern counts without censorings (an older package "
+            "format); re-run the site with this blina-study release"
+        )
+    patterns = [[float(v) for v in x] for x in s["patterns"]]
+    if any(len(x) != p for x in patterns):
+        raise PoolingError(f"Cox covariate patterns are not of length {p}")
+    times: list[int] = []
+    events: list[int] = []
+    xs: list[list[float]] = []
+    for key_times, key_counts, flag in (("event_times", "events", 1), ("censor_times", "censored", 0)):
+        for t, counts in zip(s[key_times], s[key_counts], strict=True):
+            if len(counts) != len(patterns):
+                raise PoolingError(f"Cox {key_counts} rows do not have one count per pattern")
+            for x, k in zip(patterns, counts, strict=True):
+                times += [int(t)] * int(k)
+                events += [flag] * int(k)
+                xs += [x] * int(k)
+    return times, events, xs
 
 
 def pool_cox(
-    sites: Sequence[dict[str, Any]], *, tol: float = 1e-10, max_iter: int = 100
+    sites: Sequence[dict[str, Any]], *, strata: str = "site", site_ids: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """Cox PH stratified by site (Efron ties) from per-site ``cox_pattern_counts``.
+    """Cox PH for EFS from per-site ``cox_pattern_counts`` (events and censorings per pattern).
 
-    Newton-Raphson from beta = 0 with step halving; converged when max |step| < ``tol``.
-    Returns per covariate ``coef`` (log HR), ``se`` (model-based), ``hr`` with 95 % CI and
-    Wald ``p``; plus ``loglik``, the likelihood-ratio test against beta = 0, ``n``,
-    ``n_events``, ``converged`` and a ``warning`` when the estimate does not exist
-    (no events, a covariate without variation in any risk set, monotone likelihood).
+    ``strata="site"``: a baseline hazard per site (the centralized ``cox_efs(...,
+    strata_by_site=True)``); ``"none"``: one baseline over the pooled risk sets (the centralized
+    unstratified ``cox_efs``). The sites' (time, event, pattern) multisets are the model's
+    sufficient statistic, so the fit is ``analysis.survival.cox_ph`` on them: R coxph's
+    Newton-Raphson, Efron ties, the same constant-covariate and monotone-likelihood handling as
+    the centralized analysis. Returns per covariate (in the study's order; None for a dropped one)
+    ``coef``, ``se``, ``hr``, 95 % Wald ``ci_lower``/``ci_upper``, ``z``, ``p``; plus ``n``,
+    ``n_events``, ``loglik``, ``converged`` (= estimated), ``warning`` and ``model``.
     """
+    from analysis.survival import cox_ph  # the centralized fitter, so both places fit one model
+
+    if strata not in COX_STRATA:
+        raise PoolingError(f"Cox strata {strata!r}: use one of {list(COX_STRATA)}")
     covs = list(sites[0]["covariates"])
     for s in sites:
         if list(s["covariates"]) != covs:
             raise PoolingError(f"Cox covariates differ between sites: {s['covariates']} vs {covs}")
     p = len(covs)
-    arrays = [a for a in (_cox_site_arrays(s, p) for s in sites) if a is not None]
+    ids = list(site_ids) if site_ids is not None else [str(s.get("site_id", i)) for i, s in enumerate(sites)]
+    frames = []
+    for sid, s in zip(ids, sites, strict=True):
+        t, e, x = _cox_rows(s, p)
+        df = pd.DataFrame(np.asarray(x, dtype=float).reshape(-1, p), columns=covs)
+        df.insert(0, "time", np.asarray(t, dtype=float))
+        df.insert(1, "event", np.asarray(e, dtype=float))
+        df["site_id"] = sid
+        frames.append(df)
+    data = pd.concat(frames, ignore_index=True)
+    stratified = strata == "site" and len(sites) > 1
     base = {
         "covariates": covs,
-        "n": int(sum(s["n"] for s in sites)),
-        "n_events": int(sum(s["n_events"] for s in sites)),
+        "model": "stratified by center (a baseline hazard per site)" if stratified
+        else "unstratified (one baseline hazard)",
+        "strata": "site" if stratified else "none",
         "n_excluded_missing": int(sum(s.get("n_excluded_missing", 0) for s in sites)),
-        "n_strata": len(sites),
+        "n_strata": len(sites) if stratified else 1,
     }
-    empty = {k: [None] * p for k in ("coef", "se", "hr", "ci_lower", "ci_upper", "z", "p")}
-    if not arrays:
-        return {**base, **empty, "converged": False, "warning": "no events: HR not estimable"}
-    beta = np.zeros(p)
-    ll0, U, info = _efron(beta, arrays, p)
-    flat = [covs[i] for i in range(p) if info[i, i] <= 1e-12]
-    if flat or np.linalg.matrix_rank(info) < p:
-        why = (f"covariate(s) {flat} do not vary within any risk set" if flat
-               else "covariates are collinear within the strata")  # fmt: skip
-        return {**base, **empty, "converged": False, "loglik_null": ll0,
-                "warning": f"{why}: HR not estimable"}  # fmt: skip
-    ll, converged, it = ll0, False, 0
-    for it in range(1, max_iter + 1):  # noqa: B007 - iteration count is reported
-        step = np.linalg.solve(info, U)
-        for _ in range(60):
-            ll_new, U_new, info_new = _efron(beta + step, arrays, p)
-            if ll_new >= ll - 1e-12 * abs(ll):
-                break
-            step = step / 2
-        beta = beta + step
-        ll, U, info = ll_new, U_new, info_new
-        if np.max(np.abs(step)) < tol:
-            converged = True
-            break
-        if np.max(np.abs(beta)) > 30:
-            break
-    warning = None
-    if not converged or np.max(np.abs(beta)) > 15:
-        converged = False
-        warning = ("monotone likelihood: a covariate pattern has all or none of the events, "
-                   "so its HR diverges; estimates are not finite")  # fmt: skip
-    cov = np.linalg.inv(info)
-    se = np.sqrt(np.diag(cov))
-    z = beta / se
-    lr = 2 * (ll - ll0)
+    try:
+        fit = cox_ph(data, "time", "event", covs, strata="site_id" if stratified else None)
+    except ArithmeticError as exc:
+        # analysis.cox divides by a log-likelihood that reaches 0 under perfect separation (a small
+        # site where every event is in one pattern): not estimable, as the report's guard says.
+        return {**base, "n": int(len(data)), "n_events": int(data["event"].sum()),
+                **{k: [None] * p for k in ("coef", "se", "hr", "ci_lower", "ci_upper", "z", "p")},
+                "infinite": [], "dropped": [], "loglik": None, "converged": False,
+                "warning": f"no model: the fit failed ({type(exc).__name__}: {exc}); the likelihood is "
+                "monotone (separation)", "method": "Cox proportional hazards (analysis.cox)"}  # fmt: skip
+    terms = {t.covariate: t for t in fit.terms}
+
+    infinite: list[str] = []
+
+    def col(attr: str) -> list[float | None]:
+        for c in covs:
+            if c in terms and math.isinf(getattr(terms[c], attr)):
+                infinite.append(f"{c}.{attr}")
+        return [_f(getattr(terms[c], attr)) if c in terms else None for c in covs]
+
+    values = {key: col(attr) for key, attr in (("coef", "coef"), ("se", "se"), ("hr", "hr"), ("ci_lower", "ci_low"),
+                                                 ("ci_upper", "ci_high"), ("z", "z"), ("p", "p_value"))}
+
     return {
         **base,
-        "coef": beta.tolist(),
-        "se": [_f(x) for x in se],
-        "hr": [_exp(b) for b in beta],
-        "ci_lower": [_exp(b - Z975 * s) for b, s in zip(beta, se, strict=True)],
-        "ci_upper": [_exp(b + Z975 * s) for b, s in zip(beta, se, strict=True)],
-        "z": [_f(x) for x in z],
-        "p": [_f(2 * stats.norm.sf(abs(x))) for x in z],
-        "loglik": ll,
-        "loglik_null": ll0,
-        "lr_chi2": lr,
-        "lr_df": p,
-        "lr_p": float(stats.chi2.sf(lr, p)),
-        "iterations": it,
-        "converged": converged,
-        "warning": warning,
+        "n": int(fit.n),
+        "n_events": int(fit.n_events),
+        **values,
+        # JSON has no infinity: "<covariate>.<field>" of every infinite value (None above).
+        "infinite": [x.replace(".ci_low", ".ci_lower").replace(".ci_high", ".ci_upper")
+                     .replace(".p_value", ".p") for x in infinite],
+        "dropped": [list(d) for d in fit.dropped],
+        "loglik": _f(fit.loglik),
+        "converged": bool(fit.estimated),
+        "warning": "; ".join(fit.messages) or None,
+        "method": fit.method,
     }
 
 
@@ -449,18 +452,19 @@ def pool_cox(
 # ---------------------------------------------------------------------------------------------
 
 
-def _merge_bins(bins_lists: Sequence[Sequence[Sequence[int]]]) -> list[tuple[int, int]]:
-    acc: dict[int, int] = {}
+def _merge_bins(bins_lists: Sequence[Sequence[Sequence[float]]], exact: bool) -> list[tuple[Any, int]]:
+    acc: dict[Any, int] = {}
     for bins in bins_lists:
         for v, n in bins:
-            acc[int(v)] = acc.get(int(v), 0) + int(n)
+            key = float(v) if exact else int(v)
+            acc[key] = acc.get(key, 0) + int(n)
     return sorted((k, v) for k, v in acc.items() if v > 0)
 
 
-def _decimals(items: Sequence[dict[str, Any]]) -> int:
-    decs = {int(h["decimals"]) for h in items}
+def _decimals(items: Sequence[dict[str, Any]]) -> int | None:
+    decs = {None if h.get("decimals") is None else int(h["decimals"]) for h in items}
     if len(decs) != 1:
-        raise PoolingError(f"sites used different reporting precisions {sorted(decs)}")
+        raise PoolingError(f"sites used different reporting precisions {sorted(decs, key=str)}")
     return decs.pop()
 
 
@@ -486,14 +490,16 @@ def pool_wilcoxon(
     Zero differences are dropped (``zero_method='wilcox'``); |d| gets midranks; W+ = sum of
     ranks of positive d; z = (W+ - n(n+1)/4) / sqrt(n(n+1)(2n+1)/24 - sum(t^3 - t)/48),
     two-sided normal P without continuity correction (= scipy ``wilcoxon(...,
-    correction=False, method='approx')``); ``statistic`` = min(W+, W-) as scipy reports it.
-    ``p_exact``: exact conditional P over the 2^n sign patterns with the same midranks,
-    computed when n <= ``exact_max_n``. Also median (range) of pre, post and difference.
+    correction=False, method='approx')``); ``statistic`` = min(W+, W-) as scipy reports it
+    (``w_plus`` is R's V, the centralized ``statistic``). ``p_exact``: the exact P as the
+    centralized test gives it (R's rule: only without ties and zero differences, n <= 49);
+    ``p_exact_conditional``: exact conditional P over the 2^n sign patterns with the same
+    midranks, computed when n <= ``exact_max_n``. Also median (range) of pre, post and difference.
     """
     dec = _decimals(histograms)
-    bins = _merge_bins([h["differences"] for h in histograms])
+    bins = _merge_bins([h["differences"] for h in histograms], dec is None)
     n_zero = sum(m for v, m in bins if v == 0)
-    by_abs: dict[int, list[int]] = {}
+    by_abs: dict[Any, list[int]] = {}
     for v, m in bins:
         if v != 0:
             pos_neg = by_abs.setdefault(abs(v), [0, 0])
@@ -513,6 +519,7 @@ def pool_wilcoxon(
         "n": n, "n_zero": n_zero,
         "n_incomplete": int(sum(h.get("n_incomplete", 0) for h in histograms)),
         "w_plus": None, "w_minus": None, "statistic": None, "z": None, "p": None, "p_exact": None,
+        "p_exact_conditional": None,
         "pre": pool_median_range([{"decimals": dec, "bins": h["pre"]} for h in histograms]),
         "post": pool_median_range([{"decimals": dec, "bins": h["post"]} for h in histograms]),
         "difference": pool_median_range(
@@ -528,6 +535,9 @@ def pool_wilcoxon(
         z = (w_plus - n * (n + 1) / 4.0) / math.sqrt(var)
         out.update(z=z, p=float(2 * stats.norm.sf(abs(z))))
     if n <= exact_max_n:
+        out["p_exact_conditional"] = _signed_rank_exact_p(ranks2, w_plus2)
+    if n <= EXACT_WILCOXON_MAX_N and n_zero == 0 and all(t == 1 for _, t in ranks2):
+        # The centralized rule (R wilcox.test): the exact P only without ties and zeros.
         out["p_exact"] = _signed_rank_exact_p(ranks2, w_plus2)
     return out
 
@@ -535,12 +545,12 @@ def pool_wilcoxon(
 def pool_median_range(histograms: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Median, min and max (in the variable's unit) from per-site value histograms."""
     dec = _decimals(histograms)
-    bins = _merge_bins([h["bins"] for h in histograms])
+    bins = _merge_bins([h["bins"] for h in histograms], dec is None)
     n = sum(m for _, m in bins)
     if n == 0:
         return {"n": 0, "median": None, "min": None, "max": None}
 
-    def order_stat(k: int) -> int:  # 0-based k-th smallest value
+    def order_stat(k: int) -> Any:  # 0-based k-th smallest value
         seen = 0
         for v, m in bins:
             seen += m
@@ -548,6 +558,9 @@ def pool_median_range(histograms: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 return v
         raise AssertionError("unreachable")
 
+    if dec is None:  # values at the data's own precision: numpy's median of the same multiset
+        med = float(np.median([order_stat((n - 1) // 2), order_stat(n // 2)]))
+        return {"n": n, "median": med, "min": float(bins[0][0]), "max": float(bins[-1][0])}
     scale = 10.0**dec
     # As numpy's median of the values: the mean of the two middle values *as floats*, so an
     # even-n median prints as the centralized one does (1.09 and 1.10: 1.0950000000000002, not 1.095).
@@ -611,7 +624,7 @@ def _check_sites(sites: Sequence[dict[str, Any]]) -> None:
             )
 
 
-def _pool_group(sites: Sequence[dict[str, Any]], stratified: bool) -> dict[str, Any]:
+def _pool_group(sites: Sequence[dict[str, Any]], stratified: bool, cox_strata: str = "site") -> dict[str, Any]:
     params = sites[0]["parameters"]
     names = list(sites[0]["statistics"])
 
@@ -645,13 +658,14 @@ def _pool_group(sites: Sequence[dict[str, Any]], stratified: bool) -> dict[str, 
             )
         elif kind == "counts":
             out["counts"][rest] = pool_counts(each(name))
-    out["cox"] = {"efs": pool_cox(each("cox/efs"))}
+    out["cox"] = {"efs": pool_cox(each("cox/efs"), strata=cox_strata,
+                                  site_ids=[str(s["site_id"]) for s in sites])}
     out["n_patients"] = int(sum(s["n_patients"] for s in sites))
     out["n_courses"] = int(sum(s["n_courses"] for s in sites))
     return out
 
 
-def pool_site_statistics(sites: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def pool_site_statistics(sites: Sequence[dict[str, Any]], *, cox_strata: str = "site") -> dict[str, Any]:
     """Pool the ``site_statistics`` of several sites.
 
     Returns ``{"sites": [ids], "parameters", "pooled": {...}, "per_site": {id: {...}}}``
@@ -659,12 +673,16 @@ def pool_site_statistics(sites: Sequence[dict[str, Any]]) -> dict[str, Any]:
     log-rank), ``response`` and ``predictors`` (Fisher + CMH), ``cox``, ``wilcoxon``,
     ``cytokines`` (median/range) and ``counts``. ``per_site`` applies the same functions to
     each site alone (the per-center breakdown; the stratified tests there are one-stratum).
+    ``cox_strata``: ``"site"`` (a baseline hazard per site) or ``"none"`` (unstratified); the
+    Cox block says which in ``model``.
     """
+    if cox_strata not in COX_STRATA:
+        raise PoolingError(f"Cox strata {cox_strata!r}: use one of {list(COX_STRATA)}")
     _check_sites(sites)
     return {
         "sites": [s["site_id"] for s in sites],
         "parameters": sites[0]["parameters"],
-        "pooled": _pool_group(sites, stratified=True),
+        "pooled": _pool_group(sites, stratified=True, cox_strata=cox_strata),
         "per_site": {s["site_id"]: _pool_group([s], stratified=False) for s in sites},
         "missing_level": MISSING,
     }

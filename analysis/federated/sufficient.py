@@ -13,8 +13,12 @@ Each statistic carries ``"disclosure"``:
 * ``"publishable"``: an aggregate meant for the report (count tables, per-site log-rank
   scores). Count cells are still subject to small-cell suppression before publication.
 
-Units: survival times in integer days; lab values in the protocol's canonical units,
-quantized to ``decimals`` places and stored as integers in units of ``10**-decimals``.
+Units: survival times in integer days; lab values in the protocol's canonical units at the
+data's own precision (``decimals`` None, the default: the float itself, which JSON carries
+exactly), or, when a study sets ``lab_decimals`` / ``cytokine_decimals``, quantized to that many
+places and stored as integers in units of ``10**-decimals``. Rounding is not the default because
+it changes the test: rounding CD3 values to 2 decimals moved min(W+, W-) from 1149 to 1148.5 on
+the demo cohort (issue 13), so the pooled test was no longer the centralized one.
 """
 
 from __future__ import annotations
@@ -91,9 +95,9 @@ class FederatedParams:
     )  # fmt: skip
     scopes: tuple[str, ...] = ("course1", "all")
     lab_markers: tuple[str, ...] = ("cd3", "cd4", "cd8")
-    lab_decimals: int = 2
+    lab_decimals: int | None = None
     cytokines: tuple[str, ...] = ("il6", "il10", "ifng", "tnfa")
-    cytokine_decimals: int = 2
+    cytokine_decimals: int | None = None
     age_group_cut_years: float = 10.0
     exact_wilcoxon_max_n: int = 200
 
@@ -220,7 +224,10 @@ def _check_unique(df: pd.DataFrame, keys: list[str], table: str) -> None:
         )
 
 
-def _quantize(value: float, decimals: int) -> int:
+def _quantize(value: float, decimals: int | None) -> float | int:
+    """``value`` itself (decimals None: the data's own precision) or an integer in 10**-decimals."""
+    if decimals is None:
+        return float(value)
     # Round half away from zero on the decimal string so 0.125 -> 13 regardless of binary noise.
     scaled = value * 10**decimals
     q = int(math.floor(abs(scaled) + 0.5 + 1e-9))
@@ -321,7 +328,8 @@ def cox_pattern_counts(
 
     For each distinct covariate pattern x_p and each event time t_j of the site:
     ``at_risk[j][p]`` = #(pattern p, time >= t_j) and ``events[j][p]`` = #(pattern p,
-    event at t_j). Every Efron-ties term of the site's stratum (S0/S1/S2 over the risk
+    event at t_j); ``censored[k][p]`` = #(pattern p, censored at ``censor_times[k]``).
+    Every Efron-ties term of the site's stratum (S0/S1/S2 over the risk
     set, T0/T1/T2 over the tied events) is a sum over patterns of these counts times
     exp(x_p beta), so the coordinator can run Newton-Raphson without further rounds.
     """
@@ -337,19 +345,26 @@ def cox_pattern_counts(
     ev_times = np.unique(t[e]) if len(t) else np.array([], dtype=np.int64)
     at_risk = [[int(x) for x in np.bincount(p_arr[t >= tj], minlength=P)] for tj in ev_times]
     n_ev = [[int(x) for x in np.bincount(p_arr[(t == tj) & e], minlength=P)] for tj in ev_times]
+    cens_times = np.unique(t[~e]) if len(t) else np.array([], dtype=np.int64)
+    n_cens = [[int(x) for x in np.bincount(p_arr[(t == tc) & ~e], minlength=P)] for tc in cens_times]
     return {
         "patterns": [list(k) for k in pats],
         "event_times": [int(x) for x in ev_times],
         "at_risk": at_risk,
         "events": n_ev,
+        # Censorings per pattern: with the events they are the site's (time, event, pattern)
+        # multiset, so the coordinator can also fit the unstratified model (pooled risk sets).
+        "censor_times": [int(x) for x in cens_times],
+        "censored": n_cens,
         "n": len(t),
         "n_events": int(e.sum()),
     }
 
 
-def value_histogram(values: Iterable[float | None], decimals: int) -> dict[str, Any]:
-    """Counts of values quantized to ``decimals`` places: ``[[value_units, count], ...]``."""
-    counts: dict[int, int] = {}
+def value_histogram(values: Iterable[float | None], decimals: int | None) -> dict[str, Any]:
+    """Counts of values: ``[[value, count], ...]``; the value itself (decimals None) or quantized to
+    ``decimals`` places in units of 10**-decimals."""
+    counts: dict[float | int, int] = {}
     for v in values:
         if v is None:
             continue
@@ -359,15 +374,16 @@ def value_histogram(values: Iterable[float | None], decimals: int) -> dict[str, 
 
 
 def paired_difference_histogram(
-    pre: Sequence[float | None], post: Sequence[float | None], decimals: int
+    pre: Sequence[float | None], post: Sequence[float | None], decimals: int | None
 ) -> dict[str, Any]:
-    """Histogram of post - pre at reporting precision, plus the two marginal histograms.
+    """Histogram of post - pre, plus the two marginal histograms.
 
-    Values are quantized to ``decimals`` places first, so the difference is an exact integer
-    in units of 10**-decimals (exact equality with a centralized test on the same rounded
-    values). Only complete pairs count; ``n_incomplete`` pairs are left out.
+    ``decimals`` None (default): the difference is ``post - pre`` computed in float64 exactly as
+    the centralized test computes it, so the pooled ranks, ties and zeros are the centralized
+    ones. With ``decimals`` set, values are quantized first and the difference is an integer in
+    units of 10**-decimals. Only complete pairs count; ``n_incomplete`` pairs are left out.
     """
-    diffs: dict[int, int] = {}
+    diffs: dict[float | int, int] = {}
     pre_v: list[float] = []
     post_v: list[float] = []
     n_incomplete = 0
@@ -375,7 +391,7 @@ def paired_difference_histogram(
         if a is None or b is None:
             n_incomplete += 1
             continue
-        d = _quantize(b, decimals) - _quantize(a, decimals)
+        d = float(b) - float(a) if decimals is None else _quantize(b, decimals) - _quantize(a, decimals)
         diffs[d] = diffs.get(d, 0) + 1
         pre_v.append(a)
         post_v.append(b)
@@ -511,7 +527,8 @@ def site_statistics(
     * ``predictor/<scope>/<name>``: 2x2 predictor x poor response (cr false).
     * ``cox/efs``: per-pattern risk-set counts for the site-stratified Cox model.
     * ``wilcoxon/<marker>``: course-1 paired difference histogram (post - pre).
-    * ``cytokine/<scope>/<cytokine>/<responder|poor_responder>``: value histograms.
+    * ``cytokine/<scope>/<cytokine>/<group>``: value histograms; group responder / poor_responder
+      (pre R/R or CR-MRDpos: CR / no CR) and mrdneg_maintained / mrdneg_lost (pre CR-MRDneg).
     * ``counts/<name>``: publishable count tables (patient flow, response, next therapy).
     """
     params = params or FederatedParams()
@@ -570,6 +587,23 @@ def site_statistics(
                     group=label,
                     **value_histogram(
                         [v for v, c in zip(vals, cr, strict=True) if c is want],
+                        params.cytokine_decimals,
+                    ),
+                )  # fmt: skip
+        # Courses in CR-MRDneg before the course, by MRD negativity maintained or lost: with the
+        # two groups above, the four response groups of the centralized cytokine table (5.5).
+        neg = _scoped(course, scope)
+        neg_pre = _text_column(neg, "pre_status")
+        kept = _bool_column(neg, "mrd_maintained", "course")
+        for cyt in params.cytokines:
+            vals = _float_column(neg, f"{cyt}_peak", "course")
+            for label, want in (("mrdneg_maintained", True), ("mrdneg_lost", False)):
+                stats[f"cytokine/{scope}/{cyt}/{label}"] = _stat(
+                    "value_histogram", COORDINATOR_ONLY, scope=scope, variable=f"{cyt}_peak",
+                    group=label,
+                    **value_histogram(
+                        [v for v, p, k in zip(vals, neg_pre, kept, strict=True)
+                         if p == "CR-MRDneg" and k is want],
                         params.cytokine_decimals,
                     ),
                 )  # fmt: skip
