@@ -23,7 +23,8 @@ from analysis.tables import analyze
 
 TOL = 1e-9
 CYTOKINE_GROUPS = {"CR": "responder", "no CR": "poor_responder",
-                   "MRD-neg maintained": "mrdneg_maintained", "MRD-neg lost": "mrdneg_lost"}  # fmt: skip
+                   "MRD-neg maintained": "mrdneg_maintained", "MRD-neg lost": "mrdneg_lost",
+                   "all courses": "all_courses"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +160,8 @@ def _compare(central, pooled: dict, cox_strata: str) -> int:
                f"{cov}.{key}" in cox["infinite"])
     if central.cox_efs.estimated:
         eq(central.cox_efs.loglik, cox["loglik"], "cox loglik")
+        eq(central.cox_efs.lr_chisq, cox["lr_chi2"], "cox LR chi2")
+        eq(central.cox_efs.lr_p_value, cox["lr_p"], "cox LR P")
     # 5.5 T cells (Wilcoxon statistic, normal and exact P, medians and ranges) and cytokines.
     for m in central.tcells.markers:
         w = pooled["wilcoxon"][m.marker.lower()]
@@ -188,10 +191,28 @@ def _compare(central, pooled: dict, cox_strata: str) -> int:
                 eq(a, b, f"{ep} {g.group} S")
             for a, b in zip(g.km.se, km["se"], strict=True):
                 eq(a, 0.0 if b is None else b, f"{ep} {g.group} SE")
+            assert sv.conf_type == "log"
+            lo, hi = g.km.confidence_interval("log")
+            for a, b in zip(lo, km["ci_log_lower"], strict=True):
+                eq(a, b, f"{ep} {g.group} CI lower")
+            for a, b in zip(hi, km["ci_log_upper"], strict=True):
+                eq(a, b, f"{ep} {g.group} CI upper")
+            med = g.km.median("log")
+            for key, attr in (("median", "median"), ("ci_lower", "ci_low"), ("ci_upper", "ci_high")):
+                eq(getattr(med, attr), km["median_log"][key], f"{ep} {g.group} median {key}")
             lm = km["landmarks"][0]
             assert lm["day"] == sv.landmark_days
             eq(g.surv, lm["survival"], f"{ep} {g.group} landmark S")
             eq(g.se, lm["se"], f"{ep} {g.group} landmark SE")
+            eq(g.ci_low, lm["ci_log_lower"], f"{ep} {g.group} landmark CI lower")
+            eq(g.ci_high, lm["ci_log_upper"], f"{ep} {g.group} landmark CI upper")
+            assert [r["day"] for r in km["risk_table"]] == [int(x) for x in sv.risk_times_days]
+            assert [r["n_at_risk"] for r in km["risk_table"]] == list(g.at_risk)
+        assert len(block["logrank_pairwise"]) == len(sv.pairwise)
+        for pw, lr in zip(sv.pairwise, block["logrank_pairwise"], strict=True):
+            assert list(pw.groups) == lr["levels"], (pw.groups, lr["levels"])
+            eq(pw.chisq, lr["chi2"], f"{ep} pairwise {pw.groups} chi2")
+            eq(pw.p_value, lr["p"], f"{ep} pairwise {pw.groups} P")
         lr = block["logrank"]
         eq(sv.logrank.chisq, lr["chi2"], f"{ep} log-rank chi2")
         eq(sv.logrank.df, lr["df"], f"{ep} log-rank df")
@@ -200,6 +221,13 @@ def _compare(central, pooled: dict, cox_strata: str) -> int:
             i = lr["levels"].index(g)
             eq(o, lr["observed"][i], f"{ep} {g} observed")
             eq(e, lr["expected"][i], f"{ep} {g} expected")
+    # Median follow-up (reverse KM) overall and by status at referral.
+    for row in central.follow_up.rows:
+        fu = pooled["follow_up"][row.group]
+        eq(row.n, fu["n"], f"follow-up {row.group} n")
+        eq(row.n_censored, fu["n_censored"], f"follow-up {row.group} censored")
+        for key, attr in (("median", "median"), ("ci_lower", "ci_low"), ("ci_upper", "ci_high")):
+            eq(getattr(row.median, attr), fu[key], f"follow-up {row.group} {key}")
     return n
 
 

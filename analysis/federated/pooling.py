@@ -40,6 +40,7 @@ __all__ = [
     "pool_km",
     "pool_logrank",
     "pool_stratified_logrank",
+    "pool_follow_up",
     "pool_table2x2",
     "cmh_exact_pvalue",
     "COX_STRATA",
@@ -132,12 +133,17 @@ def pool_km(
         return float(surv[k]), _f(se[k])
 
     below = np.nonzero(surv <= 0.5)[0]
+    central = _central_km(ts, d, c)
+    log_lo, log_hi = central.confidence_interval("log")
+    med = central.median("log")
     landmarks = []
     for day in landmark_days:
         s, s_se = s_at(day)
+        lo_d, hi_d = central.survival_ci_at(day, "log")
         landmarks.append(
-            {"day": int(day), "survival": s, "se": s_se, "n_at_risk": _at_risk(ts, d, c, day)}
-        )
+            {"day": int(day), "survival": s, "se": s_se, "n_at_risk": _at_risk(ts, d, c, day),
+             "ci_log_lower": _f(lo_d), "ci_log_upper": _f(hi_d)}
+        )  # fmt: skip
     return {
         "n": int(r.sum()),
         "n_events": int(d.sum()),
@@ -150,11 +156,37 @@ def pool_km(
         "ci_lower": [_f(x) for x in lower],
         "ci_upper": [_f(x) for x in upper],
         "median_days": int(ts[below[0]]) if len(below) else None,
+        # R survfit's default (conf.type "log") limits and median with its limits, computed by the
+        # centralized analysis.survival code on the pooled counts.
+        "ci_log_lower": [_f(x) for x in log_lo],
+        "ci_log_upper": [_f(x) for x in log_hi],
+        "median_log": {"median": _f(med.median), "ci_lower": _f(med.ci_low), "ci_upper": _f(med.ci_high)},
         "landmarks": landmarks,
         "risk_table": [
             {"day": int(t), "n_at_risk": _at_risk(ts, d, c, t)} for t in risk_table_days
         ],
     }
+
+
+def _central_km(ts: np.ndarray, d: np.ndarray, c: np.ndarray, *, reverse: bool = False) -> Any:
+    """``analysis.survival.kaplan_meier`` (or its reverse) of the pooled (time, events, censored)
+    counts: the centralized estimator on the same multiset of (time, event) rows."""
+    from analysis.survival import kaplan_meier, reverse_kaplan_meier
+
+    times = np.repeat(ts, d + c).astype(float)
+    events = np.concatenate([np.r_[np.ones(int(di)), np.zeros(int(ci))] for di, ci in zip(d, c, strict=True)]) \
+        if len(ts) else np.array([], dtype=float)
+    return (reverse_kaplan_meier if reverse else kaplan_meier)(times, events)
+
+
+def pool_follow_up(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median follow-up by reverse Kaplan-Meier (OS time, death censors) from per-site OS
+    ``km_table`` dicts, as the centralized ``analysis.tables.follow_up``."""
+    ts, d, c = _merge_km(tables)
+    km = _central_km(ts, d, c, reverse=True)
+    med = km.median("log")
+    return {"n": int(km.n), "n_censored": int(km.n_events), "median": _f(med.median),
+            "ci_lower": _f(med.ci_low), "ci_upper": _f(med.ci_high), "conf_type": "log"}  # fmt: skip
 
 
 def _chi2_from_uv(U: np.ndarray, V: np.ndarray, present: np.ndarray) -> dict[str, Any]:
@@ -210,6 +242,13 @@ def _uv(D: np.ndarray, N: np.ndarray) -> tuple[np.ndarray, ...]:
         p = N[:, j] / n[j]
         V += d[j] * (n[j] - d[j]) / (n[j] - 1) * (np.diag(p) - np.outer(p, p))
     return obs - E, V, obs, E
+
+
+def _pairwise_logrank(groups: dict[str, Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Log-rank of every pair of groups with patients (unadjusted), as the centralized analysis."""
+    present = [g for g, tabs in groups.items() if sum(sum(t["events"]) + sum(t["censored"]) for t in tabs)]
+    return [pool_logrank({a: groups[a], b: groups[b]})
+            for i, a in enumerate(present) for b in present[i + 1:]]  # fmt: skip
 
 
 def pool_stratified_logrank(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -435,6 +474,10 @@ def pool_cox(
         **base,
         "n": int(fit.n),
         "n_events": int(fit.n_events),
+        "loglik_null": _f(getattr(fit, "loglik_null", None)),
+        "lr_chi2": _f(getattr(fit, "lr_chisq", None)),
+        "lr_df": int(getattr(fit, "lr_df", 0)),
+        "lr_p": _f(getattr(fit, "lr_p_value", None)),
         **values,
         # JSON has no infinity: "<covariate>.<field>" of every infinite value (None above).
         "infinite": [x.replace(".ci_low", ".ci_lower").replace(".ci_high", ".ci_upper")
@@ -641,9 +684,12 @@ def _pool_group(sites: Sequence[dict[str, Any]], stratified: bool, cox_strata: s
             "groups": {g: pool_km(t, **km_kw) for g, t in groups.items()},
             "all": pool_km(each(f"km/{ep}/all"), **km_kw),
             "logrank": pool_logrank(groups),
+            "logrank_pairwise": _pairwise_logrank(groups),
             "logrank_stratified": pool_stratified_logrank(each(f"logrank/{ep}"))
             if stratified else None,
         }  # fmt: skip
+    out["follow_up"] = {g: pool_follow_up(each(f"km/os/{g}")) for g in ("all", *params["km_groups"])
+                        if g == "all" or sum(sum(t["events"]) + sum(t["censored"]) for t in each(f"km/os/{g}"))}
     for name in names:
         kind, _, rest = name.partition("/")
         if kind == "response":

@@ -88,7 +88,8 @@ class FederatedParams:
 
     km_groups: tuple[str, ...] = ("CR-MRDneg", "CR-MRDpos", "R/R")
     landmark_days: tuple[int, ...] = (365,)
-    risk_table_days: tuple[int, ...] = (0, 180, 365, 545, 730, 1095)
+    # The centralized report's risk-table days (analysis.tables.DEFAULT_SETTINGS["risk_times_days"]).
+    risk_table_days: tuple[int, ...] = (0, 90, 180, 270, 365, 545, 730)
     cox_covariates: tuple[str, ...] = ("high_mrd", "bcr_abl1", "poor_cytogenetics")
     predictors: tuple[str, ...] = (
         "poor_cytogenetics", "bcr_abl1", "cd19_loss", "high_mrd", "age_group", "sex",
@@ -528,7 +529,8 @@ def site_statistics(
     * ``cox/efs``: per-pattern risk-set counts for the site-stratified Cox model.
     * ``wilcoxon/<marker>``: course-1 paired difference histogram (post - pre).
     * ``cytokine/<scope>/<cytokine>/<group>``: value histograms; group responder / poor_responder
-      (pre R/R or CR-MRDpos: CR / no CR) and mrdneg_maintained / mrdneg_lost (pre CR-MRDneg).
+      (pre R/R or CR-MRDpos: CR / no CR), mrdneg_maintained / mrdneg_lost (pre CR-MRDneg) and
+      all_courses (every course with a value).
     * ``counts/<name>``: publishable count tables (patient flow, response, next therapy).
     """
     params = params or FederatedParams()
@@ -590,6 +592,14 @@ def site_statistics(
                         params.cytokine_decimals,
                     ),
                 )  # fmt: skip
+        # Every course of the scope with a value, whatever the response (the centralized "all courses").
+        every = _scoped(course, scope)
+        for cyt in params.cytokines:
+            stats[f"cytokine/{scope}/{cyt}/all_courses"] = _stat(
+                "value_histogram", COORDINATOR_ONLY, scope=scope, variable=f"{cyt}_peak",
+                group="all_courses",
+                **value_histogram(_float_column(every, f"{cyt}_peak", "course"), params.cytokine_decimals),
+            )  # fmt: skip
         # Courses in CR-MRDneg before the course, by MRD negativity maintained or lost: with the
         # two groups above, the four response groups of the centralized cytokine table (5.5).
         neg = _scoped(course, scope)
