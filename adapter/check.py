@@ -20,7 +20,7 @@ from adapter.db import Database
 from adapter.errors import BlinaError
 from adapter.omop.version import V54_ONLY_COLUMNS, detect_cdm_version, missing_v54_columns
 from adapter.study import SiteOverlay, StudyDefinition
-from adapter.views import render_query
+from adapter.views import render_query, require_overlay_fits
 
 __all__ = ["REQUIRED_TABLES", "REQUIRED_VARIABLES", "CheckReport", "run_check"]
 
@@ -156,6 +156,7 @@ def _guarded(db: Database, step: str, sql: str, params: dict | None = None) -> l
 def run_check(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
               top: int = 10) -> CheckReport:
     """Run the pre-flight counts. Never raises for data problems: they are in the report."""
+    require_overlay_fits(db, overlay)  # a usage error (exit 2), before any count
     version = detect_cdm_version(db)
     rep = CheckReport(cdm_version=version.version, cdm_version_text=version.text(),
                       missing_tables=_tables_present(db))
@@ -249,7 +250,8 @@ order by count(*) desc""", ("int_measurement_values",), site_id="check")
         rep.messages.append(same_mrn.sentence())
 
     # Unmapped source codes (concept 0) by frequency, excluding the overlay's own codes.
-    local = {c.source_value for codes in (overlay.variables.values() if overlay else []) for c in codes}
+    local = {c.source_value for codes in (overlay.variables.values() if overlay else []) for c in codes
+             if c.source_value is not None}
     for table, (concept_col, sv_col, _) in _FACT_TABLES.items():
         rows = _guarded(
             db, f"counting unmapped source codes in {table}",

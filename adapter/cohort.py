@@ -55,9 +55,9 @@ def empty_cohort_reason(db: Database, study: StudyDefinition, overlay: SiteOverl
 select
     (select count(*) from int_concept_sets where variable = 'blinatumomab' and match_on = 'standard') as n_std,
     (select count(*) from int_concept_sets where variable = 'blinatumomab' and match_on = 'source') as n_src,
-    (select count(*) from study_codes where variable = 'blinatumomab' and code_kind = 'source_value') as n_sv,
+    (select count(*) from int_overlay_codes where variable = 'blinatumomab') as n_sv,
     (select count(*) from int_cohort_persons) as n_persons""",
-        ("int_concept_sets", "study_codes", "int_cohort_persons"), site_id=site_id or "check")
+        ("int_concept_sets", "int_overlay_codes", "int_cohort_persons"), site_id=site_id or "check")
     n_std, n_src, n_sv, n_persons = (int(v) for v in db.query(sql, params)[0])
     codes = ", ".join(f"{c.vocabulary_id} {c.code}" for c in study.variables["blinatumomab"].codes
                       if c.vocabulary_id)
@@ -71,7 +71,7 @@ select
                 "(Athena download or the export's concept_ancestor.csv)")
     if n_persons == 0:
         return (f"no study patient: none of the {n_std + n_src} resolved blinatumomab concepts"
-                + (f" or {n_sv} overlay source values" if n_sv else "")
+                + (f" or {n_sv} overlay codes" if n_sv else "")
                 + f" is used in DRUG_EXPOSURE of schema {db.schemas.cdm!r}; check --cdm-schema, or map "
                 "the local drug code in the site overlay")
     return (f"no study patient: {n_persons} persons have blinatumomab but no course was derived; "

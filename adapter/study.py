@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,12 +163,61 @@ class StudyDefinition(_Strict):
 
 
 class OverlayCode(_Strict):
-    """A site-local code: matched on the OMOP ``*_source_value`` (or FHIR coding code/system)."""
+    """One site-local code of a study variable. Exactly one kind of match:
 
-    source_value: str = Field(min_length=1, max_length=50)
-    system: str | None = None
-    unit: str | None = None
+    - ``source_value`` (optionally with ``system``): the OMOP ``*_source_value`` column; for FHIR input
+      the Coding's ``code`` (and ``system`` when given). ``system`` is a FHIR Coding.system: it is
+      applied by ``blina ingest``; on an OMOP CDM not written by ``blina ingest`` it is refused
+      (:func:`adapter.views.require_overlay_fits`), because OMOP rows carry no code system.
+    - ``vocabulary_id`` + ``concept_code``: a local source concept, matched on the row's
+      ``*_source_concept_id`` after resolving the pair through CONCEPT at run time (OMOP input only).
+
+    ``unit`` names the unit the site reports the value in; ``unit_factor`` is the site's own factor
+    from that unit to the variable's canonical unit (positive, finite), for a unit the study does not
+    list.
+    """
+
+    source_value: str | None = Field(default=None, min_length=1, max_length=50)
+    system: str | None = Field(default=None, min_length=1, max_length=255)
+    vocabulary_id: str | None = Field(default=None, min_length=1, max_length=20)
+    concept_code: str | None = Field(default=None, min_length=1, max_length=50)
+    unit: str | None = Field(default=None, min_length=1, max_length=50)
+    unit_factor: float | None = None
     grade: int | None = Field(default=None, ge=1, le=5)
+
+    @field_validator("unit_factor", mode="before")
+    @classmethod
+    def _int_factor_is_a_number(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _one_kind_of_match(self) -> OverlayCode:
+        concept = (self.vocabulary_id is not None, self.concept_code is not None)
+        if concept[0] != concept[1]:
+            raise ValueError("vocabulary_id and concept_code go together (a local source concept)")
+        if self.source_value is None and not concept[0]:
+            raise ValueError("give source_value, or vocabulary_id + concept_code")
+        if self.source_value is not None and concept[0]:
+            raise ValueError("give either source_value or vocabulary_id + concept_code, not both")
+        if self.system is not None and self.source_value is None:
+            raise ValueError("system qualifies a source_value (a FHIR Coding.system); a source concept's "
+                             "vocabulary is its vocabulary_id")
+        if self.unit_factor is not None:
+            if self.unit is None:
+                raise ValueError("unit_factor needs the unit it converts")
+            if not math.isfinite(self.unit_factor) or self.unit_factor <= 0:
+                raise ValueError(f"unit_factor must be a positive finite number (got {self.unit_factor!r})")
+        return self
+
+    @property
+    def kind(self) -> Literal["source_value", "source_concept"]:
+        return "source_value" if self.source_value is not None else "source_concept"
+
+    def label(self) -> str:
+        """The entry as a site would write it (for messages)."""
+        if self.source_value is not None:
+            return self.source_value + (f" ({self.system})" if self.system else "")
+        return f"{self.vocabulary_id} {self.concept_code}"
 
 
 class SiteOverlay(_Strict):
@@ -178,6 +228,21 @@ class SiteOverlay(_Strict):
     patient_identifier_system: str | None = None
     variables: dict[str, list[OverlayCode]] = Field(default_factory=dict)
     source: str = ""
+
+    def site_units(self, study: StudyDefinition) -> dict[tuple[str, str], float]:
+        """(unit_family, unit) -> factor of the units this site states with its own ``unit_factor``."""
+        out: dict[tuple[str, str], float] = {}
+        for name, codes in self.variables.items():
+            family = study.variables[name].unit_family if name in study.variables else None
+            for c in codes:
+                if family and c.unit is not None and c.unit_factor is not None:
+                    out[(family, c.unit)] = c.unit_factor
+        return out
+
+    def has_system(self) -> list[str]:
+        """Key paths of the entries that carry ``system:`` (FHIR codings)."""
+        return [f"variables.{n}[{i}].system" for n, codes in self.variables.items()
+                for i, c in enumerate(codes) if c.system is not None]
 
 
 def _format_errors(path: Path, err: ValidationError) -> str:
@@ -245,25 +310,54 @@ def load_overlay(path: str | Path, study: StudyDefinition | None = None) -> Site
             _format_errors(p, exc), hint="see the overlay example in mappings/README.md"
         ) from exc
     study = study or load_study()
-    for name, codes in overlay.variables.items():
-        var = study.variables.get(name)
-        if var is None:
+    for name in overlay.variables:
+        if name not in study.variables:
             raise StudyDefinitionError(
                 f"{p}: variables.{name}: unknown study variable",
                 hint=f"use one of: {', '.join(sorted(study.variables))}",
             )
+    # A site unit is stated per unit family: two variables of one family must agree on its factor.
+    by_family: dict[tuple[str, str], tuple[float, str]] = {}
+    for name, codes in overlay.variables.items():
+        fam = study.variables[name].unit_family
         for i, code in enumerate(codes):
+            if fam and code.unit is not None and code.unit_factor is not None:
+                seen = by_family.setdefault((fam, code.unit), (code.unit_factor, f"variables.{name}[{i}]"))
+                if seen[0] != code.unit_factor:
+                    raise StudyDefinitionError(
+                        f"{p}: variables.{name}[{i}].unit_factor: {code.unit!r} has factor {code.unit_factor!r} "
+                        f"here and {seen[0]!r} at {seen[1]} (same unit family {fam})",
+                        hint="one unit has one factor to the canonical unit",
+                    )
+    for name, codes in overlay.variables.items():
+        var = study.variables[name]
+        for i, code in enumerate(codes):
+            where = f"{p}: variables.{name}[{i}]"
             if var.unit_family:
-                factors = study.unit_families[var.unit_family].factors
+                family = study.unit_families[var.unit_family]
+                factors = family.factors
                 if code.unit is None:
                     raise StudyDefinitionError(
-                        f"{p}: variables.{name}[{i}].unit: missing; {name} is a quantity",
-                        hint=f"give the source unit, one of: {', '.join(factors)}",
+                        f"{where}.unit: missing; {name} is a quantity",
+                        hint=f"give the source unit, one of: {', '.join(factors)} "
+                        f"(or your own unit with unit_factor: its factor to {family.canonical!r})",
                     )
-                if code.unit not in factors:
+                if code.unit not in factors and (var.unit_family, code.unit) not in by_family:
                     raise StudyDefinitionError(
-                        f"{p}: variables.{name}[{i}].unit: {code.unit!r} cannot be converted to "
-                        f"{study.unit_families[var.unit_family].canonical!r}",
-                        hint=f"use one of: {', '.join(factors)}",
+                        f"{where}.unit: {code.unit!r} cannot be converted to {family.canonical!r}",
+                        hint=f"use one of: {', '.join(factors)}, or state the site's factor: "
+                        f"{{unit: {code.unit!r}, unit_factor: <{family.canonical} per {code.unit}>}}",
                     )
+                if code.unit_factor is not None and code.unit in factors \
+                        and code.unit_factor != factors[code.unit]:
+                    raise StudyDefinitionError(
+                        f"{where}.unit_factor: {code.unit_factor!r} contradicts the study's factor "
+                        f"{factors[code.unit]!r} for {code.unit!r} ({var.unit_family})",
+                        hint="drop unit_factor (the study's factor applies) or name the unit differently",
+                    )
+            elif code.unit_factor is not None:
+                raise StudyDefinitionError(
+                    f"{where}.unit_factor: {name} is not a quantity (it has no unit family)",
+                    hint="drop unit and unit_factor",
+                )
     return overlay

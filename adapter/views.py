@@ -55,6 +55,9 @@ __all__ = [
     "persist",
     "render",
     "render_query",
+    "require_overlay_fits",
+    "site_unit_factors",
+    "site_unit_stamp",
 ]
 
 LAYERS: tuple[str, ...] = ("staging", "intermediate", "study")
@@ -325,13 +328,57 @@ def _input_rows(study: StudyDefinition, overlay: SiteOverlay | None, site_id: st
     if overlay is not None:
         for name, local in overlay.variables.items():
             for c in local:
-                codes.append((name, "source_value", None, c.source_value, False, c.grade, c.unit))
+                if c.source_value is not None:
+                    codes.append((name, "source_value", None, c.source_value, False, c.grade, c.unit))
+                else:  # a local source concept: resolved through CONCEPT by int_overlay_codes
+                    codes.append((name, "source_concept", c.vocabulary_id, c.concept_code, False, c.grade, c.unit))
     rows["study_codes"] = codes
     rows["study_units"] = [(fam, unit, factor) for fam, uf in study.unit_families.items()
                            for unit, factor in uf.factors.items()]
+    # The site's own units (unit + unit_factor in the overlay) extend their variable's unit family.
+    rows["study_units"] += [(fam, unit, factor) for (fam, unit), factor in site_unit_factors(study, overlay).items()
+                            if unit not in study.unit_families[fam].factors]
     rows["study_value_sets"] = [(pol, c.vocabulary_id, c.code) for pol in ("positive", "negative")
                                 for c in getattr(study.value_sets, pol)]
     return rows
+
+
+def site_unit_factors(study: StudyDefinition, overlay: SiteOverlay | None) -> dict[tuple[str, str], float]:
+    """(unit_family, unit) -> factor of the units the site overlay states with ``unit_factor``."""
+    return {} if overlay is None else overlay.site_units(study)
+
+
+def site_unit_stamp(study: StudyDefinition, overlay: SiteOverlay | None) -> list[dict[str, Any]]:
+    """The site's own unit factors as stamped into every output (sorted; empty without any)."""
+    return [{"unit_family": fam, "unit": unit, "factor": factor,
+             "canonical": study.unit_families[fam].canonical}
+            for (fam, unit), factor in sorted(site_unit_factors(study, overlay).items())]
+
+
+def require_overlay_fits(db: Database, overlay: SiteOverlay | None) -> None:
+    """Refuse an overlay whose entries carry ``system:`` on a CDM not written by ``blina ingest``.
+
+    ``system`` is a FHIR Coding.system. ``blina ingest`` applies it when it reads the FHIR resources and
+    records the code in ``*_source_value`` (its ``blina_person_map`` table marks such a CDM); an OMOP row
+    of any other CDM carries no code system, so the key could only be ignored, which is never done.
+    """
+    if overlay is None:
+        return
+    paths = overlay.has_system()
+    if not paths:
+        return
+    from adapter.cohort import PERSON_MAP_TABLE
+    from adapter.study import StudyDefinitionError
+
+    if db.table_exists(db.schemas.cdm, PERSON_MAP_TABLE):
+        return
+    raise StudyDefinitionError(
+        f"{overlay.source}: {paths[0]}: a FHIR code system cannot be matched on this OMOP CDM "
+        f"(schema {db.schemas.cdm!r} was not written by blina ingest; OMOP rows carry no code system)"
+        + (f" ({len(paths)} entries)" if len(paths) > 1 else ""),
+        hint="drop system: to match *_source_value, or match the local source concept with "
+        "{vocabulary_id: <its vocabulary>, concept_code: <its code>} (mappings/README.md)",
+    )
 
 
 def _site_id(site_id: str | None, overlay: SiteOverlay | None) -> str:
@@ -527,6 +574,7 @@ def build(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = No
 
     Read-only: creates no object (not even a temporary table), so a SELECT-only role can run it.
     """
+    require_overlay_fits(db, overlay)
     frames = _run(db, render(study, overlay, db, site_id=site_id, outputs=("course", "patient")))
     return frames["course"], frames["patient"]
 
@@ -534,6 +582,7 @@ def build(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = No
 def build_lineage(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
                   site_id: str | None = None) -> pd.DataFrame:
     """Lineage rows: (site_id, person_id, course_number, derived, source ``table:row_id``)."""
+    require_overlay_fits(db, overlay)
     return _run(db, render(study, overlay, db, site_id=site_id, outputs=("lineage",)))["lineage"]
 
 
@@ -542,6 +591,7 @@ def persist(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
     """Create the input tables and the ``course`` / ``patient`` / ``lineage`` views in the results
     schema (replacing earlier ones). Returns the qualified names created."""
     schema = validate_ident(results_schema or db.schemas.results or "", "results schema name")
+    require_overlay_fits(db, overlay)
     sid = _site_id(site_id, overlay)
     q = quote_ident(schema)
     binds: dict[str, Any] = {}
@@ -645,6 +695,7 @@ def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
 
     sid = _site_id(site_id, overlay)
     out = Path(out_dir)
+    require_overlay_fits(db, overlay)
     frames = _run(db, render(study, overlay, db, site_id=sid))
     # No study patient is a finding (exit 1), never an empty "successful" extract: nothing is written.
     require_study_patients(db, study, overlay, frames["patient"], site_id=sid)
@@ -673,6 +724,7 @@ def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
         "study_fingerprint": study.fingerprint(),
         "overlay": None if overlay is None else {"site_id": overlay.site_id, "source": overlay.source},
         "parameters": study.params.model_dump(),
+        "site_unit_factors": site_unit_stamp(study, overlay),
         "input_fingerprint": input_fingerprint(db, study, overlay, site_id=sid),
         "rows": {name: len(df) for name, df in frames.items()},
         "columns": {name: list(_CONTRACT[name]) for name in ("course", "patient")},

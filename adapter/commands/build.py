@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     pre = course.pre_status.value_counts().to_dict() if len(course) else {}
     print(f"built {len(course)} courses of {len(patient)} patients "
           f"(pre-course status: {', '.join(f'{k} {v}' for k, v in sorted(pre.items())) or 'none'})")
+    from adapter.views import site_unit_stamp
+
+    for u in site_unit_stamp(study, overlay):  # the site's own factors, stated beside the result
+        print(f"site unit: {u['unit']} = {u['factor']:g} {u['canonical']} ({u['unit_family']}, from the overlay)")
     if created:
         print(f"persisted in schema {args.results_schema}: {', '.join(c.split('.')[1] for c in created)}")
     return 0

@@ -57,6 +57,7 @@ def vocabulary_version(db: Database) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adapter.views import site_unit_stamp
     from analysis.federated.package import build_site_package
     from analysis.io import read_course, read_patient
 
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "package_version": __version__,
         "study_definition_hash": study.fingerprint(),
         "parameters": study.params.model_dump(),
+        "site_unit_factors": site_unit_stamp(study, overlay),
         "vocabulary_version": vocab,
         "study_id": study.study_id,
         "study_version": study.version,

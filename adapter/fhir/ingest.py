@@ -258,11 +258,14 @@ def _config_tables(
         "_bl_cfg_overlay": (
             [("variable", v), ("source_value", v), ("system", v), ("unit", v)],
             [(n, c.source_value, c.system, c.unit) for n, codes in (overlay.variables if overlay else {}).items()
-             for c in codes],
+             for c in codes if c.source_value is not None],
         ),
         "_bl_cfg_unit": (
             [("unit_family", v), ("unit", v)],
-            [(f, u) for f, fam in study.unit_families.items() for u in fam.factors],
+            [(f, u) for f, fam in study.unit_families.items() for u in fam.factors]
+            # the site's own units (overlay unit + unit_factor; the build converts with that factor)
+            + [(f, u) for (f, u) in (overlay.site_units(study) if overlay else {})
+               if u not in study.unit_families[f].factors],
         ),
         "_bl_cfg_value_set": (
             [("polarity", v), ("vocabulary_id", v), ("code", v)],
@@ -322,6 +325,17 @@ def ingest_fhir(
         raise BlinaError(
             f"the overlay {overlay.source} is for site {overlay.site_id!r}, not {site_id!r}",
             hint="pass the overlay of this site, or the matching --site",
+        )
+    concept_entries = [f"variables.{n}[{i}]" for n, codes in (overlay.variables if overlay else {}).items()
+                       for i, c in enumerate(codes) if c.source_value is None]
+    if overlay is not None and concept_entries:
+        # A source concept entry matches OMOP *_source_concept_id; a FHIR Coding has a system and a code.
+        from adapter.study import StudyDefinitionError
+
+        raise StudyDefinitionError(
+            f"{overlay.source}: {concept_entries[0]}: vocabulary_id + concept_code match an OMOP source "
+            "concept and cannot be read from FHIR input",
+            hint="for FHIR codings write {source_value: <code>, system: <Coding.system>} (mappings/README.md)",
         )
     if not db.table_exists(db.schemas.cdm, "person"):
         raise BlinaError(f"no OMOP CDM tables in schema {db.schemas.cdm!r} of {db.safe_url}",
@@ -477,6 +491,8 @@ def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition]
     anys: set[str] = set()
     for entries in (overlay.variables.values() if overlay else ()):
         for e in entries:
+            if e.source_value is None:  # a source concept entry: refused for FHIR input (ingest_fhir)
+                continue
             if e.system:
                 codes.add((e.system, e.source_value))
             else:

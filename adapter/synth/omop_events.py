@@ -58,8 +58,9 @@ class _Codes:
             self.std[name], self.src[name] = std, src
         self.local: dict[str, tuple[str, str | None]] = {}
         for name, codes in (overlay.variables.items() if overlay else []):
-            for oc in codes:
-                self.local[oc.source_value] = (name, oc.unit)
+            for oc in codes:  # the synthetic center4 overlay has source values only
+                if oc.source_value is not None:
+                    self.local[oc.source_value] = (name, oc.unit)
         self.value_sets = {}
         for label, codes in (("positive", study.value_sets.positive), ("negative", study.value_sets.negative)):
             self.value_sets[label] = {self.by_code[(c.vocabulary_id, c.code)][0] for c in codes

@@ -763,6 +763,8 @@ def build_site_package(
         "study_version": manifest_info.get("study_version"),
         "study_definition_hash": str(manifest_info["study_definition_hash"]),
         "parameters": manifest_info["parameters"],
+        # the site's own unit factors (site overlay unit + unit_factor): site-specific, never compared
+        "site_unit_factors": manifest_info.get("site_unit_factors") or [],
         "federated_parameters": params.to_dict(),
         "vocabulary_version": str(manifest_info["vocabulary_version"]),
         "input_fingerprint": manifest_info.get("input_fingerprint")

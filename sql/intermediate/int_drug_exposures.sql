@@ -1,6 +1,6 @@
 -- grain: one row per (variable, drug_exposure_id)
 -- keys: variable, drug_exposure_id
--- depends_on: stg_drug_exposure, int_concept_sets, study_codes, study_variables, int_cohort_persons
+-- depends_on: stg_drug_exposure, int_concept_sets, int_overlay_codes, study_variables, int_cohort_persons
 -- Drug exposures of a study variable (blinatumomab, chemotherapy, car_t products): drug_concept_id in
 -- the standard set (ingredient roll-up through CONCEPT_ANCESTOR), or the source concept / overlay
 -- source value. Variables of other domains that list a drug code (car_t: tisagenlecleucel) are
@@ -13,11 +13,11 @@ drug_sets as (
 ),
 
 overlay as (
-    select k.variable, k.code as source_value
-    from study_codes as k
+    select o.variable, o.match_on, o.source_value, o.concept_id
+    from int_overlay_codes as o
     inner join study_variables as v
-        on v.variable = k.variable
-    where v.domain = 'drug' and k.code_kind = 'source_value'
+        on v.variable = o.variable
+    where v.domain = 'drug'
 ),
 
 candidates as (
@@ -26,7 +26,8 @@ candidates as (
     where {in_cohort(d.person_id)}
         and (d.drug_concept_id in (select concept_id from drug_sets where match_on = 'standard')
             or d.drug_source_concept_id in (select concept_id from drug_sets where match_on = 'source')
-            or d.drug_source_value in (select source_value from overlay))
+            or d.drug_source_value in (select source_value from overlay where match_on = 'source_value')
+            or d.drug_source_concept_id in (select concept_id from overlay where match_on = 'source_concept'))
 ),
 
 labelled as (
@@ -43,7 +44,12 @@ labelled as (
     select o.variable, d.drug_exposure_id
     from candidates as d
     inner join overlay as o
-        on o.source_value = d.drug_source_value
+        on o.match_on = 'source_value' and o.source_value = d.drug_source_value
+    union
+    select o.variable, d.drug_exposure_id
+    from candidates as d
+    inner join overlay as o
+        on o.match_on = 'source_concept' and o.concept_id = d.drug_source_concept_id
 )
 
 select

@@ -1,6 +1,6 @@
 -- grain: one row per (variable, condition_occurrence_id)
 -- keys: variable, condition_occurrence_id
--- depends_on: stg_condition_occurrence, int_concept_sets, study_codes, study_variables, int_cohort_persons
+-- depends_on: stg_condition_occurrence, int_concept_sets, int_overlay_codes, study_variables, int_cohort_persons
 -- Conditions of a study variable (relapse, crs, icans, b_all_diagnosis), matched like measurements.
 -- grade (3b.8) comes from the matched code (study.yaml or overlay); ungraded codes give NULL.
 with
@@ -14,11 +14,11 @@ cond_sets as (
 ),
 
 overlay as (
-    select k.variable, k.code as source_value, k.grade
-    from study_codes as k
+    select o.variable, o.match_on, o.source_value, o.concept_id, o.grade
+    from int_overlay_codes as o
     inner join study_variables as v
-        on v.variable = k.variable
-    where v.domain = 'condition' and k.code_kind = 'source_value'
+        on v.variable = o.variable
+    where v.domain = 'condition'
 ),
 
 candidates as (
@@ -27,7 +27,8 @@ candidates as (
     where {in_cohort(c.person_id)}
         and (c.condition_concept_id in (select concept_id from cond_sets where match_on = 'standard')
             or c.condition_source_concept_id in (select concept_id from cond_sets where match_on = 'source')
-            or c.condition_source_value in (select source_value from overlay))
+            or c.condition_source_value in (select source_value from overlay where match_on = 'source_value')
+            or c.condition_source_concept_id in (select concept_id from overlay where match_on = 'source_concept'))
 ),
 
 labelled as (
@@ -44,7 +45,12 @@ labelled as (
     select o.variable, c.condition_occurrence_id, o.grade
     from candidates as c
     inner join overlay as o
-        on o.source_value = c.condition_source_value
+        on o.match_on = 'source_value' and o.source_value = c.condition_source_value
+    union all
+    select o.variable, c.condition_occurrence_id, o.grade
+    from candidates as c
+    inner join overlay as o
+        on o.match_on = 'source_concept' and o.concept_id = c.condition_source_concept_id
 ),
 
 graded as (

@@ -1,9 +1,10 @@
 -- grain: one row per (variable, measurement_id)
 -- keys: variable, measurement_id
--- depends_on: stg_measurement, int_concept_sets, study_codes, study_variables, int_cohort_persons
+-- depends_on: stg_measurement, int_concept_sets, int_overlay_codes, study_variables, int_cohort_persons
 -- Measurements that belong to a study variable: measurement_concept_id in the standard set, or
--- measurement_source_concept_id in the source set, or (site overlay) measurement_source_value equal to
--- one of the overlay's source values. Only the study patients' rows are read (int_cohort_persons); the
+-- measurement_source_concept_id in the source set, or (site overlay, int_overlay_codes)
+-- measurement_source_value equal to one of the overlay's source values or measurement_source_concept_id
+-- equal to one of its resolved local source concepts. Only the study patients' rows are read (int_cohort_persons); the
 -- three tests are OR-ed semi-joins, then the (small) candidate set is labelled. A concept match wins
 -- over an overlay match (its unit comes from the row, not from the overlay).
 with
@@ -17,11 +18,11 @@ meas_sets as (
 ),
 
 overlay as (
-    select k.variable, k.code as source_value, k.unit
-    from study_codes as k
+    select o.variable, o.match_on, o.source_value, o.concept_id, o.unit
+    from int_overlay_codes as o
     inner join study_variables as v
-        on v.variable = k.variable
-    where v.domain = 'measurement' and k.code_kind = 'source_value'
+        on v.variable = o.variable
+    where v.domain = 'measurement'
 ),
 
 candidates as (
@@ -30,7 +31,8 @@ candidates as (
     where {in_cohort(m.person_id)}
         and (m.measurement_concept_id in (select concept_id from meas_sets where match_on = 'standard')
             or m.measurement_source_concept_id in (select concept_id from meas_sets where match_on = 'source')
-            or m.measurement_source_value in (select source_value from overlay))
+            or m.measurement_source_value in (select source_value from overlay where match_on = 'source_value')
+            or m.measurement_source_concept_id in (select concept_id from overlay where match_on = 'source_concept'))
 ),
 
 labelled as (
@@ -49,7 +51,12 @@ labelled as (
     select o.variable, m.measurement_id, 2 as priority, o.unit as overlay_unit
     from candidates as m
     inner join overlay as o
-        on o.source_value = m.measurement_source_value
+        on o.match_on = 'source_value' and o.source_value = m.measurement_source_value
+    union all
+    select o.variable, m.measurement_id, 2 as priority, o.unit as overlay_unit
+    from candidates as m
+    inner join overlay as o
+        on o.match_on = 'source_concept' and o.concept_id = m.measurement_source_concept_id
 ),
 
 best as (

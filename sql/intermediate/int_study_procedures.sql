@@ -1,6 +1,6 @@
 -- grain: one row per (variable, procedure_occurrence_id)
 -- keys: variable, procedure_occurrence_id
--- depends_on: stg_procedure_occurrence, int_concept_sets, study_codes, study_variables, int_cohort_persons
+-- depends_on: stg_procedure_occurrence, int_concept_sets, int_overlay_codes, study_variables, int_cohort_persons
 -- Procedures of a study variable (hsct, car_t), matched like measurements.
 with
 
@@ -13,11 +13,11 @@ proc_sets as (
 ),
 
 overlay as (
-    select k.variable, k.code as source_value
-    from study_codes as k
+    select o.variable, o.match_on, o.source_value, o.concept_id
+    from int_overlay_codes as o
     inner join study_variables as v
-        on v.variable = k.variable
-    where v.domain = 'procedure' and k.code_kind = 'source_value'
+        on v.variable = o.variable
+    where v.domain = 'procedure'
 ),
 
 candidates as (
@@ -26,7 +26,8 @@ candidates as (
     where {in_cohort(p.person_id)}
         and (p.procedure_concept_id in (select concept_id from proc_sets where match_on = 'standard')
             or p.procedure_source_concept_id in (select concept_id from proc_sets where match_on = 'source')
-            or p.procedure_source_value in (select source_value from overlay))
+            or p.procedure_source_value in (select source_value from overlay where match_on = 'source_value')
+            or p.procedure_source_concept_id in (select concept_id from overlay where match_on = 'source_concept'))
 ),
 
 labelled as (
@@ -43,7 +44,12 @@ labelled as (
     select o.variable, p.procedure_occurrence_id
     from candidates as p
     inner join overlay as o
-        on o.source_value = p.procedure_source_value
+        on o.match_on = 'source_value' and o.source_value = p.procedure_source_value
+    union
+    select o.variable, p.procedure_occurrence_id
+    from candidates as p
+    inner join overlay as o
+        on o.match_on = 'source_concept' and o.concept_id = p.procedure_source_concept_id
 )
 
 select
