@@ -126,7 +126,8 @@ class PooledScope:
 
 
 # Published-vs-this-run keys whose inputs the pooled statistics do not carry.
-NOT_POOLED_PREFIXES = ("flow.chemo_delay_by_referral", "courses.per_patient", "baseline.", "ae.", "cytokines.")
+NOT_POOLED_PREFIXES = ("flow.chemo_delay_by_referral", "courses.per_patient", "baseline.", "ae.", "cytokines.",
+                       "efs.event_types")
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

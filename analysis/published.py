@@ -120,6 +120,7 @@ PUBLISHED: tuple[PublishedFigure, ...] = (
     _p("os.logrank_p", "os", "OS by status at referral, log-rank P", 0.029, "P = 0.029"),
     # Analyses of the paper's tables whose numbers are not in the abstract (paper-notes section 4).
     _unpublished("efs.pairwise", "efs", "EFS pairwise log-rank P (unadjusted)"),
+    _unpublished("efs.event_types", "efs", "EFS events by type (patients, any time)"),
     _unpublished("os.pairwise", "os", "OS pairwise log-rank P (unadjusted)"),
     _unpublished("followup.median", "followup", "Median follow-up, reverse Kaplan-Meier (months, 95% CI)"),
     _unpublished("cytokines.il6_peak", "cytokines", "IL-6 peak, all courses, median (range) pg/mL"),

@@ -160,6 +160,15 @@ def _run_figures_extra(site: SiteResults, out: dict[str, RunFigure]) -> None:
                 "; ".join(f"{' vs '.join(lr.groups)} {_p_only(lr.p_value)}" for lr in sv.pairwise), sv.n,
                 "log-rank test of each pair of groups, unadjusted",
             )
+    ev = getattr(site, "efs_events", None)
+    if ev is not None:
+        tot: dict[str, int] = {}
+        for c in ev.counts.values():
+            for k, v in c.items():
+                tot[k] = tot.get(k, 0) + v
+        out["efs.event_types"] = RunFigure(
+            ", ".join(f"{k} {v}" for k, v in tot.items() if k != "no event") or "0", ev.n, ev.method
+        )
     fu = next((r for r in site.follow_up.rows if r.group == "all"), None)
     if fu is not None:
         m = fu.median
@@ -509,7 +518,7 @@ def _survival(site: SiteResults, *, dpi: int = 110) -> str:
             f"patients still at risk at that month (days {', '.join(f'{t:g}' for t in times)}).",
             cls="num",
         ) + _notes(site, sv.endpoint)
-    out += _pairwise(site) + _follow_up(site)
+    out += _pairwise(site) + _follow_up(site) + _efs_events(site)
     return out
 
 
@@ -541,6 +550,25 @@ def _pairwise(site: SiteResults) -> str:
         "comparisons (three pairs per endpoint; Bonferroni: multiply P by 3). The paper's pairwise results are "
         "not published.",
         cls="num", text_cols=2,
+    )
+
+
+_EVENT_LABEL = {"relapse": "Relapse", "non_response": "Non-response (day 0)", "death": "Death",
+                "no event": "No event (censored)"}
+
+
+def _efs_events(site: SiteResults) -> str:
+    ev = getattr(site, "efs_events", None)  # a pooled scope (analysis/pooled_report.py) may not carry it
+    if ev is None or not ev.counts:
+        return ""
+    cols = list(dict.fromkeys(k for c in ev.counts.values() for k in c))
+    rows = [[g, *[_pct(c.get(k, 0), sum(c.values())) for k in cols], sum(c.values())] for g, c in ev.counts.items()]
+    return _table(
+        ["Status at referral", *[_EVENT_LABEL.get(k, k) for k in cols], "Total"], rows,
+        caption=f"Table 7e. First EFS event by type and status at referral (n = {ev.n} patients)",
+        note=f"Method: {ev.method}. Percentages within each row; at any time (not only the first year). A death "
+        "after a relapse counts as relapse here and as an OS event.",
+        cls="num",
     )
 
 

@@ -39,6 +39,7 @@ Decisions where the protocol is silent (a biostatistician's defaults, stated onc
   course 1; courses per patient (counted in the course table); CRS / ICANS by maximum grade per
   course (all and by pre-course status) and per patient (worst grade; NULL = none recorded, as the
   contract defines it); cytokine peaks over all courses with a value, beside the response groups.
+* EFS events by type (relapse, non-response, death) per status at referral, beside the curves.
 * Median follow-up: reverse Kaplan-Meier on the OS time (death censors follow-up), overall and by
   status at referral, median and 95% limits as R ``print.survfit``.
 """
@@ -97,6 +98,7 @@ __all__ = [
     "CoursesResult",
     "AdverseEventsResult",
     "FollowUpResult",
+    "EventTypesResult",
     "SiteResults",
     "StudyResults",
     "patient_flow",
@@ -113,6 +115,7 @@ __all__ = [
     "courses_per_patient",
     "adverse_events",
     "follow_up",
+    "efs_event_types",
     "analyze",
 ]
 
@@ -823,6 +826,40 @@ class FollowUpResult:
     )
 
 
+@dataclass(frozen=True)
+class EventTypesResult:
+    """Patients per status at referral (rows) by their EFS outcome (columns): the first event's type
+    (relapse, non_response, death), ``no event``, ``event, type missing``, and ``missing`` (no EFS
+    status). Lets a reader see which events drive EFS and OS apart (paper-notes 2a)."""
+
+    counts: dict[str, dict[str, int]]
+    n: int
+    method: str = "counts of patients by the type of the first EFS event (protocol rule 14)"
+
+
+def efs_event_types(patient: pd.DataFrame) -> EventTypesResult:
+    """EFS event types per status at referral (zeros kept; ``unknown`` only when present)."""
+    ev = patient["efs_event"].astype("boolean")
+    typ = patient["efs_event_type"].astype("object")
+    outcome = np.where(
+        ev.isna().to_numpy(dtype=bool), "missing",
+        np.where(~ev.fillna(False).to_numpy(dtype=bool), "no event",
+                 np.where(typ.isna().to_numpy(dtype=bool), "event, type missing", typ.astype(str).to_numpy())),
+    )
+    out_s = pd.Series(outcome, index=patient.index, dtype="object")
+    cats = (*ENUMS["efs_event_type"], "no event")
+    ref = patient["status_at_referral"].astype("object")
+    counts: dict[str, dict[str, int]] = {}
+    for g in (*SURVIVAL_GROUPS, "unknown"):
+        m = ref.eq(g).fillna(False).to_numpy(dtype=bool)
+        if g == "unknown" and not m.any():
+            continue
+        counts[g] = _counts(out_s[m], cats)
+    if ref.isna().any():
+        counts["missing"] = _counts(out_s[ref.isna().to_numpy(dtype=bool)], cats)
+    return EventTypesResult(counts=counts, n=len(patient))
+
+
 def follow_up(patient: pd.DataFrame, *, conf_type: str = "log") -> FollowUpResult:
     """Median follow-up by reverse Kaplan-Meier, all patients with an OS time and by referral."""
     t = patient["os_days"].astype(float)
@@ -866,6 +903,7 @@ class SiteResults:
     courses: CoursesResult
     adverse_events: AdverseEventsResult
     follow_up: FollowUpResult
+    efs_events: EventTypesResult
     messages: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
@@ -889,7 +927,7 @@ class StudyResults:
         """One tidy DataFrame per output; every row starts with ``scope``. Tables: flow, response,
         response_tests, predictors, cox, tcells, cytokines, survival, survival_tests, risk_table,
         km_curves, next_therapy, baseline, indication_by_status, courses_per_patient,
-        adverse_events, follow_up, messages, settings. Kaplan-Meier limits are 95% pointwise,
+        adverse_events, follow_up, efs_events, messages, settings. Kaplan-Meier limits are 95% pointwise,
         their transform in ``conf_type`` (NaN where R's survfit gives NA)."""
         rows: dict[str, list[dict[str, Any]]] = {k: [] for k in _TIDY_TABLES}
         for r in self.scopes():
@@ -950,6 +988,7 @@ _TIDY_TABLES: dict[str, list[str]] = {
     "adverse_events": [
         "scope", "event", "unit", "group", "max_grade", "n", "denominator", "pct",
     ],
+    "efs_events": ["scope", "status_at_referral", "outcome", "n"],
     "follow_up": [
         "scope", "status_at_referral", "n", "n_censored", "median_days", "ci_low_days",
         "ci_high_days", "conf_type", "method",
@@ -1117,6 +1156,9 @@ def _tidy_extra(r: SiteResults, rows: dict[str, list[dict[str, Any]]]) -> None:
                  "max_grade": grade, "n": n, "denominator": g.n,
                  "pct": 100.0 * n / g.n if g.n else math.nan}
             )
+    for grp, counts in r.efs_events.counts.items():
+        for outcome, n in counts.items():
+            rows["efs_events"].append({"scope": s, "status_at_referral": grp, "outcome": outcome, "n": n})
     fu = r.follow_up
     for f in fu.rows:
         rows["follow_up"].append(
@@ -1232,6 +1274,7 @@ def _scope_results(
         courses=courses_per_patient(course, patient),
         adverse_events=adverse_events(course),
         follow_up=follow_up(patient, conf_type=settings["km_conf_type"]),
+        efs_events=efs_event_types(patient),
     )
     return replace(r, messages=_messages(r))
 

@@ -157,3 +157,23 @@ def test_new_tables_on_empty_input_do_not_crash():
                  "follow_up"):
         assert name in tidy
     assert tidy["follow_up"]["n"].tolist() == [0]
+
+
+def test_efs_event_types_by_status_at_referral(typed):
+    from analysis.tables import efs_event_types
+
+    _, patient = typed
+    res = efs_event_types(patient)
+    # The paper cohort's events (test_analysis_tables._set_survival): CR-MRDneg 1 death, CR-MRDpos 4
+    # relapses, R/R 2 non-responses + 6 relapses.
+    assert res.counts["CR-MRDneg"] == {"relapse": 0, "non_response": 0, "death": 1, "no event": 44}
+    assert res.counts["CR-MRDpos"] == {"relapse": 4, "non_response": 0, "death": 0, "no event": 26}
+    assert res.counts["R/R"] == {"relapse": 6, "non_response": 2, "death": 0, "no event": 22}
+    p = patient.copy()
+    p.loc[p.index[0], "efs_event_type"] = None  # an event without its type is shown, not dropped
+    p.loc[p.index[1], "efs_event"] = None
+    c = efs_event_types(p).counts[p.loc[p.index[0], "status_at_referral"]]
+    assert c.get("event, type missing", 0) + c.get("missing", 0) >= 1
+    assert sum(sum(v.values()) for v in efs_event_types(p).counts.values()) == 105
+    tidy = analyze(*paper_cohort(), by_center=False).to_tidy()["efs_events"]
+    assert tidy["n"].sum() == 105

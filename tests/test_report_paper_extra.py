@@ -19,7 +19,7 @@ from analysis.tables import analyze
 NEW_KEYS = (
     "flow.chemo_delay_by_referral", "courses.pre_status.CR-MRDneg", "courses.per_patient", "baseline.age",
     "baseline.sex", "efs.pairwise", "os.pairwise", "followup.median", "cytokines.il6_peak",
-    "cytokines.il10_peak", "cytokines.ifng_peak", "cytokines.tnfa_peak", "ae.crs", "ae.icans",
+    "cytokines.il10_peak", "cytokines.ifng_peak", "cytokines.tnfa_peak", "ae.crs", "ae.icans", "efs.event_types",
 )
 
 
@@ -60,7 +60,8 @@ def test_report_shows_the_added_tables(built):
     _, html = built
     for caption in ("Table 1d. Indication by status", "Table 1e. Courses per patient",
                     "Table 1f. Baseline characteristics", "Table 7c. Pairwise log-rank",
-                    "Table 7d. Median follow-up by reverse Kaplan-Meier", "Table 8b. CRS", "Table 8c. ICANS"):
+                    "Table 7d. Median follow-up by reverse Kaplan-Meier",
+                    "Table 7e. First EFS event by type", "Table 8b. CRS", "Table 8c. ICANS"):
         assert caption in html, caption
     assert "Adverse events: CRS and ICANS</h2>" in html
     assert "95% CI (log)" in html and "pointwise 95% confidence band, log" in html
