@@ -12,7 +12,8 @@ Every input resource ends as exactly one of (the accounting identity, checked by
   (dropped by a view's ``where``);
 * **rejected**: with file, line or Bundle entry, resource key and reason (malformed JSON, not an object,
   no resourceType/id, invalid FHIR, missing or dangling subject, duplicate id with different content,
-  partial or invalid dates, no date, unconvertible values of study variables).
+  partial or invalid dates, no date, unconvertible values of study variables, implausible values:
+  ``mappings/fhir/plausibility.yaml``, see ``adapter.fhir.plausibility``).
 
 A Bundle is a container, not an input resource; its entries are. A run either stores everything it
 reports as loaded or, when it fails midway (I/O error, interrupt, database error), nothing: on
@@ -66,6 +67,7 @@ from adapter.fhir.ingest_sql import (
     study_codes,
 )
 from adapter.fhir.mapper import NOT_CHECKED, FhirConfig, ResourceMapper, load_config, load_views, valid_day
+from adapter.fhir.plausibility import Rules, check_ranges, underflowing_numbers
 from adapter.fhir.reader import (
     Item,
     is_ndjson,
@@ -233,7 +235,8 @@ class _Stage:
 
 
 def _config_tables(
-    stage: _Stage, study: StudyDefinition, overlay: SiteOverlay | None, config: FhirConfig, rtypes: Iterable[str]
+    stage: _Stage, study: StudyDefinition, overlay: SiteOverlay | None, config: FhirConfig, rtypes: Iterable[str],
+    rules: Rules,
 ) -> None:
     v = "VARCHAR"
     tables: dict[str, tuple[list[tuple[str, str]], list[tuple]]] = {
@@ -261,11 +264,15 @@ def _config_tables(
              for c in codes if c.source_value is not None],
         ),
         "_bl_cfg_unit": (
-            [("unit_family", v), ("unit", v)],
-            [(f, u) for f, fam in study.unit_families.items() for u in fam.factors]
+            [("unit_family", v), ("unit", v), ("factor", "DOUBLE PRECISION")],
+            [(f, u, float(k)) for f, fam in study.unit_families.items() for u, k in fam.factors.items()]
             # the site's own units (overlay unit + unit_factor; the build converts with that factor)
-            + [(f, u) for (f, u) in (overlay.site_units(study) if overlay else {})
+            + [(f, u, float(k)) for (f, u), k in (overlay.site_units(study) if overlay else {}).items()
                if u not in study.unit_families[f].factors],
+        ),
+        "_bl_cfg_range": (
+            [("variable", v), ("lo", "DOUBLE PRECISION"), ("hi", "DOUBLE PRECISION"), ("range_text", v)],
+            [(n, float(lo), float(hi), f"[{lo:g}, {hi:g}]") for n, (lo, hi) in rules.file.ranges.items()],
         ),
         "_bl_cfg_value_set": (
             [("polarity", v), ("vocabulary_id", v), ("code", v)],
@@ -305,6 +312,7 @@ def ingest_fhir(
     on_progress: Callable[[int], None] | None = None,
     duckdb_memory_limit: str | None = "128MB",
     workers: int | None = None,
+    rules: Rules | None = None,
 ) -> IngestReport:
     """Ingest FHIR files/folders into ``db``'s CDM schema for site ``site_id`` (see module doc).
 
@@ -315,12 +323,15 @@ def ingest_fhir(
     buffer pool during the run (it spills to disk beyond; restored afterwards), None to leave it.
     ``workers``: processes that parse NDJSON ranges side by side (Linux; the outcome is the same as with
     one): None takes the CPU count (at most 4) when the NDJSON input is 16 MB or more, else 1.
+    ``rules``: the plausibility rules (default: ``mappings/fhir/plausibility.yaml`` with today's date).
     """
     t0 = time.perf_counter()
     validate_site_id(site_id)  # before any work: the person map and lineage key on it (VARCHAR(40))
     study = study or load_study()
     config = config or load_config()
     views = views or load_views()
+    rules = rules or Rules.for_today()
+    check_ranges(study, rules)
     if overlay is not None and overlay.site_id != site_id:
         raise BlinaError(
             f"the overlay {overlay.source} is for site {overlay.site_id!r}, not {site_id!r}",
@@ -362,6 +373,7 @@ def ingest_fhir(
         gender_vocabulary=config.gender_vocabulary,
         operator_domain=config.operator_domain,
         type_vocabulary=config.type_concept_vocabulary,
+        death_grace_days=rules.file.dates.death_grace_days,
     )
     sdb = StageDb(db)
     # PostgreSQL: everything in one transaction (TEMP work tables live in the server). DuckDB would hold
@@ -382,7 +394,7 @@ def ingest_fhir(
                 db.execute(stmt)
             sdb.drop_all()
             run = _stage_input(sdb, ctx, files, views, study, overlay, config, report, quarantine, on_progress,
-                               _reading_workers(files, workers))
+                               _reading_workers(files, workers), rules)
             for sid, key, file_idx, line, entry, reason in compute(sdb, ctx):
                 if sid not in run.late_rejected:  # several problems: the first (by step) is reported
                     run.late_rejected.add(sid)
@@ -442,12 +454,13 @@ _STAGED, _SKIPPED, _REJECTED = 0, 1, 2  # outcome of the first copy of a key (lo
 
 def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[str, ViewDefinition],
                  study: StudyDefinition, overlay: SiteOverlay | None, config: FhirConfig, report: IngestReport,
-                 quarantine: TextIO | None, on_progress: Callable[[int], None] | None, workers: int) -> _Run:
+                 quarantine: TextIO | None, on_progress: Callable[[int], None] | None, workers: int,
+                 rules: Rules) -> _Run:
     """Read every file into the work tables (configuration, view rows, resources, run-level lists)."""
     stage = _Stage(sdb)
-    _config_tables(stage, study, overlay, config, {v.resource for v in views.values()})
+    _config_tables(stage, study, overlay, config, {v.resource for v in views.values()}, rules)
     stage.flush()
-    mapper = _study_mapper(sdb, ctx, views, config, overlay)
+    mapper = _study_mapper(sdb, ctx, views, config, overlay, rules)
     run = _Run(mapper, report, quarantine, on_progress, stage)
     for name, view in views.items():
         stage.create(f"_bl_s_{name}", _view_columns(view, sdb.dialect))
@@ -478,7 +491,7 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
 
 
 def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition], config: FhirConfig,
-                  overlay: SiteOverlay | None) -> ResourceMapper:
+                  overlay: SiteOverlay | None, rules: Rules) -> ResourceMapper:
     """A mapper that knows the study's codes as (system URI, code) pairs, resolved through this
     database's vocabulary (so descendants and 'Maps to' sources count), plus the overlay's codes."""
     systems_of: dict[str, list[str]] = {}
@@ -497,7 +510,8 @@ def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition]
                 codes.add((e.system, e.source_value))
             else:
                 anys.add(e.source_value)
-    return ResourceMapper(views, config, study_codes=frozenset(codes), any_system_codes=frozenset(anys))
+    return ResourceMapper(views, config, study_codes=frozenset(codes), any_system_codes=frozenset(anys),
+                          rules=rules)
 
 
 class _NoiseSink:
@@ -823,6 +837,17 @@ class _Run:
             self.seen[key] = digest << 2 | _SKIPPED
             report.skipped[result.kind or "filtered"][rtype] += 1
             return
+        if result.zero_float:  # rare: was the 0 read from a literal that underflowed (1e-400)?
+            bad = underflowing_numbers(item.file, item.line, item.entry)
+            if bad:
+                self.seen[key] = digest << 2 | _REJECTED
+                if rtype == "Patient":
+                    self.rejected_patients.add(res["id"])
+                path, literal = bad[0]
+                self.reject(item.file, item.line, item.entry, key,
+                            f"{path}: the number {literal} underflows a double (it would be read as 0): "
+                            "numbers must be representable", res)
+                return
         self.seen[key] = digest << 2 | _STAGED
         self.sid += 1
         sid = self.sid

@@ -124,6 +124,7 @@ class SqlContext:
     gender_vocabulary: str
     operator_domain: str
     type_vocabulary: str
+    death_grace_days: int = 30  # plausibility: events may follow the death date by this many days
 
 
 def _ts(expr: str) -> str:
@@ -361,9 +362,41 @@ def _steps_reject(c: SqlContext) -> list[str]:
                    OR NOT EXISTS (SELECT 1 FROM _bl_cfg_unit u WHERE u.unit_family = q.unit_family AND u.unit = q.unit)
                    OR (q.value_comparator IS NOT NULL
                        AND NOT EXISTS (SELECT 1 FROM _bl_op o WHERE o.name = q.value_comparator)))))""",
+        # plausibility (mappings/fhir/plausibility.yaml ranges): the value in the variable's canonical unit
+        f"""INSERT INTO _bl_rej SELECT r.sid, 7, 'value ' || CAST(q.num AS VARCHAR) || ' ' || q.unit
+             || ' of study variable ' || q.variable || ' is outside its plausible range ' || g.range_text
+             || ' ' || q.canonical || ' (mappings/fhir/plausibility.yaml ranges)'
+             FROM _bl_obs_value q JOIN _bl_res r ON r.sid = q.sid
+             JOIN _bl_cfg_unit u ON u.unit_family = q.unit_family AND u.unit = q.unit
+             JOIN _bl_cfg_range g ON g.variable = q.variable
+            WHERE {not_yet} AND q.num IS NOT NULL AND q.kind = 'quantity'
+              AND (q.num * u.factor < g.lo OR q.num * u.factor > g.hi)""",
+        _events_in_life(c, checks, not_yet),
         "CREATE TEMP TABLE _bl_ok AS SELECT r.* FROM _bl_res r WHERE r.sid NOT IN (SELECT sid FROM _bl_rej)",
     ]
     return stmts
+
+
+def _events_in_life(c: SqlContext, checks: list[tuple[str, str, str]], not_yet: str) -> str:
+    """Plausibility: an event starts neither before its patient's birth (at the birth date's precision:
+    year, month or day) nor more than ``death_grace_days`` after the death date (patients of this run)."""
+    events = " UNION ALL ".join(f"SELECT p.sid, '{view}' AS view_name, SUBSTR({expr}, 1, 10) AS d "
+                                f"FROM _bl_p_{view} p" for view, expr, _ in checks)
+    birth = "SUBSTR(p.birth_date, 1, 10)"
+    grace = int(c.death_grace_days)
+    after_death = (f"(p.deceased_datetime IS NOT NULL AND CAST(e.d AS DATE) > "
+                   f"CAST(SUBSTR(p.deceased_datetime, 1, 10) AS DATE) + {grace})")
+    return f"""INSERT INTO _bl_rej SELECT r.sid, 8, CASE
+              WHEN SUBSTR(e.d, 1, LENGTH({birth})) < {birth}
+                THEN 'date ' || e.d || ' is before the birth date ' || {birth} || ' of ' || r.subject_key
+                     || ' (birth <= events; mappings/fhir/plausibility.yaml)'
+              ELSE 'date ' || e.d || ' is more than {grace} days after the death date '
+                   || SUBSTR(p.deceased_datetime, 1, 10) || ' of ' || r.subject_key
+                   || ' (events <= death + death_grace_days; mappings/fhir/plausibility.yaml)' END
+             FROM ({events}) e JOIN _bl_res r ON r.sid = e.sid
+             JOIN _bl_p_patient p ON 'Patient/' || p.id = r.subject_key
+            WHERE {not_yet} AND e.d IS NOT NULL AND p.birth_date IS NOT NULL
+              AND (SUBSTR(e.d, 1, LENGTH({birth})) < {birth} OR {after_death})"""
 
 
 def _steps_lookups(c: SqlContext) -> list[str]:

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from adapter.errors import BlinaError
 from adapter.fhir.fhirpath import _CHOICE_BASES, CompiledPath, Env, compile_path
+from adapter.fhir.plausibility import RULES_FILE, Rules
 from adapter.fhir.reader import normalize_reference
 from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, load_view
 from adapter.resources import mappings_dir
@@ -53,6 +54,7 @@ PARTIAL_DATE_RULE = (
     "a partial date (YYYY or YYYY-MM) rejects the resource, except Patient.birthDate (year/month only)"
 )
 _DATE_TYPES = frozenset({"date", "dateTime", "instant"})
+_NUMBER_TYPES = frozenset({"decimal", "integer", "positiveInt", "unsignedInt", "integer64"})
 _FILTER_ENV = Env(None, 0)  # coding paths never read %resource
 NOT_CHECKED = object()  # ResourceMapper.map: validation not done yet
 
@@ -180,6 +182,9 @@ class MapResult:
     rows: dict[str, list[tuple]] | None = None
     subject: str | None = None
     kind: str | None = None  # for ``skipped``: the report's skip kind (None: ``filtered``)
+    # a numeric element holds a float 0.0: the caller checks the record's text for a literal that
+    # underflowed (adapter.fhir.plausibility.underflowing_numbers)
+    zero_float: bool = False
 
 
 def _filter_path(view: ViewDefinition) -> CompiledPath | None:
@@ -251,17 +256,22 @@ class ResourceMapper:
 
     def __init__(self, views: dict[str, ViewDefinition], config: FhirConfig, *, validate: bool = True,
                  study_codes: frozenset[tuple[str | None, str]] | None = None,
-                 any_system_codes: frozenset[str] = frozenset()) -> None:
+                 any_system_codes: frozenset[str] = frozenset(), rules: Rules | None = None) -> None:
         self.views = views
         self.config = config
+        self.rules = rules or Rules.for_today()
         self.validate = validate
         self.view_of_type: dict[str, str] = {v.resource: n for n, v in views.items()}
         self.relevant: frozenset[str] = frozenset(self.view_of_type)
         # types the reader must hand over: mapped ones, and others whose dates count for follow-up
         self.wanted: frozenset[str] = self.relevant | frozenset(config.followup)
-        self._plans = {name: self._plan(view) for name, view in views.items()}
+        self._plans = {name: self._plan(view, self.rules) for name, view in views.items()}
         self.study_codes = study_codes
         self.any_system_codes = any_system_codes
+        self._value_sets: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        for key, codes in self.rules.file.value_sets.items():
+            view_name, col = key.split(".", 1)
+            self._value_sets.setdefault(view_name, []).append((col, tuple(codes)))
         self._filters: dict[str, Any] = {}
         self._filter_keys: dict[str, tuple[str, ...]] = {}
         # Types mapped for context only (Encounter -> visits for follow-up): no study filter, not the person
@@ -316,7 +326,7 @@ class ResourceMapper:
             return None
         ref = resource.get(spec[0])
         ref = ref.get("reference") if ref.__class__ is dict else None
-        if ref.__class__ is not str or not ref.startswith("Patient/"):
+        if ref.__class__ is not str or not ref.startswith("Patient/") or "\x00" in ref:
             return None  # Bundle-internal urn references are resolved only for loaded records
         first = last = None
         for el in spec[1]:
@@ -326,6 +336,8 @@ class ResourceMapper:
             for d in (v,) if v.__class__ is str else (v.get("start"), v.get("end")) if v.__class__ is dict else ():
                 if d.__class__ is str and len(d) >= 10:  # a partial date says too little: ignored
                     d = d[:10]
+                    if self.rules.outside_window(d):  # implausible (year 1, 9999): ignored
+                        continue
                     if first is None:
                         first = last = d
                     elif d < first:
@@ -337,7 +349,7 @@ class ResourceMapper:
         return ref[8:].split("/")[0], first, last
 
     @staticmethod
-    def _plan(view: ViewDefinition) -> dict[str, Any]:
+    def _plan(view: ViewDefinition, rules: Rules) -> dict[str, Any]:
         cols = view.column_names
         dates = [
             c.name
@@ -350,7 +362,61 @@ class ResourceMapper:
             "dates": dates,
             "birth": [c.name for c in view.columns if ("partial_date", "allowed") in c.tags],
             "subject": "subject_ref" in cols,
+            "numbers": [(c.name, c.path) for c in view.columns if c.type in _NUMBER_TYPES],
+            "booleans": [(c.name, c.path) for c in view.columns if c.type == "boolean"],
+            "times": [c.name for c in view.columns if c.type in ("dateTime", "instant")],
         }
+
+    def _implausible(self, name: str, plan: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+        """Why the flattened ``rows`` of view ``name`` break a plausibility rule (see
+        ``mappings/fhir/plausibility.yaml``), or None. Leap seconds are rewritten in place (hh:mm:59)."""
+        rules = self.rules
+        for row in rows:
+            for col, value in row.items():
+                if value.__class__ is str and "\x00" in value:
+                    return f"NUL character in {col}: strings must not contain U+0000 (it cannot be stored)"
+            for col, path in plan["numbers"]:
+                v = row[col]
+                if v is None:
+                    continue
+                if v.__class__ is bool or not isinstance(v, int | float):
+                    return (f"{path} ({col}) is {_json_kind(v)} {v!r}, not a JSON number: never converted "
+                            "(send the number without quotes)")
+                if v != v or v in (float("inf"), float("-inf")):
+                    return f"{path} ({col}) is not a finite number ({v!r})"
+            for col, path in plan["booleans"]:
+                v = row[col]
+                if v is not None and v.__class__ is not bool:
+                    return f"{path} ({col}) is {_json_kind(v)} {v!r}, not a JSON true/false: never converted"
+            for col in plan["times"]:
+                v = row[col]
+                if v.__class__ is str and len(v) >= 19 and v[16:19] == ":60":
+                    row[col] = v[:17] + "59" + v[19:]  # a leap second stays in its day (read as hh:mm:59)
+            for col in plan["dates"] + plan["birth"]:
+                v = row[col]
+                if v.__class__ is str and len(v) >= 4 and rules.outside_window(v[:10]):
+                    return f"implausible date {v!r} in {col}: {rules.window_text()}"
+        first = rows[0]
+        for col, allowed in self._value_sets.get(name, ()):
+            v = first[col]
+            if v is not None and v not in allowed:
+                return (f"{col} {v!r} is not in its value set ({', '.join(allowed)}; "
+                        f"{RULES_FILE} value_sets.{name}.{col})")
+        if name == "patient":
+            birth, death = first.get("birth_date"), first.get("deceased_datetime")
+            if birth.__class__ is str and birth[:10] > rules.today.isoformat()[: len(birth[:10])]:
+                return f"birth date {birth!r} is after today: a birth date cannot lie in the future"
+            if birth.__class__ is str and death.__class__ is str and death[: len(birth[:10])] < birth[:10]:
+                return f"deceasedDateTime {death!r} is before birthDate {birth!r}"
+        period = rules.file.periods.get(name)
+        if period is not None:
+            for row in rows:
+                start = next((row[c] for c in period.start if row.get(c) is not None), None)
+                end = next((row[c] for c in period.end if row.get(c) is not None), None)
+                if start.__class__ is str and end.__class__ is str and _later(start, end):
+                    return (f"period start {start!r} is after its end {end!r} (start <= end; "
+                            f"{RULES_FILE} periods.{name})")
+        return None
 
     def _not_done(self, resource: dict[str, Any]) -> str | None:
         element = self.config.status_element(resource["resourceType"])
@@ -413,6 +479,9 @@ class ResourceMapper:
             why = _date_problem(first[col], partial_ok=True)
             if why:
                 return MapResult("rejected", f"{why} {first[col]!r} in {col}")
+        why = self._implausible(name, plan, rows)
+        if why:
+            return MapResult("rejected", why)
         subject = None
         if plan["subject"]:
             raw = first["subject_ref"]
@@ -448,7 +517,8 @@ class ResourceMapper:
                 row["subject_ref"] = subject
         cols = plan["cols"]
         staged[name] = [tuple(row[c] for c in cols) for row in rows]
-        return MapResult("staged", rows=staged, subject=subject)
+        zero = any(row[c].__class__ is float and row[c] == 0.0 for row in rows for c, _ in plan["numbers"])
+        return MapResult("staged", rows=staged, subject=subject, zero_float=zero)
 
     def _contained_medication(
         self, resource: dict[str, Any], key: str, cid: str, staged: dict[str, list[tuple]]
@@ -490,3 +560,21 @@ def _date_problem(value: Any, *, partial_ok: bool = False) -> str | None:
     except ValueError:
         return "not a valid calendar date"
     return None
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "a JSON string"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    if isinstance(value, int | float):
+        return "a JSON number"
+    return "a JSON " + ("array" if isinstance(value, list) else "object" if isinstance(value, dict) else "value")
+
+
+def _later(start: str, end: str) -> bool:
+    """``start`` lies after ``end``: by calendar day, and by local time (no time-zone shift, protocol 3b.1)
+    when both carry one."""
+    if start[:10] != end[:10]:
+        return start[:10] > end[:10]
+    return len(start) >= 19 and len(end) >= 19 and start[11:19] > end[11:19]
