@@ -1,30 +1,36 @@
 """The coordinator's pooled HTML report: the central report's contents, from pooled statistics.
 
-Input: :class:`analysis.federated.package.PooledResults` (``blina pool``). Output: one
-self-contained HTML file (inline CSS, plots as PNG data URIs).
+Input: :class:`analysis.federated.package.PooledResults` (``blina pool``, ``exact`` packages). Output:
+one self-contained HTML file (inline CSS, plots as PNG data URIs).
 
 How it reuses the central report (``analysis.report``, ``analysis.plots``, ``analysis.published``)
 instead of copying it: :func:`pooled_scope` turns the pooled block into the same result objects
 the central analysis produces (``analysis.tables``), computed by the same functions wherever the
 pooled statistics determine the patient-level input up to what that function reads:
 
-* KM curves, 95% limits, numbers at risk, log-rank and pairwise log-rank: pooled per-day event and
-  censoring counts per group are expanded into (group, day, event) rows and passed to
-  ``tables.survival_by_referral``; KM and log-rank depend on nothing else, so the curves equal
-  the centralized ones. Next therapy likewise (``tables.next_therapy_by_referral``).
+* KM curves, 95% limits, numbers at risk, log-rank, pairwise log-rank and the reverse-KM median
+  follow-up: pooled per-day event and censoring counts per group (and, for patients of no group,
+  'all' minus the groups) are expanded into (group, day, event) rows and passed to
+  ``tables.survival_by_referral`` / ``tables.follow_up``; these depend on nothing else, so they
+  equal the centralized ones. Next therapy likewise (``tables.next_therapy_by_referral``).
 * Response: the pooled pre-status x outcome counts become course rows for ``tables.response``.
 * Predictors: the pooled 2x2 tables go through ``stats.proportion`` / ``stats.fisher_exact_2x2``.
 * Flow: the pooled count tables (the pathway's route is exact for R/R and for every status whose
   patients all took one route; otherwise it reads "route not pooled").
-* Cox: the pooled model as fitted by ``pool`` (its ``model`` or, if absent, site-stratified).
+* Cox: the pooled model as fitted by ``pool``; its name from the block's ``strata`` / ``model``.
+* Cytokine peaks: the pooled value histograms per group (as ``tables.cytokine_peaks``).
+* Baseline, adverse events, courses per patient, indication by status: not in the pooled
+  statistics; their tables are left out and their published figures say so.
 
 The sections are then rendered by the central report's own section functions (flow, predictors,
-Cox, KM curves with at-risk tables, next therapy, published vs this run). Pooled-only additions:
-response with exact Clopper-Pearson 95% intervals and the site-stratified CMH test, T cells from
-the pooled histograms, forest plots with labelled intervals, and per-center columns taken only
-from each site's *published* files (``results/*.csv``, small cells suppressed), never from the
-coordinator-only statistics. Clopper-Pearson comes from scipy's ``binomtest`` (the
-beta-quantile definition, R ``binom.test``), not hand-written.
+Cox, KM curves with at-risk tables, next therapy) and its published-figure rule
+(``run_figures``, ``_agreement``). Pooled-only additions: response with exact Clopper-Pearson 95%
+intervals and the site-stratified CMH test, T cells from the pooled histograms, forest plots with
+labelled intervals, and per-center columns taken only from each site's *published* files
+(``results/*.csv``, small cells suppressed), never from the coordinator-only statistics.
+Clopper-Pearson comes from scipy's ``binomtest`` (the beta-quantile definition; equal to R
+``binom.test`` to 1e-12 on the tested tables), not hand-written. Rendering the demo's four packages
+takes about a second, most of it the matplotlib figures (as in the central report).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from analysis.stats import MedianRange, WilcoxonResult, fisher_exact_2x2, format
 from analysis.survival import CoxResult, CoxTerm
 from analysis.tables import (
     DEFAULT_SETTINGS,
+    OVERALL,
     PREDICTORS,
     STATUSES,
     AdverseEventsResult,
@@ -330,17 +337,23 @@ def _next_therapy(b: Mapping[str, Any]) -> NextTherapyResult:
     return next_therapy_by_referral(pd.DataFrame(rows, columns=["status_at_referral", "next_therapy"]))
 
 
+_CYTOKINE_GROUPS = (("all_courses", OVERALL), ("responder", "CR"), ("poor_responder", "no CR"),
+                    ("mrdneg_maintained", "MRD-neg maintained"), ("mrdneg_lost", "MRD-neg lost"))
+
+
 def _cytokines(b: Mapping[str, Any]) -> CytokineResult:
+    """The central ``tables.cytokine_peaks`` groups that the pooled value histograms carry (all
+    courses with a value, CR / no CR, MRD-negativity maintained / lost; older packages: CR / no CR)."""
+    pooled = b.get("cytokines") or {}
     rows = []
-    n = 0
     for cyt in ("il6", "il10", "ifng", "tnfa"):
-        for key, label in (("responder", "CR"), ("poor_responder", "no CR")):
-            m = (b.get("cytokines") or {}).get(f"all/{cyt}/{key}") or {"n": 0}
-            rows.append(GroupSummary(f"{cyt}_peak", label, _median_range(m)))
+        for key, label in _CYTOKINE_GROUPS:
+            m = pooled.get(f"all/{cyt}/{key}")
+            if m is not None:
+                rows.append(GroupSummary(f"{cyt}_peak", label, _median_range(m)))
     resp = _response(b, "all")
-    n = resp.rates[0].rate.n + resp.rates[1].rate.n
-    return CytokineResult(tuple(rows), n, method="median (range) of the peak per course from the pooled "
-                          "value histograms; R/R and CR-MRDpos courses with a CR assessment")  # fmt: skip
+    return CytokineResult(tuple(rows), resp.n, method="median (range) of the peak per course from the pooled "
+                          "value histograms: all courses with a value, and by response group")  # fmt: skip
 
 
 def _tcells(b: Mapping[str, Any]) -> TCellResult:
@@ -524,17 +537,18 @@ def _tcell_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, st
         cls="num",
     )  # fmt: skip
     cyt = sc.cytokines
+    groups = list(dict.fromkeys(g.group for g in cyt.rows))
     by: dict[str, dict[str, str]] = {}
     for g in cyt.rows:
         text = "-" if g.summary.n == 0 else f"{g.summary.format(1)}; n = {g.summary.n}"
         by.setdefault(g.variable, {})[g.group] = text
     out += central._table(
-        ["Cytokine peak (pg/mL)", "CR", "no CR"],
-        [[central._CYTOKINE_LABEL.get(v, v), d.get("CR", "-"), d.get("no CR", "-")] for v, d in by.items()],
-        caption=f"Table 6. Cytokine peaks by response, all courses (n = {cyt.n} R/R and CR-MRDpos courses "
-        "with a CR assessment)",
-        note=f"Method: {cyt.method}. The MRD-negative groups of the central report are not in the pooled "
-        "statistics.", cls="num",
+        ["Cytokine peak (pg/mL)", *groups],
+        [[central._CYTOKINE_LABEL.get(v, v), *[d.get(g, "-") for g in groups]] for v, d in by.items()],
+        caption=f"Table 6. Cytokine peaks, all courses and by response (n = {cyt.n} courses with a response "
+        "group)",
+        note=f"Method: {cyt.method}. CR / no CR: pre-status R/R or CR-MRDpos; MRD-neg maintained / lost: "
+        "pre-status CR-MRDneg. Descriptive only (no test).", cls="num",
     )  # fmt: skip
     return out
 
@@ -707,7 +721,7 @@ def _published_section(sc: PooledScope) -> str:
     n_pub = sum(p.published for p in PUBLISHED)
     for pub in PUBLISHED:
         r = run.get(pub.key)
-        if r is None and pub.key.startswith(NOT_POOLED_PREFIXES):
+        if r is None:  # run_figures gives every key the centers' statistics carry
             rows.append([_e(pub.label), _e(pub.text), "not in the pooled statistics", "-", "-", ""])
             continue
         agree, mark = central._agreement(pub, r)
@@ -720,7 +734,7 @@ def _published_section(sc: PooledScope) -> str:
         f"patients, {sc.n_courses} courses): {n_agree} of {n_pub} published figures reproduced as printed",
         note="As in the central report (same figures, same formatting, same agreement rule). \"Not in the pooled "
         "statistics\": an analysis the centers' packages do not carry (baseline, adverse events, "
-        "courses per patient, cytokines over all courses). The Cox P values are those of the model named in "
+        "courses per patient, indication by status). The Cox P values are those of the model named in "
         "section 4.",
         cls="cmp", raw=True,
     )  # fmt: skip

@@ -112,6 +112,7 @@ def test_flow_predictors_cox_and_next_therapy_equal_central(federation):
                 b.variable, b.exposed, b.reference, b.n, b.n_missing)
             assert a.test.p_value == b.test.p_value
     assert sc.next_therapy.counts == central.next_therapy.counts
+    assert sc.cytokines.rows == central.cytokines.rows and sc.cytokines.n == central.cytokines.n
     assert sc.cox_model == "stratified" and "stratified by center" in sc.cox_efs.method
     for a, b in zip(sc.cox_efs.terms, central.cox_efs.terms, strict=True):
         assert a.coef == pytest.approx(b.coef, abs=1e-6) and a.se == pytest.approx(b.se, abs=1e-6)
