@@ -188,7 +188,7 @@ def test_clean_input_accounting_and_rows(db: Database, clean_input: Path) -> Non
     assert meas["26881-3"][3:5] == (0.5, concept(db, "UCUM", "ng/mL"))
     assert meas["46434-7"][3:] == (None, None, None, concept(db, "LOINC", "LA11882-0"))
     assert "8302-2" not in meas
-    assert rep.unknown_concept_rows["visit_occurrence"] == 1  # class code AMB: no Visit concept, counted
+    assert rep.unknown_concept_rows["visit_occurrence"] == 0  # class code AMB: Visit OP (systems.yaml)
 
     drugs = sorted(db.query(
         "SELECT person_id, drug_concept_id, drug_source_value, CAST(drug_exposure_start_date AS VARCHAR), "
@@ -206,8 +206,9 @@ def test_clean_input_accounting_and_rows(db: Database, clean_input: Path) -> Non
     assert cond == [(a, concept(db, "SNOMED", "91857003"), concept(db, "ICD10CM", "C91.02"), "C91.02")]
     assert db.query("SELECT person_id, procedure_concept_id FROM cdm.procedure_occurrence") == [
         (b, concept(db, "CPT4", "38240"))]
-    assert db.query("SELECT person_id, CAST(visit_start_date AS VARCHAR), CAST(visit_end_date AS VARCHAR) "
-                    "FROM cdm.visit_occurrence") == [(b, "2024-03-01", "2024-03-01")]
+    assert db.query("SELECT person_id, CAST(visit_start_date AS VARCHAR), CAST(visit_end_date AS VARCHAR), "
+                    "visit_concept_id FROM cdm.visit_occurrence") == [
+        (b, "2024-03-01", "2024-03-01", concept(db, "Visit", "OP"))]
     periods = dict((r[0], r[1:]) for r in db.query(
         "SELECT person_id, CAST(observation_period_start_date AS VARCHAR), "
         "CAST(observation_period_end_date AS VARCHAR) FROM cdm.observation_period"))

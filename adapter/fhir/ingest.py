@@ -285,6 +285,11 @@ def _config_tables(
             [(t, config.type_concept_name(t)) for t in sorted({*rtypes, "default"})],
         ),
         "_bl_cfg_gender": ([("gender", v), ("code", v)], list(config.gender.items())),
+        "_bl_cfg_visit": (
+            [("system", v), ("code", v), ("vocabulary_id", v), ("concept_code", v)],
+            [(system, code, config.visit_vocabulary, target) for system in config.encounter_class_systems
+             for code, target in config.encounter_class.items()],
+        ),
         "_bl_cfg_obs_category": ([("name", v)], [(c,) for c in config.observation_categories]),
     }
     for name, (cols, rows) in tables.items():

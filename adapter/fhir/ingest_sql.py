@@ -409,6 +409,12 @@ def _steps_lookups(c: SqlContext) -> list[str]:
               FROM _bl_cfg_type t LEFT JOIN {c.vocab}.concept c
                 ON c.concept_name = t.concept_name AND c.vocabulary_id = CAST(:typevocab AS VARCHAR)
              GROUP BY t.rtype""",
+        # Encounter.class (v3 ActCode AMB, IMP, EMER ...) -> a Visit concept by its code (systems.yaml
+        # encounter_class), resolved here through CONCEPT: never an id
+        f"""CREATE TEMP TABLE _bl_visit AS SELECT v.system, v.code, COALESCE(MIN(c.concept_id), 0) AS concept_id
+              FROM _bl_cfg_visit v LEFT JOIN {c.vocab}.concept c
+                ON c.vocabulary_id = v.vocabulary_id AND c.concept_code = v.concept_code
+             GROUP BY v.system, v.code""",
         f"""CREATE TEMP TABLE _bl_gender AS SELECT g.gender, COALESCE(MIN(c.concept_id), 0) AS concept_id
               FROM _bl_cfg_gender g LEFT JOIN {c.vocab}.concept c
                 ON c.concept_code = g.code AND c.vocabulary_id = CAST(:gendervocab AS VARCHAR)
@@ -482,12 +488,14 @@ def _outs(c: SqlContext) -> dict[str, str]:
           JOIN _bl_pm pm ON pm.patient_key = p.id
          WHERE p.deceased_datetime IS NOT NULL""",
         "visit_occurrence": f"""SELECT r.source_key, f.path AS source_file, pm.person_id,
-            p.concept_id AS visit_concept_id, {_d('p.period_start')} AS visit_start_date,
+            COALESCE(NULLIF(vc.concept_id, 0), p.concept_id) AS visit_concept_id,
+            {_d('p.period_start')} AS visit_start_date,
             {_ts('p.period_start')} AS visit_start_datetime,
             {_d('COALESCE(p.period_end, p.period_start)')} AS visit_end_date,
             {_ts('p.period_end')} AS visit_end_datetime, {typ('Encounter')} AS visit_type_concept_id,
             {_v50('p.code_code')} AS visit_source_value, p.source_concept_id AS visit_source_concept_id
-          FROM _bl_p_encounter p {base}""",
+          FROM _bl_p_encounter p {base}
+          LEFT JOIN _bl_visit vc ON vc.system = p.code_system AND vc.code = p.code_code""",
         "condition_occurrence": f"""SELECT r.source_key, f.path AS source_file, pm.person_id,
             p.concept_id AS condition_concept_id,
             {_d('COALESCE(p.onset_datetime, p.onset_period_start, p.recorded_date)')} AS condition_start_date,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,10 @@ class FhirConfig:
     observation_categories: tuple[str, ...]
     followup: dict[str, tuple[str, tuple[str, ...]]]  # resource type -> (subject element, date elements)
     source: str
+    # Encounter.class code systems, the OMOP vocabulary of visit concepts, and class code -> concept_code
+    encounter_class_systems: tuple[str, ...] = ()
+    visit_vocabulary: str = "Visit"
+    encounter_class: dict[str, str] = field(default_factory=dict)
 
     def status_element(self, resource_type: str) -> str:
         return self.status_elements.get(resource_type, self.status_elements.get("default", "status"))
@@ -100,7 +104,15 @@ def load_config(path: str | Path | None = None) -> FhirConfig:
     types = need(omop, "type_concepts", dict, "omop.")
     if "default" not in types:
         raise BlinaError(f"{p}: omop.type_concepts.default: missing", hint="name the default Type Concept, e.g. EHR")
+    enc = raw.get("encounter_class") or {}
+    if not isinstance(enc, dict):
+        raise BlinaError(f"{p}: encounter_class: expected a mapping", hint="see the comments in systems.yaml")
+    enc_systems = need(enc, "systems", list, "encounter_class.") if enc else []
+    enc_codes = need(enc, "codes", dict, "encounter_class.") if enc else {}
     return FhirConfig(
+        encounter_class_systems=tuple(str(x) for x in enc_systems),
+        visit_vocabulary=str(need(enc, "vocabulary_id", str, "encounter_class.")) if enc else "Visit",
+        encounter_class={str(k): str(v) for k, v in enc_codes.items()},
         systems={str(k): str(v) for k, v in need(raw, "systems", dict, "").items()},
         gender={str(k): str(v) for k, v in need(raw, "gender", dict, "").items()},
         not_done_status=frozenset(str(s) for s in need(raw, "not_done_status", list, "")),
