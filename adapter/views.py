@@ -687,11 +687,13 @@ def input_fingerprint(db: Database, study: StudyDefinition | None = None, overla
 def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
             site_id: str | None = None, out_dir: str | Path) -> dict[str, Path]:
     """Build and write ``course`` / ``patient`` (CSV + Parquet, contract columns), ``lineage.csv``
-    and ``extract.json`` (parameters, study and input fingerprints, package version).
+    and ``extract.json`` (parameters, study and input fingerprints, package version, the data source
+    as CDM_SOURCE states it: ``data_source.synthetic``).
 
     Raises ``DataFindings`` (and writes nothing) when no person is a study patient."""
     from adapter import __version__
     from adapter.cohort import require_study_patients
+    from adapter.provenance import read_data_source
 
     sid = _site_id(site_id, overlay)
     out = Path(out_dir)
@@ -726,6 +728,8 @@ def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
         "parameters": study.params.model_dump(),
         "site_unit_factors": site_unit_stamp(study, overlay),
         "input_fingerprint": input_fingerprint(db, study, overlay, site_id=sid),
+        # what the data say they are (CDM_SOURCE): a report of synthetic data says so
+        "data_source": read_data_source(db),
         "rows": {name: len(df) for name, df in frames.items()},
         "columns": {name: list(_CONTRACT[name]) for name in ("course", "patient")},
         "lineage_note": "lineage.csv links derived values to source rows; it stays at the site",

@@ -792,6 +792,7 @@ main{max-width:1180px;margin:0 auto;padding:20px 28px 60px;background:#fff}
 h1{font-size:23px;margin:6px 0 2px} h2{font-size:19px;margin:34px 0 8px;border-bottom:2px solid #dde3ea;
  padding-bottom:4px} h3{font-size:16px;margin:22px 0 6px;color:#28415a}
 .sub{color:#555;margin:0 0 14px}
+.synthetic{background:#fff3cd;border:2px solid #d39e00;color:#5c4300;padding:8px 12px;font-weight:700;margin:6px 0 12px}
 .stamp{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;background:#f3f6f9;border:1px solid #dde3ea;
  padding:10px 14px;border-radius:6px;font-size:13px}
 .glance{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;border:1px solid #b9d3ea;
@@ -823,7 +824,7 @@ details>summary{cursor:pointer;font-weight:600;color:#28415a}
 """
 
 
-def _glance(results: StudyResults, n_sites: int) -> str:
+def _glance(results: StudyResults, n_sites: int, data_source: str) -> str:
     """The headline numbers (pooled) for the first screen, each with its n and method in brief."""
     r = results.pooled
     c1, allc = r.response
@@ -843,7 +844,11 @@ def _glance(results: StudyResults, n_sites: int) -> str:
         groups = "; ".join(f"{g.group} {g.text} (n={g.km.n})" for g in sv.groups) or "no data"
         items.append((f"1-year {sv.endpoint}", f"{groups}; log-rank {format_p(sv.logrank.p_value)} "
                       "(Kaplan-Meier, Greenwood SE)"))
-    items.append(("Published figures", f"{agree} of {n_pub} reproduced as printed (section 9)"))
+    published = f"{agree} of {n_pub} reproduced as printed (section 9)"
+    if data_source.startswith("SYNTHETIC"):  # never a bare "reproduced" claim on generated patients
+        published += ", from SYNTHETIC data: this shows the pipeline runs, not that the study is replicated"
+    items.insert(0, ("Data", data_source))
+    items.append(("Published figures", published))
     return '<div class="glance"><div class="gt">At a glance (pooled)</div>' + "".join(
         f"<b>{_e(k)}</b><span>{_e(v)}</span>" for k, v in items) + "</div>"
 
@@ -882,6 +887,7 @@ def render_report(
     data_quality: dict | None,
     out_path: str | Path,
     generated: str | None = None,
+    data_source: str | None = None,
 ) -> Path:
     """Write the study report for ``results`` (computed from ``course`` / ``patient``) to
     ``out_path`` as one self-contained HTML file and return its path.
@@ -891,8 +897,12 @@ def render_report(
     verbatim; ``data_quality``: the extract's data-quality summary (any JSON object; its scalars,
     mappings and lists of records become tables), or None to leave the section out.
     ``generated``: the timestamp to print (default: now, UTC).
+    ``data_source``: one sentence on what the data are (:func:`adapter.provenance.describe_sources`);
+    when it starts with "SYNTHETIC" the title block and "At a glance" say so. None: "not recorded".
     """
     out_path = Path(out_path)
+    data_source = data_source or "not recorded (no extract.json with the tables and no --run-info)"
+    synthetic = data_source.startswith("SYNTHETIC")
     generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     pooled = results.pooled
     digest = input_digest(course, patient)
@@ -929,11 +939,12 @@ def render_report(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>blina-study report: blinatumomab in pediatric B-ALL</title>"
         f"<style>{_CSS}</style></head><body><main>"
-        "<h1>Blinatumomab in pediatric B-ALL: multicenter study re-run</h1>"
+        f"<h1>{'SYNTHETIC DATA: ' if synthetic else ''}Blinatumomab in pediatric B-ALL: multicenter study re-run</h1>"
+        + (f'<p class="synthetic">{_e(data_source)}</p>' if synthetic else "") +
         f'<p class="sub">{pooled.n_patients} patients, {pooled.n_courses} courses, '
         f"{n_sites} center(s). Protocol: study-protocol.md sections 4-6; reference: "
         "Front. Immunol. 2025;16:1607138. Aggregate results only.</p>"
-        f"{_glance(results, n_sites)}{_stamp(params, fingerprint, results, digest, generated)}"
+        f"{_glance(results, n_sites, data_source)}{_stamp(params, fingerprint, results, digest, generated)}"
         f'<nav class="toc">{toc}</nav>{body}</main></body></html>\n'
     )
     try:

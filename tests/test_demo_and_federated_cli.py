@@ -55,10 +55,26 @@ def test_demo_estimates_the_cox_model_without_error_text(demo_dir):
 
 
 def test_demo_flow_counts_match_the_protocol(demo_dir):
-    patient = pd.read_parquet(demo_dir / "study" / "patient.parquet")
+    patient = pd.concat([pd.read_parquet(demo_dir / "study" / f"center{k}" / "patient.parquet") for k in range(1, 5)])
     assert len(patient) == 105
     assert patient["indication"].value_counts().to_dict() == {"chemo_delay": 54, "R/R": 30, "CR-MRDpos": 21}
     assert patient["status_at_referral"].value_counts().to_dict() == {"CR-MRDneg": 45, "R/R": 30, "CR-MRDpos": 30}
+
+
+def test_demo_combines_the_centers_through_the_command_and_says_synthetic(demo_dir):
+    """Issue 12, 4 and 5: the demo's analyze/report steps are the user's command on the four extract
+    folders (no internal concatenation), and the report's title block and "At a glance" say synthetic."""
+    log = (demo_dir / "demo.log").read_text()
+    folders = " ".join(str(demo_dir / "study" / f"center{k}") for k in range(1, 5))
+    assert f"$ blina analyze {folders} --out" in log and f"$ blina report {folders} --out" in log
+    assert not (demo_dir / "study" / "patient.parquet").exists()
+    flow = pd.read_csv(demo_dir / "analysis" / "flow.csv")
+    assert sorted(flow["scope"].unique()) == ["center1", "center2", "center3", "center4", "pooled"]
+    html = (demo_dir / "report.html").read_text()
+    head = html[: html.index('<nav class="toc">')]
+    assert "<h1>SYNTHETIC DATA: " in head and '<p class="synthetic">' in head
+    glance = re.search(r"Published figures</b><span>([^<]*)", head).group(1)
+    assert "reproduced as printed" in glance and "SYNTHETIC" in glance
 
 
 def test_demo_accounts_for_every_input_record(demo_dir):

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from adapter.commands.common import add_table_arguments
-from adapter.commands.report import add_km_conf_type, analyze_tables, read_json_object, run_info_parts
+from adapter.commands.inputs import add_input_arguments, describe, read_inputs
+from adapter.commands.report import add_km_conf_type, analyze_tables, run_info_parts
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
 HELP = "run the study's analyses on course/patient tables and write tidy CSV + JSON results"
 EXAMPLES = [
-    "blina analyze --course out/course.csv --patient out/patient.csv --out results/",
-    "blina analyze --course out/course.parquet --patient out/patient.parquet --out results/ "
-    "--run-info out/run-info.json",
+    "blina analyze out/center1 out/center2 out/center3 --out results/   (extract folders, combined by site_id)",
+    "blina analyze --course out/c1/course.csv --patient out/c1/patient.csv "
+    "--course out/c2/course.csv --patient out/c2/patient.csv --out results/",
 ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_table_arguments(p)
+    add_input_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for <table>.csv and results.json")
-    p.add_argument("--run-info", default=None, metavar="FILE",
-                   help="run-info JSON of the extract step: its parameters are recorded with the results")
     p.add_argument("--no-by-center", action="store_true", help="pooled results only (no per-center breakdown)")
     add_km_conf_type(p)
     p.add_argument("--cox-strata", choices=("none", "site"), default="none",
@@ -30,21 +28,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.io import read_course, read_patient, write_results
+    from analysis.io import write_results
     from analysis.stats import format_p
 
-    course = read_course(args.course)
-    patient = read_patient(args.patient)
-    info = read_json_object(args.run_info, "run-info") if args.run_info else None
+    inputs = read_inputs(args)
+    course, patient, info = inputs.course, inputs.patient, inputs.run_info
     params, _, _ = run_info_parts(info) if info is not None else ({}, {}, None)
     results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params,
-                             source=str(args.patient), km_conf_type=args.km_conf_type,
+                             source=inputs.source_label, km_conf_type=args.km_conf_type,
                              cox_strata_by_site=args.cox_strata == "site")
+    data_source = describe(inputs)
+    results.settings["data_source"] = data_source  # recorded in settings.csv and results.json
     written = write_results(results, args.out)
     r = results.pooled
     c1 = r.response[0]
     rates = "; ".join(f"{x.group} {x.endpoint} {x.rate.format()}" for x in c1.rates)
-    print(f"{r.n_patients} patients, {r.n_courses} courses, {len(results.by_site)} center(s)")
+    print(f"{r.n_patients} patients, {r.n_courses} courses, {len(results.by_site)} center(s); data: {data_source}")
     print(f"response (course 1): {rates}; Fisher {format_p(c1.comparison.p_value)}")
     for sv in (r.efs, r.os):
         groups = ", ".join(f"{g.group} {g.text}" for g in sv.groups)

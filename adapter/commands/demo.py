@@ -2,7 +2,8 @@
 
 Generates the four synthetic centers, ingests the FHIR centers, loads the OMOP centers (center 4
 through its site overlay), builds and extracts ``course`` / ``patient`` per center, analyzes the
-pooled cohort and writes the HTML report. Each step is the same ``blina`` command a user would run;
+centers' extract folders together (``blina analyze``/``blina report`` combine them by site_id) and writes
+the HTML report, which says its data are synthetic. Each step is the same ``blina`` command a user would run;
 their output goes to ``demo.log`` in the output folder.
 """
 
@@ -90,36 +91,24 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, description=label)
             findings += _step(log, argv) == 1
             progress.advance(task)
-        progress.update(task, description="pool centers, analyze")
-        course = pd.concat([pd.read_parquet(study_dir / s / "course.parquet") for s, _, _ in CENTERS])
-        patient = pd.concat([pd.read_parquet(study_dir / s / "patient.parquet") for s, _, _ in CENTERS])
-        course.to_parquet(study_dir / "course.parquet", index=False)
-        patient.to_parquet(study_dir / "patient.parquet", index=False)
-        course.to_csv(study_dir / "course.csv", index=False)
-        patient.to_csv(study_dir / "patient.csv", index=False)
-        run_info = json.loads((study_dir / "center1" / "extract.json").read_text())
-        for key in ("package", "version", "lineage_note", "overlay", "created_utc"):
-            run_info.pop(key, None)  # per-center details; the report stamps its own package and time
-        run_info["site_id"] = "all centers"
-        run_info["input_fingerprint"] = {
-            s: json.loads((study_dir / s / "extract.json").read_text())["input_fingerprint"]["sha256"]
-            for s, _, _ in CENTERS
-        }
-        (study_dir / "run-info.json").write_text(json.dumps(run_info, indent=2))
+        progress.update(task, description="combine centers, analyze")
         dq = {p.stem: json.loads(p.read_text()) for p in sorted(quality.glob("*.json"))}
         (quality / "data-quality.json").write_text(json.dumps(_quality_summary(dq), indent=2))
-        tables = ["--course", str(study_dir / "course.parquet"), "--patient", str(study_dir / "patient.parquet")]
-        _step(log, ["analyze", *tables, "--out", str(out / "analysis")])
+        # the centers' extract folders, combined by site_id by analyze/report themselves (as a user
+        # combines sites), each with its extract.json (parameters, fingerprints, synthetic data source)
+        folders = [str(study_dir / s) for s, _, _ in CENTERS]
+        _step(log, ["analyze", *folders, "--out", str(out / "analysis")])
         progress.advance(task)
         progress.update(task, description="write report")
-        _step(log, ["report", *tables, "--out", str(out / "report.html"),
-                    "--run-info", str(study_dir / "run-info.json"),
+        _step(log, ["report", *folders, "--out", str(out / "report.html"),
                     "--data-quality", str(quality / "data-quality.json")])
         progress.advance(task)
     elapsed = time.perf_counter() - started
-    print(f"demo finished in {elapsed:.1f} s: {len(patient)} patients, {len(course)} courses at 4 centers")
+    n_pat = sum(len(pd.read_parquet(study_dir / s / "patient.parquet")) for s, _, _ in CENTERS)
+    n_course = sum(len(pd.read_parquet(study_dir / s / "course.parquet")) for s, _, _ in CENTERS)
+    print(f"demo finished in {elapsed:.1f} s: {n_pat} patients, {n_course} courses at 4 centers (synthetic data)")
     print(f"report:   {(out / 'report.html').resolve()}")
-    print(f"tables:   {study_dir.resolve()}  (course/patient CSV + Parquet, per center and pooled)")
+    print(f"tables:   {study_dir.resolve()}  (course/patient CSV + Parquet and extract.json, per center)")
     print(f"analysis: {(out / 'analysis').resolve()}")
     print(f"log:      {(out / 'demo.log').resolve()}")
     if findings:

@@ -1,7 +1,9 @@
 """``blina report``: the self-contained HTML study report from the course and patient tables.
 
-The extract step writes a JSON sidecar beside ``course`` / ``patient`` with the study parameters and
-fingerprints of the run; ``--run-info`` passes it on so the report states what produced the tables.
+The extract step writes ``extract.json`` beside ``course`` / ``patient`` with the study parameters,
+fingerprints and data source of the run; it is read from there (``--run-info`` gives another file), so
+the report states what produced the tables and says so when the data are synthetic. Several sites'
+extracts are combined by site_id (:mod:`adapter.commands.inputs`).
 Accepted run-info keys: ``params`` (or ``parameters``): the study parameters; ``fingerprint`` (or
 ``fingerprints``): named fingerprints; any other scalar top-level value (e.g. ``site_id``,
 ``extracted_at``) is shown with the fingerprints; an embedded ``data_quality`` object is used when
@@ -15,7 +17,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapter.commands.common import add_table_arguments
 from adapter.errors import BlinaError
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "read_json_object", "run_info_parts", "analyze_tables",
@@ -23,19 +24,20 @@ __all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "read_json_object", "run_
 
 HELP = "write the self-contained HTML study report (tables, KM plots, published vs this run)"
 EXAMPLES = [
-    "blina report --course out/course.csv --patient out/patient.csv --out report.html",
-    "blina report --course out/course.parquet --patient out/patient.parquet --out report.html "
-    "--run-info out/run-info.json --data-quality out/data-quality.json",
+    "blina report out/center1 out/center2 --out report.html   (extract folders, combined by site_id)",
+    "blina report --course out/c1/course.csv --patient out/c1/patient.csv --out report.html "
+    "--data-quality c1-ingest.json   (the file 'blina ingest ... --report c1-ingest.json' wrote)",
 ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_table_arguments(p)
+    from adapter.commands.inputs import add_input_arguments
+
+    add_input_arguments(p)
     p.add_argument("--out", required=True, metavar="FILE", help="HTML file to write, e.g. report.html")
     p.add_argument("--data-quality", default=None, metavar="FILE",
-                   help="data-quality summary JSON of the extract (quarantine/reject counts, coverage)")
-    p.add_argument("--run-info", default=None, metavar="FILE",
-                   help="run-info JSON written by the extract step (parameters and fingerprints)")
+                   help="a data-quality JSON object shown as tables, e.g. the --report file of blina ingest "
+                   "or blina load-omop (records read, loaded, skipped, rejected)")
     p.add_argument("--no-by-center", action="store_true", help="pooled results only (no per-center breakdown)")
     add_km_conf_type(p)
 
@@ -150,21 +152,22 @@ def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[s
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.io import read_course, read_patient
+    from adapter.commands.inputs import describe, read_inputs
     from analysis.report import render_report
 
-    course = read_course(args.course)
-    patient = read_patient(args.patient)
-    info = read_json_object(args.run_info, "run-info") if args.run_info else None
-    params, fingerprint, dq = run_info_parts(info)
+    inputs = read_inputs(args)
+    course, patient = inputs.course, inputs.patient
+    params, fingerprint, dq = run_info_parts(inputs.run_info)
     if args.data_quality:
         dq = read_json_object(args.data_quality, "data-quality")
     results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params,
-                             source=str(args.patient), km_conf_type=args.km_conf_type)
+                             source=inputs.source_label, km_conf_type=args.km_conf_type)
+    data_source = describe(inputs)
     out = render_report(results, course=course, patient=patient, params=params, fingerprint=fingerprint,
-                        data_quality=dq, out_path=args.out)
+                        data_quality=dq, out_path=args.out, data_source=data_source)
     size = out.stat().st_size
     print(f"wrote {out} ({size / 1024:.0f} KiB): {results.pooled.n_patients} patients, "
           f"{results.pooled.n_courses} courses, "
-          + (f"{len(results.by_site)} center(s) + pooled" if results.by_site else "pooled only"))
+          + (f"{len(results.by_site)} center(s) + pooled" if results.by_site else "pooled only")
+          + f"; data: {data_source}")
     return 0

@@ -79,6 +79,7 @@ from adapter.fhir.reader import (
 )
 from adapter.fhir.shape import reason_for
 from adapter.fhir.viewdef import ViewDefinition
+from adapter.provenance import record_fhir_ingest
 from adapter.study import SiteOverlay, StudyDefinition, load_study
 
 __all__ = ["IngestReport", "Rejection", "ingest_fhir"]
@@ -409,6 +410,8 @@ def ingest_fhir(
                     run.reject(report.files[file_idx], line, entry, key, reason, resource=_LATE)
             with db.transaction():
                 result = apply(sdb, ctx)
+                if result["patients"]:  # what the data say they are (HTEST test data): CDM_SOURCE
+                    record_fhir_ingest(db, site_id, result["patients"], result["test_data_patients"])
                 if not staged:
                     sdb.drop_all()
         ok = True

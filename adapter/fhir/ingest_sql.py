@@ -682,7 +682,12 @@ def apply(db: StageDb, c: SqlContext) -> dict[str, object]:
         "GROUP BY s.code_system, s.code_code) t ORDER BY n DESC, code_code LIMIT 20"
     )
     loaded = db.query("SELECT rtype, COUNT(*) FROM _bl_ok GROUP BY rtype")
+    patients, tagged = db.query(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN p.test_data THEN 1 ELSE 0 END), 0) "
+        "FROM _bl_p_patient p JOIN _bl_ok k ON k.sid = p.sid")[0]
     return {
+        "patients": int(patients),
+        "test_data_patients": int(tagged),
         "rows": counts,
         "unknown_concept_rows": unknown,
         "top_unknown_codes": [{"system": s, "code": k, "rows": int(n)} for s, k, n in top_unknown],

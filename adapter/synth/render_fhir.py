@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from adapter.provenance import HTEST_TAG
 from adapter.synth.catalog import Catalog
 from adapter.synth.timeline import (
     Administration,
@@ -58,7 +59,8 @@ class _Ctx:
         return d.isoformat()
 
     def add(self, rtype: str, body: dict[str, Any]) -> dict[str, Any]:
-        res = {"resourceType": rtype, "id": self.new_id(), **body}
+        # every resource says it is test data (HL7 HTEST tag; adapter/provenance.py)
+        res = {"resourceType": rtype, "id": self.new_id(), "meta": {"tag": [dict(HTEST_TAG)]}, **body}
         self.out.append(res)
         return res
 
