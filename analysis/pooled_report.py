@@ -105,7 +105,8 @@ class PooledScope:
     central report's sections read). ``cox_model``: the Cox model shown. In ``tcells`` the pooled
     statistics give courses with one value only as a total: it is in ``n_pre_only`` and
     ``n_post_only`` is 0 (the pooled report labels the column "one value only"); ``p_exact`` is
-    None. ``wilcoxon``/``cmh``: the pooled blocks as ``pool`` computed them."""
+    pool's when it follows the central rule, else None. ``wilcoxon``/``cmh``: the pooled blocks as
+    ``pool`` computed them."""
 
     scope: str
     n_patients: int
@@ -133,8 +134,7 @@ class PooledScope:
 
 
 # Published-vs-this-run keys whose inputs the pooled statistics do not carry.
-NOT_POOLED_PREFIXES = ("flow.chemo_delay_by_referral", "courses.per_patient", "baseline.", "ae.", "cytokines.",
-                       "efs.event_types")
+NOT_POOLED_PREFIXES = ("flow.chemo_delay_by_referral", "courses.per_patient", "baseline.", "ae.", "efs.event_types")
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -734,8 +734,8 @@ def _published_section(sc: PooledScope) -> str:
         f"patients, {sc.n_courses} courses): {n_agree} of {n_pub} published figures reproduced as printed",
         note="As in the central report (same figures, same formatting, same agreement rule). \"Not in the pooled "
         "statistics\": an analysis the centers' packages do not carry (baseline, adverse events, "
-        "courses per patient, indication by status). The Cox P values are those of the model named in "
-        "section 4.",
+        "courses per patient, indication by status, EFS events by type). The Cox P values are those of the "
+        "model named in section 4.",
         cls="cmp", raw=True,
     )  # fmt: skip
 
