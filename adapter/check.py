@@ -69,6 +69,7 @@ class CheckReport:
     messages: list[str] = field(default_factory=list)
     missing_required: list[str] = field(default_factory=list)
     same_mrn_sites: dict[str, Any] | None = None  # {"mrns": n, "sites": [...]}: one export under two site ids
+    unresolved_overlay: list[dict[str, str]] = field(default_factory=list)  # overlay source concepts not in CONCEPT
 
     @property
     def ok(self) -> bool:
@@ -89,6 +90,7 @@ class CheckReport:
             "persons_with_blinatumomab": self.persons_with_blinatumomab,
             "unusable_values": self.unusable_values, "messages": self.messages,
             "missing_required": self.missing_required, "same_mrn_sites": self.same_mrn_sites,
+            "unresolved_overlay": self.unresolved_overlay,
         }
 
     def text(self) -> str:
@@ -117,6 +119,26 @@ class CheckReport:
         lines += [f"! {m}" for m in self.messages]
         lines.append("check " + ("passed" if self.ok else "FAILED: " + ", ".join(self.failures())))
         return "\n".join(lines)
+
+
+def _unit_message(study: StudyDefinition, var: str, status: str, unit: str | None, n: int) -> str:
+    """One sentence with the fix for measurement rows of ``var`` whose value cannot be used."""
+    family = study.variables[var].unit_family if var in study.variables else None
+    if status == "unit_not_convertible" and family:
+        fam = study.unit_families[family]
+        return (f"{n} {var} rows have unit {unit!r}, which cannot be converted to {fam.canonical!r} "
+                f"(fix: map the rows' unit_concept_id to one of {', '.join(fam.factors)}, or state the site's "
+                f"factor in the site overlay: variables: {var}: [{{<its code>, unit: {unit!r}, "
+                f"unit_factor: <{fam.canonical} per {unit}>}}])")
+    if status == "no_unit" and family:
+        fam = study.unit_families[family]
+        return (f"{n} {var} rows have a number but no unit (unit_concept_id 0 or NULL and no unit_source_value), "
+                f"so they are left out (fix: fill unit_concept_id, or name the unit of the site's code in the "
+                f"site overlay: variables: {var}: [{{<its code>, unit: <one of {', '.join(fam.factors)}>}}])")
+    if status == "no_value":
+        return (f"{n} {var} rows have no number and no answer of the study's value sets, so they are left out "
+                "(fix: fill value_as_number, or value_as_concept_id with a positive / negative answer concept)")
+    return f"{n} {var} rows cannot be used ({status})"
 
 
 def _tables_present(db: Database) -> list[str]:
@@ -233,10 +255,21 @@ order by count(*) desc""", ("int_measurement_values",), site_id="check")
         reason = {"no_value": "no number and no usable answer", "no_unit": "no unit",
                   "unit_not_convertible": "unit not convertible to the canonical unit"}.get(status, status)
         rep.unusable_values.append({"variable": var, "reason": reason, "unit": unit, "rows": int(n)})
-        if status == "unit_not_convertible":
-            rep.messages.append(f"{int(n)} {var} rows have unit {unit!r}, which cannot be converted to the "
-                                f"canonical unit (fix: state the unit in the site overlay, or correct the "
-                                f"rows' unit_concept_id)")
+        rep.messages.append(_unit_message(study, var, status, unit, int(n)))
+
+    # Overlay entries naming a local source concept that this database's CONCEPT does not have.
+    sql, params = render_query(study, overlay, db, """
+select k.variable, k.vocabulary_id, k.code
+from study_codes as k
+where k.code_kind = 'source_concept'
+    and not exists (select 1 from stg_concept as c where c.vocabulary_id = k.vocabulary_id and c.concept_code = k.code)
+order by k.variable, k.vocabulary_id, k.code""", ("stg_concept",), site_id="check")
+    for var, vocab, code in _guarded(db, "resolving the overlay's source concepts", sql, params):
+        rep.unresolved_overlay.append({"variable": var, "vocabulary_id": vocab, "concept_code": code})
+        rep.messages.append(
+            f"overlay entry {var}: {{vocabulary_id: {vocab}, concept_code: {code}}} is not in CONCEPT of schema "
+            f"{db.schemas.vocab!r}, so it matches no row (fix: load the hospital's vocabulary with its local "
+            "concepts, e.g. blina load-omop with the export's concept.csv, or correct the pair in the overlay)")
 
     # Site identity: one export ingested under two --site values doubles the cohort (adapter/cohort.py).
     try:

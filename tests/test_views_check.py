@@ -106,3 +106,34 @@ def test_cli_check_exit_1_when_required_variable_missing(tmp_path: Path, capsys:
     assert main(["check", "--db", path, "--cdm-schema", "cdm", "--vocab-schema", "vocab"]) == 1
     out = capsys.readouterr()
     assert "no MRD rows" in out.out and "variable mrd" in out.err
+
+
+def test_check_gives_the_fix_for_unusable_units_and_unresolved_overlay_codes(db: Database, tmp_path: Path) -> None:
+    """Issue 11, Deliver 4: units check cannot convert, rows with no unit, and overlay source concepts
+    missing from CONCEPT: each is one message with its fix (the overlay's unit_factor where it helps)."""
+    from adapter.study import load_overlay
+
+    _site(db)
+    # CD3 with a number and no unit at all
+    insert_row(db, "measurement", {"measurement_id": 99, "person_id": 1,
+                                   "measurement_concept_id": concept_id(db, "LOINC", "8122-4"),
+                                   "measurement_date": D0, "measurement_type_concept_id": 0,
+                                   "value_as_number": 0.5, "unit_concept_id": 0})
+    site = tmp_path / "site.yaml"
+    site.write_text("site_id: c1\nvariables:\n"
+                    "  cd4_abs: [{vocabulary_id: xyz_lab, concept_code: CD4_ABS, unit: cells/uL, "
+                    "unit_factor: 0.001}]\n", encoding="utf-8")
+    study = load_study()
+    rep = run_check(db, study, load_overlay(site, study))
+    msgs = "\n".join(rep.messages)
+    assert ("1 cd3_abs rows have unit 'pg/mL', which cannot be converted to '10*9/L' (fix: map the rows' "
+            "unit_concept_id to one of 10*9/L, 10*3/uL, /uL, {cells}/uL, 10*6/L, or state the site's factor in "
+            "the site overlay: variables: cd3_abs: [{<its code>, unit: 'pg/mL', unit_factor: <10*9/L per pg/mL>}])"
+            ) in msgs
+    assert "1 cd3_abs rows have a number but no unit" in msgs and "fill unit_concept_id" in msgs
+    assert ("overlay entry cd4_abs: {vocabulary_id: xyz_lab, concept_code: CD4_ABS} is not in CONCEPT of schema "
+            "'vocab', so it matches no row (fix: load the hospital's vocabulary") in msgs
+    assert rep.unresolved_overlay == [{"variable": "cd4_abs", "vocabulary_id": "xyz_lab", "concept_code": "CD4_ABS"}]
+    # study variables with 0 rows: one message each, with the fix
+    assert any(m.startswith("no il6 rows") and "site overlay" in m for m in rep.messages)
+    assert any(m.startswith("no cd4_abs rows") for m in rep.messages)
