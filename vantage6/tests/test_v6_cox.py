@@ -143,3 +143,34 @@ def test_unstratified_rounds_need_the_node_opt_in(frames, monkeypatch):
     with pytest.raises(PrivacyThresholdViolation, match="does not take part"):
         _run(_client(frames), model="unstratified")
     assert _run(_client(frames), model="stratified")["converged"]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_splits_through_the_mock(seed, rounds):
+    """10 random splits of one 150-patient cohort into 3-5 sites, one of exactly 5 patients, plus a
+    site without events: both models equal the centralized fit to 1e-8 in at most 25 rounds."""
+    rng = np.random.default_rng(500 + seed)
+    course, patient = simulate_site(np.random.default_rng(99), "X", 150)
+    k = int(rng.integers(3, 6))
+    perm = rng.permutation(patient["person_id"].to_numpy())
+    while True:  # cut points leaving every site >= 5 patients, the first exactly 5
+        cuts = [5, *np.sort(rng.choice(np.arange(10, 146), k - 2, replace=False))]
+        if min(np.diff([*cuts, 150])) >= 5:
+            break
+    parts = np.split(perm, cuts)
+    frames = {}
+    for i, part in enumerate(parts):
+        site = f"S{i}"
+        c = course[course["person_id"].isin(part)].assign(site_id=site)
+        p = patient[patient["person_id"].isin(part)].assign(site_id=site)
+        frames[site] = (c, p)
+    frames["Z"] = simulate_site(np.random.default_rng(seed), "Z", 10, event_scale=0.0)
+    assert len(frames["S0"][1]) == 5 and not frames["Z"][1]["efs_event"].any()
+    for model in ("stratified", "unstratified"):
+        rounds.clear()
+        res = _run(_client(frames), model=model)
+        ref = _central(frames, model, "efron")
+        np.testing.assert_allclose(res["coef"], ref.coef, rtol=0, atol=TOL)
+        np.testing.assert_allclose(res["se"], ref.se, rtol=0, atol=TOL)
+        assert res["loglik"] == pytest.approx(ref.loglik, abs=TOL)
+        assert len(rounds) == res["rounds"] <= 25
