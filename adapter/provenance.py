@@ -75,8 +75,8 @@ def record_fhir_ingest(db: Database, site_id: str, patients: int, tagged: int) -
     table = db.qualified("cdm", "cdm_source")
     name = f"FHIR ingest of site {site_id}"
     if tagged:
-        what = (f"SYNTHETIC DATA (HL7 test data): {tagged} of {patients} Patients loaded by the last ingest "
-                "carry meta.tag v3-ActReason HTEST")
+        what = (f"{tagged} of {patients} Patients loaded by the last ingest are tagged as test data "
+                "(meta.tag v3-ActReason HTEST)")
     else:
         what = f"{patients} Patients loaded by the last ingest; none tagged as test data (HTEST)"
     today = dt.date.today()
@@ -100,8 +100,8 @@ def describe_sources(sources: dict[str, dict[str, Any] | None]) -> str:
     if synth:
         first = sources[synth[0]] or {}
         return (f"SYNTHETIC DATA: {', '.join(synth)} {'holds' if len(synth) == 1 else 'hold'} generated "
-                f"patients, not real ones ({first.get('evidence', 'CDM_SOURCE')}). Agreement with the "
-                "published figures shows that the pipeline runs, not that the study is replicated.")
+                f"patients, not real ones ({synth[0]}: {first.get('evidence', 'CDM_SOURCE')}). Agreement with "
+                "the published figures shows that the pipeline runs, not that the study is replicated.")
     unknown = sorted(s for s, d in sources.items() if not d or d.get("synthetic") is None)
     if unknown:
         return f"not recorded for {', '.join(unknown)} (no CDM_SOURCE row in extract.json)"

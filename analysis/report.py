@@ -847,7 +847,8 @@ def _glance(results: StudyResults, n_sites: int, data_source: str) -> str:
     published = f"{agree} of {n_pub} reproduced as printed (section 9)"
     if data_source.startswith("SYNTHETIC"):  # never a bare "reproduced" claim on generated patients
         published += ", from SYNTHETIC data: this shows the pipeline runs, not that the study is replicated"
-    items.insert(0, ("Data", data_source))
+    items.insert(0, ("Data", "SYNTHETIC: generated patients, see the note under the title"
+                     if data_source.startswith("SYNTHETIC") else data_source))
     items.append(("Published figures", published))
     return '<div class="glance"><div class="gt">At a glance (pooled)</div>' + "".join(
         f"<b>{_e(k)}</b><span>{_e(v)}</span>" for k, v in items) + "</div>"
