@@ -35,7 +35,7 @@ def tables(tmp_path_factory):
         patient[patient["site_id"] == site].to_parquet(folder / "patient.parquet")
         pkg = out / f"{site}.zip"
         assert main(["site-run", "--course", str(folder / "course.parquet"), "--patient",
-                     str(folder / "patient.parquet"), "--site-id", site, "--out", str(pkg)]) == 0
+                     str(folder / "patient.parquet"), "--site-id", site, "--out", str(pkg), "--share", "exact"]) == 0
         packages.append(str(pkg))
     return out, packages
 

@@ -91,7 +91,7 @@ def test_site_run_and_pool_on_the_demo_centers(demo_dir, tmp_path, capsys):
         pkg = tmp_path / f"{site}.zip"
         study = demo_dir / "study" / site
         assert main(["site-run", "--course", str(study / "course.parquet"), "--patient",
-                     str(study / "patient.parquet"), "--site-id", site, "--out", str(pkg)]) == 0
+                     str(study / "patient.parquet"), "--site-id", site, "--out", str(pkg), "--share", "exact"]) == 0
         out = capsys.readouterr().out
         # The site is told the level it used and what the coordinator can learn, never "nothing person-level".
         assert "sharing level 'exact'" in out and "can single out a patient" in out, out

@@ -1,4 +1,4 @@
-"""``blina site-run``: at a center, build the study tables and write an aggregate-only results package."""
+"""``blina site-run``: at a center, build the study tables and write its results package (``--share``)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from adapter.errors import BlinaError, DataFindings
 # DEFAULT_MIN_PATIENTS, BLINA_MIN_PATIENTS), so both federated routes refuse the same small sites.
 MIN_SITE_PATIENTS = 5
 
-HELP = ("run the study at a center and write its results package (published aggregates, suppressed; plus "
-        "coordinator-only pooling statistics that can single out patients: see docs/federated.md)")
+HELP = ("run the study at a center and write its results package (--share aggregate, the default: published "
+        "aggregates only; --share exact: plus coordinator-only pooling statistics that can single out patients; "
+        "see docs/federated.md)")
 EXAMPLES = [
     "blina site-run --db site.duckdb --site-id center3 --out center3.zip",
+    "blina site-run --db site.duckdb --site-id center3 --out center3.zip --share exact",
     "blina site-run --db postgresql://reader@dbhost/omop --cdm-schema cdm --vocab-schema vocab "
     "--site-id center2 --out center2.zip --min-cell 10",
     "blina site-run --course out/course.parquet --patient out/patient.parquet --site-id center1 --out c1.zip",
@@ -32,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--site-id", required=True,
                    help="this center's identifier (letters, digits, - and _)")
     p.add_argument("--out", type=Path, required=True, help="package file to write (.zip)")
+    p.add_argument("--share", choices=("aggregate", "exact"), default="aggregate",
+                   help="sharing level (docs/federated.md): aggregate (default) = only publishable aggregates "
+                   "(counts below --min-cell suppressed, no event day, no individual value), pooled by "
+                   "meta-analysis; exact = also coordinator-only sufficient statistics that can single out "
+                   "patients, so the pooled analysis equals the centralized one (needs a data-use agreement)")
     p.add_argument("--min-cell", type=int, default=5, help="smallest count published in site tables (default 5)")
     p.add_argument("--min-patients", type=int, default=MIN_SITE_PATIENTS, metavar="N",
                    help=f"refuse to write a package for fewer patients (default {MIN_SITE_PATIENTS}, "
@@ -102,9 +109,16 @@ def run(args: argparse.Namespace) -> int:
     if fingerprint:
         info["input_fingerprint"] = fingerprint
     path = build_site_package(course, patient, site_id=args.site_id, manifest_info=info, out_path=args.out,
-                              min_cell=args.min_cell)
+                              min_cell=args.min_cell, share=args.share)
     log = json.loads(zipfile.ZipFile(path).read("disclosure_log.json"))
     elements = log["can_single_out_a_patient"]
+    if args.share == "aggregate":
+        print(f"wrote {path}: {len(patient)} patients, {len(course)} courses; sharing level 'aggregate': only "
+              f"publishable aggregates (results/: counts below {args.min_cell} suppressed with complementary "
+              f"cells, {len(log['suppressed'])} cell(s) or estimate(s) hidden or withheld; no event day, no "
+              "individual value). The coordinator pools them by meta-analysis, not exactly; use --share exact "
+              "only under a data-use agreement (docs/federated.md).")
+        return 0
     print(f"wrote {path}: {len(patient)} patients, {len(course)} courses; sharing level "
           f"'{log['sharing_level']}': pooling/statistics.json is for the coordinator only and holds "
           f"{len(elements)} element(s) that can single out a patient (event and censoring days, lab values, "

@@ -70,6 +70,8 @@ __all__ = [
     "SitePackage",
     "build_site_package",
     "SHARING_LEVEL",
+    "SHARING_LEVELS",
+    "aggregate_problems",
     "fingerprint_inputs",
     "singling_out_elements",
     "pool_packages",
@@ -355,7 +357,7 @@ def _withheld_estimates(stats: dict[str, Any], own: dict[str, Any], min_cell: in
             out[("cox/efs", "*", stat)] = f"model of fewer than {min_cell} patients or events"
     for marker, w in own["wilcoxon"].items():
         if w["n"] is not None and 0 < w["n"] < min_cell:
-            for stat in ("p", "p_exact"):
+            for stat in ("p", "p_exact", "w_plus", "var"):
                 out[(f"wilcoxon/{marker}", "*", stat)] = f"test on fewer than {min_cell} pairs"
     return out
 
@@ -370,8 +372,33 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[dict]]:
-    """CSV texts of the count tables and estimates, and the disclosure log entries."""
+# Withheld from an aggregate package whatever the counts: an event day (the KM median is one patient's
+# day) and individual values (a median of an odd number of values is one patient's value).
+_AGGREGATE_WITHHELD = frozenset({"median_days", "median"})
+
+
+def _aggregate_rows(stats: dict[str, Any], own: dict[str, Any]) -> list[tuple[str, str, str, Any, bool]]:
+    """Extra estimates of an aggregate package for the coordinator's stratified tests: the site's
+    log-rank score U and covariance V per level (site-stratified log-rank from site totals), and its
+    signed-rank W+ and tie-corrected variance per marker (van Elteren-type stratified test)."""
+    rows: list[tuple[str, str, str, Any, bool]] = []
+    for ep in ("efs", "os"):
+        lr = stats["statistics"].get(f"logrank/{ep}")
+        if not lr:
+            continue
+        levels = lr["levels"]
+        rows += [(f"logrank/{ep}", g, "U", u, False) for g, u in zip(levels, lr["U"], strict=True)]
+        rows += [(f"logrank/{ep}", f"{a}|{b}", "V", lr["V"][i][j], False)
+                 for i, a in enumerate(levels) for j, b in enumerate(levels) if j >= i]  # fmt: skip
+    for marker, w in own["wilcoxon"].items():
+        rows += [(f"wilcoxon/{marker}", "", "w_plus", w["w_plus"], False),
+                 (f"wilcoxon/{marker}", "", "var", w.get("var"), False)]  # fmt: skip
+    return rows
+
+
+def _publishable(stats: dict[str, Any], min_cell: int, share: str = "exact") -> tuple[str, str, list[dict]]:
+    """CSV texts of the count tables and estimates, and the disclosure log entries. ``share``
+    ``aggregate`` adds the site totals of the stratified tests and withholds event days and medians."""
     log: list[dict] = []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -396,7 +423,8 @@ def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[d
     w2 = csv.writer(buf2, lineterminator="\n")
     w2.writerow(["analysis", "term", "statistic", "value", "suppressed"])
     small: set[str] = set()
-    for a, term, stat, value, is_count in _estimate_rows(own):
+    rows = _estimate_rows(own) + (_aggregate_rows(stats, own) if share == "aggregate" else [])
+    for a, term, stat, value, is_count in rows:
         hidden = is_count and value is not None and 0 < value < min_cell
         if hidden:
             small.add(a)
@@ -414,6 +442,8 @@ def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[d
             log.append({"file": ESTIMATES, "table": a, "cell": f"{term}|{stat}".strip("|"),
                         "rule": f"median of fewer than {min_cell} values"})  # fmt: skip
         why = withheld.get((a, term, stat)) or withheld.get((a, "*", stat)) or withheld.get((a, "*", "*"))
+        if share == "aggregate" and stat in _AGGREGATE_WITHHELD:
+            why = why or "aggregate level: an event day or an individual value is never published"
         if why and not hidden and value is not None:
             hidden = True
             log.append({"file": ESTIMATES, "table": a, "cell": f"{term}|{stat}".strip("|"), "rule": why})
@@ -425,7 +455,9 @@ def _publishable(stats: dict[str, Any], min_cell: int) -> tuple[str, str, list[d
 # What each shared element can reveal
 # ---------------------------------------------------------------------------------------------
 
-SHARING_LEVEL = "exact"  # the only level today: coordinator-only statistics at the data's own detail
+SHARING_LEVEL = "exact"  # the level of build_site_package's default
+SHARING_LEVELS = ("aggregate", "exact")
+AGGREGATE_FORMAT = "blina-aggregate-estimates/1"
 
 
 def _small(counts: Iterable[Any], min_cell: int) -> int:
@@ -707,8 +739,15 @@ def build_site_package(
     manifest_info: dict[str, Any],
     out_path: str | Path,
     min_cell: int = 5,
+    share: str = "exact",
 ) -> Path:
     """Write a site's results package (zip) and return its path.
+
+    ``share``: ``"exact"`` (coordinator-only sufficient statistics in ``pooling/statistics.json``
+    besides the published files; the pooled analysis equals the centralized one) or
+    ``"aggregate"`` (only the published, suppressed ``results/`` files, with the site totals of the
+    stratified tests; no event day, no individual value; pooled by meta-analysis). See
+    docs/federated.md.
 
     ``manifest_info`` needs ``package_version`` (software), ``study_definition_hash``,
     ``parameters`` (the study parameters as a dict) and ``vocabulary_version``; optional
@@ -726,9 +765,16 @@ def build_site_package(
         )
     if not isinstance(min_cell, int) or isinstance(min_cell, bool) or min_cell < 1:
         raise PackageError(f"min_cell must be a positive integer, got {min_cell!r}")
+    if share not in SHARING_LEVELS:
+        raise PackageError(f"sharing level {share!r} is not one of {list(SHARING_LEVELS)}",
+                           hint="use --share aggregate or --share exact")  # fmt: skip
     params = _federated_params(manifest_info)
     stats = site_statistics(course, patient, site_id=site_id, params=params)
-    counts_csv, estimates_csv, log = _publishable(stats, min_cell)
+    counts_csv, estimates_csv, log = _publishable(stats, min_cell, share)
+    if share == "aggregate":
+        return _write_aggregate_package(course, patient, stats, counts_csv, estimates_csv, log, site_id=site_id,
+                                        manifest_info=manifest_info, params=params, min_cell=min_cell,
+                                        out_path=out_path)  # fmt: skip
     elements = singling_out_elements(stats, min_cell)
     disclosure = {
         "sharing_level": SHARING_LEVEL,
@@ -755,8 +801,16 @@ def build_site_package(
         # The log says which hidden cells are primary (1..min_cell-1): not for publication.
         DISCLOSURE_LOG: (_json_bytes(disclosure), COORDINATOR_ONLY),
     }
-    manifest = {
+    manifest = _manifest(manifest_info, site_id, params, course, patient, min_cell, "exact", stats["format"], files)
+    return _write_members(manifest, files, patient, site_id, out_path)
+
+
+def _manifest(manifest_info: dict[str, Any], site_id: str, params: FederatedParams, course: pd.DataFrame,
+              patient: pd.DataFrame, min_cell: int, share: str, statistics_format: str,
+              files: dict[str, tuple[bytes, str]]) -> dict[str, Any]:
+    return {
         "package_format": PACKAGE_FORMAT,
+        "sharing_level": share,
         "package_version": str(manifest_info["package_version"]),
         "site_id": str(site_id),
         "study_id": manifest_info.get("study_id"),
@@ -771,10 +825,45 @@ def build_site_package(
         or fingerprint_inputs(course, patient),
         "created_utc": manifest_info.get("created_utc"),
         "min_cell": min_cell,
-        "statistics_format": stats["format"],
+        "statistics_format": statistics_format,
         "files": {name: {"sha256": _sha256(data), "bytes": len(data), "disclosure": cls}
                   for name, (data, cls) in files.items()},  # fmt: skip
     }
+
+
+def _write_aggregate_package(course: pd.DataFrame, patient: pd.DataFrame, stats: dict[str, Any], counts_csv: str,
+                             estimates_csv: str, log: list[dict], *, site_id: str, manifest_info: dict[str, Any],
+                             params: FederatedParams, min_cell: int, out_path: str | Path) -> Path:
+    """An aggregate package: the published files and a disclosure log that lists hidden positions only
+    (no rule that would tell a primary cell from a complementary one or name a count)."""
+    disclosure = {
+        "sharing_level": "aggregate",
+        "sharing_level_means": "only publishable aggregates leave the site: results/ with counts below "
+        "min_cell suppressed (complementary suppression), no event day, no individual value; the "
+        "coordinator pools them by meta-analysis and stratified tests from site totals (docs/federated.md)",
+        "can_single_out_a_patient": [],
+        "min_cell": min_cell,
+        "rule": "counts 0 < n < min_cell hidden, complementary cells hidden; estimates that would give a "
+        "hidden count back withheld; KM medians (event days) and medians of values withheld",
+        "coordinator_only_files": [],
+        "suppressed": [{"file": e["file"], "table": e["table"], "cell": e["cell"]} for e in log],
+    }
+    files = {
+        COUNT_TABLES: (counts_csv.encode("utf-8"), PUBLISHABLE),
+        ESTIMATES: (estimates_csv.encode("utf-8"), PUBLISHABLE),
+        DISCLOSURE_LOG: (_json_bytes(disclosure), PUBLISHABLE),
+    }
+    manifest = _manifest(manifest_info, site_id, params, course, patient, min_cell, "aggregate",
+                         AGGREGATE_FORMAT, files)
+    members = {MANIFEST: _json_bytes(manifest), **{k: v[0] for k, v in files.items()}}
+    problems = aggregate_problems(members, min_cell)
+    if problems:  # a bug, never the data: the aggregate level must not carry these
+        raise PackageError(f"aggregate package for site {site_id!r} not written: " + "; ".join(problems[:5]))
+    return _write_members(manifest, files, patient, site_id, out_path)
+
+
+def _write_members(manifest: dict[str, Any], files: dict[str, tuple[bytes, str]], patient: pd.DataFrame,
+                   site_id: str, out_path: str | Path) -> Path:
     members = {MANIFEST: _json_bytes(manifest), **{k: v[0] for k, v in files.items()}}
     source_ids = frozenset(
         str(s) for s in patient.get("person_source_value", pd.Series(dtype=object)).dropna()
@@ -836,13 +925,74 @@ def _published_csv_problem(text: str, header: list[str], min_cell: int) -> str |
     return None
 
 
+_PERSON_LEVEL_KEYS = frozenset({"time", "event_times", "censor_times", "bins", "differences", "pre", "post",
+                                "patterns", "at_risk"})
+_INDIVIDUAL_STATISTICS = frozenset({"median_days", "median", "min", "max", "time"})
+
+
+def aggregate_problems(members: dict[str, bytes], min_cell: int) -> list[str]:
+    """Why ``members`` (file name -> bytes) is not an aggregate-only package; empty when it is.
+
+    The scanner of the aggregate level (issue 13): only the manifest and the three published files;
+    no count 1..min_cell-1 that is not suppressed (every count column and count statistic); no event
+    day (no KM median, no time or event-time list anywhere); no individual value (no median, minimum,
+    maximum, histogram bin or covariate pattern); a disclosure log of positions only. Dates, source
+    ids and person-level field names are the package scanner's (``scan_package``).
+    """
+    out: list[str] = []
+    allowed = {MANIFEST, COUNT_TABLES, ESTIMATES, DISCLOSURE_LOG}
+    extra = sorted(set(members) - allowed)
+    if extra:
+        out.append(f"files other than the published ones: {extra}")
+    for name, header in ((COUNT_TABLES, _COUNT_HEADER), (ESTIMATES, _ESTIMATE_HEADER)):
+        if name not in members:
+            out.append(f"{name} is missing")
+            continue
+        text = members[name].decode("utf-8", "replace")
+        problem = _published_csv_problem(text, header, min_cell)
+        if problem:
+            out.append(f"{name}: {problem}")
+        if name == ESTIMATES:
+            for i, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+                if i > 1 and len(row) == 5 and row[2] in _INDIVIDUAL_STATISTICS and row[3] != "":
+                    out.append(f"{name} line {i}: {row[2]} of {row[0]} is an event day or an individual value")
+
+    def walk(file: str, obj: Any, path: str) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k in _PERSON_LEVEL_KEYS:
+                    out.append(f"{file} {path}.{k}: person-level structure {k!r}")
+                walk(file, v, f"{path}.{k}")
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(file, v, f"{path}[{i}]")
+
+    for name in (MANIFEST, DISCLOSURE_LOG):
+        if name in members:
+            try:
+                obj = json.loads(members[name].decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                out.append(f"{name} is not valid JSON")
+                continue
+            walk(name, {k: v for k, v in obj.items() if k != "files"} if name == MANIFEST else obj, "")
+            if name == DISCLOSURE_LOG:
+                if obj.get("can_single_out_a_patient"):
+                    out.append(f"{name}: lists elements that can single out a patient")
+                for e in obj.get("suppressed") or []:
+                    if not isinstance(e, dict) or set(e) - {"file", "table", "cell"}:
+                        out.append(f"{name}: a suppressed entry says more than its position: {e!r}")
+                        break
+    return out
+
+
 @dataclass(frozen=True)
 class SitePackage:
-    """A package read and verified: its manifest, statistics and published tables."""
+    """A package read and verified: its manifest, statistics (None at the aggregate level) and
+    published tables."""
 
     path: Path
     manifest: dict[str, Any]
-    statistics: dict[str, Any]
+    statistics: dict[str, Any] | None
     count_tables: str
     estimates: str
     disclosure_log: dict[str, Any]
@@ -869,7 +1019,12 @@ def read_package(path: str | Path) -> SitePackage:
     if not isinstance(listed, dict) or not all(isinstance(m, dict) for m in listed.values()):
         raise PackageError(f"{p}: the manifest's 'files' is not an object of file entries",
                            hint="the package was altered; ask the site to resend it")  # fmt: skip
-    missing_required = [m for m in (STATISTICS, COUNT_TABLES, ESTIMATES, DISCLOSURE_LOG) if m not in listed]
+    share = manifest.get("sharing_level", "exact")
+    if share not in SHARING_LEVELS:
+        raise PackageError(f"{p}: sharing level {share!r} is not one of {list(SHARING_LEVELS)}",
+                           hint="the package was altered; ask the site to resend it")  # fmt: skip
+    required = (COUNT_TABLES, ESTIMATES, DISCLOSURE_LOG) + ((STATISTICS,) if share == "exact" else ())
+    missing_required = [m for m in required if m not in listed]
     if missing_required:
         raise PackageError(f"{p}: the manifest does not list {missing_required}",
                            hint="not a complete blina-study site package; ask the site to rebuild it")
@@ -893,6 +1048,8 @@ def read_package(path: str | Path) -> SitePackage:
             + "; ".join(str(f) for f in findings[:5]),
             hint="do not pool this package; ask the site to rebuild it",
         )
+    if share == "aggregate":
+        return _read_aggregate(p, manifest, members)
     stats = _strict_json(p, STATISTICS, members[STATISTICS])
     problem = statistics_problems(stats)
     if problem is not None:
@@ -925,6 +1082,23 @@ def read_package(path: str | Path) -> SitePackage:
         estimates=members[ESTIMATES].decode("utf-8"),
         disclosure_log=_strict_json(p, DISCLOSURE_LOG, members[DISCLOSURE_LOG]),
     )
+
+
+def _read_aggregate(p: Path, manifest: dict[str, Any], members: dict[str, bytes]) -> SitePackage:
+    min_cell = manifest.get("min_cell")
+    if not isinstance(min_cell, int) or isinstance(min_cell, bool) or min_cell < 1:
+        raise PackageError(f"{p}: the manifest's min_cell {min_cell!r} is not a positive integer",
+                           hint="the package was altered; ask the site to resend it")
+    problems = aggregate_problems(members, min_cell)
+    if problems:
+        raise PackageError(f"{p}: not an aggregate-only package: " + "; ".join(problems[:3]),
+                           hint="do not pool or publish this package; ask the site to rebuild it with "
+                           "blina site-run --share aggregate")  # fmt: skip
+    return SitePackage(
+        path=p, manifest=manifest, statistics=None,
+        count_tables=members[COUNT_TABLES].decode("utf-8"), estimates=members[ESTIMATES].decode("utf-8"),
+        disclosure_log=_strict_json(p, DISCLOSURE_LOG, members[DISCLOSURE_LOG]),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1006,12 +1180,24 @@ def pool_packages(
                     f"{pkg.path}: {key} differ from those of {ref.path}",
                     hint="every site must run with the same study parameters",
                 )
+    levels = sorted({pkg.manifest.get("sharing_level", "exact") for pkg in pkgs})
+    if len(levels) > 1:
+        raise PackageError(
+            "packages of both sharing levels: " + ", ".join(
+                f"{pkg.path} ({pkg.manifest.get('sharing_level', 'exact')})" for pkg in pkgs),
+            hint="pooling needs one level: ask every site for --share aggregate, or every site for --share exact")
     ids = [pkg.manifest["site_id"] for pkg in pkgs]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         paths = [str(pkg.path) for pkg in pkgs if pkg.manifest["site_id"] in dup]
         raise PackageError(f"site(s) {dup} appear in more than one package ({', '.join(paths)})",
                            hint="pool one package per site")  # fmt: skip
+    if levels == ["aggregate"]:
+        from .meta import pool_aggregate
+
+        results = pool_aggregate({pkg.manifest["site_id"]: (pkg.count_tables, pkg.estimates) for pkg in pkgs},
+                                 params=ref.manifest.get("federated_parameters") or {})
+        return _pooled_results(pkgs, ids, ref, results)
     try:
         results = pool_site_statistics([pkg.statistics for pkg in pkgs], cox_strata=cox_strata)
     except PackageError:
@@ -1020,6 +1206,11 @@ def pool_packages(
         raise PackageError(f"packages {', '.join(str(pkg.path) for pkg in pkgs)} cannot be pooled together "
                            f"({type(exc).__name__}: {exc})",
                            hint="check that every site ran the same blina-study release") from None
+    return _pooled_results(pkgs, ids, ref, results)
+
+
+def _pooled_results(pkgs: list[SitePackage], ids: list[str], ref: SitePackage,
+                    results: dict[str, Any]) -> PooledResults:
     return PooledResults(
         sites=ids,
         study_definition_hash=ref.manifest["study_definition_hash"],

@@ -562,7 +562,7 @@ def pool_wilcoxon(
         "n": n, "n_zero": n_zero,
         "n_incomplete": int(sum(h.get("n_incomplete", 0) for h in histograms)),
         "w_plus": None, "w_minus": None, "statistic": None, "z": None, "p": None, "p_exact": None,
-        "p_exact_conditional": None,
+        "p_exact_conditional": None, "var": None,
         "pre": pool_median_range([{"decimals": dec, "bins": h["pre"]} for h in histograms]),
         "post": pool_median_range([{"decimals": dec, "bins": h["post"]} for h in histograms]),
         "difference": pool_median_range(
@@ -573,7 +573,7 @@ def pool_wilcoxon(
     w_plus = w_plus2 / 2
     w_minus = n * (n + 1) / 2 - w_plus
     var = n * (n + 1) * (2 * n + 1) / 24.0 - tie_term
-    out.update(w_plus=w_plus, w_minus=w_minus, statistic=min(w_plus, w_minus))
+    out.update(w_plus=w_plus, w_minus=w_minus, statistic=min(w_plus, w_minus), var=var)
     if var > 0:
         z = (w_plus - n * (n + 1) / 4.0) / math.sqrt(var)
         out.update(z=z, p=float(2 * stats.norm.sf(abs(z))))
