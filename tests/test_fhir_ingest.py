@@ -320,7 +320,8 @@ def test_rerun_changes_nothing_and_person_ids_are_stable(db: Database, clean_inp
     before = {r[0]: r[1] for r in db.query("SELECT patient_key, person_id FROM cdm.blina_person_map")}
     extra = write_ndjson(clean_input.parent / "more.ndjson", [patient("C"), quantity_obs("o-c", "B", "8122-4", 3,
                                                                                         "10*9/L")])
-    rep = ingest(db, extra)  # Observation of B (loaded before) resolves through the person map
+    # the next export is the whole export again (it replaces the site's content), with a new patient
+    rep = ingest(db, clean_input, extra)
     assert rep.n_rejected == 0
     after = {r[0]: r[1] for r in db.query("SELECT patient_key, person_id FROM cdm.blina_person_map")}
     assert {k: after[k] for k in before} == before and after["C"] > max(before.values())
@@ -366,7 +367,7 @@ def test_failure_midway_leaves_database_as_before(db: Database, clean_input: Pat
         ingest_fhir(db, [more, tmp_path / "cut.ndjson.gz"], site_id="s1", workers=2)
     assert snapshot(db) == before
     # and the next good run works on the unchanged database
-    assert ingest(db, more).n_rejected == 0
+    assert ingest(db, clean_input, more).n_rejected == 0
 
 
 def test_searchset_bundle_and_absolute_references(db: Database, tmp_path: Path) -> None:

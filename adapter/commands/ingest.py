@@ -23,7 +23,8 @@ EXAMPLES = [
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                   help="FHIR files (Bundle or resource .json, .ndjson, .ndjson.gz) or folders of them")
+                   help="FHIR files (Bundle or resource .json, .ndjson, .ndjson.gz) or folders of them: the "
+                        "site's whole export, which replaces what earlier runs loaded for --site")
     p.add_argument("--site", required=True, metavar="S",
                    help="site identifier (keys the person map and lineage)")
     add_db_arguments(p)

@@ -6,9 +6,8 @@ Every input resource ends as exactly one of (the accounting identity, checked by
 * **loaded**: validated (``fhir.resources`` R4B), flattened by its ViewDefinition, resolved and written;
 * **skipped**: ``not_relevant`` (a type no ViewDefinition maps, or a record of a mapped type none of
   whose codings is a study code: only parsed and counted, its dates still extend the patient's
-  observation period, protocol 3b.10), ``status``
-  (``entered-in-error``/``not-done``/``cancelled``, protocol 3b.3; rows it had from an earlier run are
-  deleted), ``duplicate`` (an identical copy of a resource already read in this run), ``filtered``
+  observation period, protocol 3b.10), ``status`` (``entered-in-error``/``not-done``/``cancelled``,
+  protocol 3b.3), ``duplicate`` (an identical copy of a resource already read in this run), ``filtered``
   (dropped by a view's ``where``);
 * **rejected**: with file, line or Bundle entry, resource key and reason (malformed JSON, not an object,
   no resourceType/id, invalid FHIR, missing or dangling subject, duplicate id with different content,
@@ -19,9 +18,12 @@ A Bundle is a container, not an input resource; its entries are. A run either st
 reports as loaded or, when it fails midway (I/O error, interrupt, database error), nothing: on
 PostgreSQL it is one transaction; on DuckDB the work tables are committed as they fill (so they need
 not sit in memory) and dropped whatever happens, and every write to the CDM is one transaction.
-Reruns are idempotent: rows are keyed by their source resource in
-``{cdm}.blina_lineage`` and replaced (same row ids) when the resource comes again; ``person_id`` is
-stable per (site, Patient id) in ``{cdm}.blina_person_map``.
+The input of one run is the site's whole export: it replaces the site's previous content, so re-ingesting
+gives the rows a fresh ingest of the same input gives (rows of resources that are gone, no longer
+study-relevant, not done or now rejected are removed with their lineage). Rows are keyed by their source
+resource in ``{cdm}.blina_lineage`` and keep their row ids when the resource comes again; ``person_id``
+is stable per (site, Patient id) in ``{cdm}.blina_person_map`` (which keeps the ids of Patients gone from
+the export, so a returning Patient gets its old id).
 
 Reading: NDJSON input of 16 MB or more is read by worker processes (``workers``; forked, Linux) that
 each parse a byte range of a file, take the records that are not study-relevant (counts, follow-up
@@ -487,7 +489,6 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
         "_bl_cfg_conflict": ([("source_key", "VARCHAR")],
                              [(k,) for k in run.conflicts if run.seen[k] & 3 == _STAGED]),
         "_bl_cfg_rejected_patient": ([("patient_key", "VARCHAR")], [(k,) for k in run.rejected_patients]),
-        "_bl_cfg_tombstone": ([("source_key", "VARCHAR")], [(k,) for k in run.tombstones]),
         "_bl_cfg_followup": ([("patient_key", "VARCHAR"), ("first_date", "VARCHAR"), ("last_date", "VARCHAR")],
                              run.sink.rows()),
     }
@@ -676,7 +677,6 @@ class _Run:
         self.seen: dict[str, int] = {}
         self.conflicts: set[str] = set()
         self.rejected_patients: set[str] = set()
-        self.tombstones: list[str] = []
         self.not_relevant = report.skipped["not_relevant"]
         self.sink = _NoiseSink(mapper, self.not_relevant)
         self.checked: dict[int, str | None] = {}  # line -> validation problem, found by a worker (this range)
@@ -832,7 +832,6 @@ class _Run:
             return
         if status is not None:
             report.skipped["status"][rtype] += 1
-            self.tombstones.append(key)
             self.seen[key] = digest << 2 | _SKIPPED
             return
         if result.status == "rejected":

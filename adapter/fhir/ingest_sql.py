@@ -15,13 +15,13 @@ Steps (each a statement below, same SQL on DuckDB and PostgreSQL):
    site overlay's source values);
 2. per resource keep one coding: a study-variable coding first, then standard, then any known, then
    the first (f2o-036);
-3. late rejects: duplicate ids with different content, subjects that are neither in the input nor loaded
-   before (or were rejected), unresolved Medication references, missing dates, and values of study
+3. late rejects: duplicate ids with different content, subjects that are not in the input (or were
+   rejected), unresolved Medication references, missing dates, and values of study
    variables that cannot be converted (no number, unit outside the variable's family, unknown comparator);
 4. person map (stable ``person_id`` per site and Patient id), then the OMOP rows of every table, ids
    reused from ``blina_lineage`` so a rerun rewrites identical rows;
-5. delete the rows the touched resources had before (found through ``blina_lineage``), insert the new
-   rows and their lineage; recompute OBSERVATION_PERIOD for the site's persons.
+5. delete the site's rows (found through ``blina_lineage``: the run's input replaces the site's
+   content), insert the new rows and their lineage; recompute OBSERVATION_PERIOD for the site's persons.
 """
 
 from __future__ import annotations
@@ -275,7 +275,6 @@ def _steps_pick() -> list[str]:
 
 
 def _steps_reject(c: SqlContext) -> list[str]:
-    pm = f"{c.cdm}.{PERSON_MAP_TABLE}"
     not_yet = "r.sid NOT IN (SELECT sid FROM _bl_rej)"
     obs_date = "COALESCE(p.effective_datetime, p.effective_instant, p.effective_period_start)"
     checks = [
@@ -303,9 +302,10 @@ def _steps_reject(c: SqlContext) -> list[str]:
             f"WHERE {expr} IS NULL AND {not_yet}"
         )
     stmts += [
-        f"""CREATE TEMP TABLE _bl_pat_ok AS
-        SELECT p.id AS patient_key FROM _bl_p_patient p WHERE p.sid NOT IN (SELECT sid FROM _bl_rej)
-        UNION SELECT m.patient_key FROM {pm} m WHERE m.site_id = :site""",
+        # the run's input is the site's whole export (README, "Re-ingesting a site"): a subject must be
+        # in it, a Patient loaded by an earlier run does not count (its rows are replaced by this run)
+        """CREATE TEMP TABLE _bl_pat_ok AS
+        SELECT p.id AS patient_key FROM _bl_p_patient p WHERE p.sid NOT IN (SELECT sid FROM _bl_rej)""",
         f"""INSERT INTO _bl_rej SELECT r.sid, 4,
              CASE WHEN EXISTS (SELECT 1 FROM _bl_cfg_rejected_patient x
                                WHERE 'Patient/' || x.patient_key = r.subject_key)
@@ -313,7 +313,7 @@ def _steps_reject(c: SqlContext) -> list[str]:
                                WHERE rp.source_key = r.subject_key)
                   THEN 'its subject ' || r.subject_key || ' was rejected'
                   ELSE 'dangling reference: subject ' || r.subject_key
-                       || ' is neither in the input nor loaded before for this site' END
+                       || ' is not in the input (the input of a run is the whole export of the site)' END
              FROM _bl_res r
             WHERE r.subject_key IS NOT NULL AND {not_yet}
               AND NOT EXISTS (SELECT 1 FROM _bl_pat_ok k WHERE 'Patient/' || k.patient_key = r.subject_key)""",
@@ -568,6 +568,7 @@ def _observation_period_out(c: SqlContext) -> str:
         MIN(d.s) AS observation_period_start_date, MAX(GREATEST(d.s, d.e)) AS observation_period_end_date,
         {"COALESCE((SELECT concept_id FROM _bl_type WHERE rtype = 'default'), 0)"} AS period_type_concept_id
       FROM ({facts}) d JOIN {pm} pm ON pm.person_id = d.person_id AND pm.site_id = :site
+     WHERE pm.person_id IN (SELECT person_id FROM {cdm}.person)  -- not a Patient of an earlier export
      GROUP BY pm.patient_key, pm.person_id"""
 
 
@@ -627,13 +628,9 @@ def compute(db: StageDb, c: SqlContext) -> list[tuple]:
     for table, sql in _outs(c).items():
         run(f"CREATE TEMP TABLE _bl_o_{table} AS {sql}")
         run(_id_assign(c, table, has_row_id=table in ("person", "death")))
-    run("CREATE TEMP TABLE _bl_touched AS SELECT source_key FROM _bl_ok UNION SELECT source_key FROM _bl_cfg_tombstone")
     # follow-up dates of records not loaded: merged (never narrowed) per patient, so reruns are idempotent
-    run(f"""CREATE TEMP TABLE _bl_fu AS SELECT patient_key, MIN(first_date) AS first_date,
-                   MAX(last_date) AS last_date FROM (
-              SELECT patient_key, first_date, last_date FROM {c.cdm}.{FOLLOWUP_TABLE} WHERE site_id = :site
-              UNION ALL SELECT patient_key, CAST(first_date AS DATE), CAST(last_date AS DATE) FROM _bl_cfg_followup
-            ) x GROUP BY patient_key""")
+    run("""CREATE TEMP TABLE _bl_fu AS SELECT patient_key, MIN(CAST(first_date AS DATE)) AS first_date,
+                  MAX(CAST(last_date AS DATE)) AS last_date FROM _bl_cfg_followup GROUP BY patient_key""")
     return late
 
 
@@ -646,15 +643,16 @@ def apply(db: StageDb, c: SqlContext) -> dict[str, object]:
         "FROM _bl_pm WHERE is_new")
     tables = list(_outs(c))
     for table in tables:
+        # the site's rows are replaced as a whole (incremental = fresh): rows of resources that are gone from
+        # the export, no longer study-relevant, not done or now rejected go; the others come back with
+        # their ids (from the lineage, _id_assign)
         run(f"""DELETE FROM {c.cdm}.{table} WHERE {OMOP_TARGETS[table]} IN (
-                SELECT l.row_id FROM {lin} l JOIN _bl_touched t ON t.source_key = l.source_key
-                 WHERE l.site_id = :site AND l.omop_table = '{table}')""")
-    run(f"""DELETE FROM {lin} WHERE site_id = :site AND omop_table <> 'observation_period'
-             AND source_key IN (SELECT source_key FROM _bl_touched)""")
+                SELECT l.row_id FROM {lin} l WHERE l.site_id = :site AND l.omop_table = '{table}')""")
+    run(f"DELETE FROM {lin} WHERE site_id = :site AND omop_table <> 'observation_period'")
     counts: dict[str, int] = {}
     for table in tables:
         counts[table] = _insert(db, c, table, run)
-    run(f"DELETE FROM {fu} WHERE site_id = :site AND patient_key IN (SELECT patient_key FROM _bl_fu)")
+    run(f"DELETE FROM {fu} WHERE site_id = :site")
     run(f"INSERT INTO {fu} (site_id, patient_key, first_date, last_date) "
         "SELECT :site, patient_key, first_date, last_date FROM _bl_fu")
     # OBSERVATION_PERIOD: one per person of the site, spanning every fact date (protocol 3b.10), so it
