@@ -198,3 +198,36 @@ def test_one_empty_site_among_several_is_a_finding(extracts: dict[str, Path], tm
     assert main(["report", str(extracts["center4"]), str(empty), "--out", str(tmp_path / "r.html")]) == 1
     err = capsys.readouterr().err
     assert "nothing to analyse" in err and str(empty / "patient.csv") in err
+
+
+def test_site_packages_and_the_pooled_report_say_synthetic(extracts: dict[str, Path], tmp_path: Path) -> None:
+    """A site package carries only a boolean (no CDM_SOURCE text, which may hold dates); the pooled
+    report's title block says synthetic when a package says so, and not when none does."""
+    import zipfile
+
+    packages = []
+    for site, folder in extracts.items():
+        pkg = tmp_path / f"{site}.zip"
+        assert main(["site-run", "--course", str(folder / "course.parquet"), "--patient",
+                     str(folder / "patient.parquet"), "--site-id", site, "--out", str(pkg)]) == 0
+        with zipfile.ZipFile(pkg) as zf:
+            assert json.loads(zf.read("manifest.json"))["synthetic_data"] is True
+        packages.append(str(pkg))
+    assert main(["pool", *packages, "--out", str(tmp_path / "pooled")]) == 0
+    head = _head(tmp_path / "pooled" / "pooled.html")
+    assert "<h1>SYNTHETIC DATA: " in head and "the packages of center3, center4 were built from generated" in head
+    assert "reproduced as printed (section 9), from SYNTHETIC data" in head
+
+    # the same tables without extract.json: nothing recorded, nothing claimed
+    plain = []
+    for site, folder in extracts.items():
+        bare = tmp_path / f"bare-{site}"
+        bare.mkdir()
+        for name in ("course.parquet", "patient.parquet"):
+            shutil.copy(folder / name, bare / name)
+        pkg = tmp_path / f"bare-{site}.zip"
+        assert main(["site-run", "--course", str(bare / "course.parquet"), "--patient",
+                     str(bare / "patient.parquet"), "--site-id", site, "--out", str(pkg)]) == 0
+        plain.append(str(pkg))
+    assert main(["pool", *plain, "--out", str(tmp_path / "plain")]) == 0
+    assert "SYNTHETIC" not in _head(tmp_path / "plain" / "pooled.html")

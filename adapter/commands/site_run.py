@@ -79,8 +79,15 @@ def run(args: argparse.Namespace) -> int:
     if args.course is not None:
         course, patient = read_course(args.course), read_patient(args.patient)
         vocab, fingerprint = "from extracted tables", None
+        # what the data are, from the extract.json beside the tables (True / False / None: not recorded)
+        beside = args.patient.parent / "extract.json"
+        try:
+            synthetic = (json.loads(beside.read_text(encoding="utf-8")).get("data_source") or {}).get("synthetic")
+        except (OSError, ValueError, AttributeError):
+            synthetic = None
     else:
         from adapter.cohort import require_one_site_per_person, require_study_patients
+        from adapter.provenance import read_data_source
         from adapter.views import build, input_fingerprint
 
         with open_db(args, read_only=args.db.endswith(".duckdb")) as db:
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             require_study_patients(db, study, overlay, patient, site_id=args.site_id)
             vocab = vocabulary_version(db)
             fingerprint = input_fingerprint(db, study, overlay, site_id=args.site_id)["sha256"]
+            synthetic = read_data_source(db)["synthetic"]
     if len(patient) < args.min_patients:
         # Aggregates of a handful of patients are (nearly) person-level: no package is written.
         raise DataFindings(
@@ -105,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         "vocabulary_version": vocab,
         "study_id": study.study_id,
         "study_version": study.version,
+        # a boolean only (no CDM_SOURCE text: it may hold dates): the pooled report says synthetic
+        "synthetic_data": synthetic if isinstance(synthetic, bool) else None,
     }
     if fingerprint:
         info["input_fingerprint"] = fingerprint

@@ -824,6 +824,8 @@ def _manifest(manifest_info: dict[str, Any], site_id: str, params: FederatedPara
         "input_fingerprint": manifest_info.get("input_fingerprint")
         or fingerprint_inputs(course, patient),
         "created_utc": manifest_info.get("created_utc"),
+        # True when the site's data state they are synthetic (CDM_SOURCE / FHIR HTEST), None: not recorded
+        "synthetic_data": manifest_info.get("synthetic_data"),
         "min_cell": min_cell,
         "statistics_format": statistics_format,
         "files": {name: {"sha256": _sha256(data), "bytes": len(data), "disclosure": cls}
