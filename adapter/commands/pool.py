@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         from analysis.federated.meta import render_aggregate_html
 
         html_path = args.out / "pooled.html"
-        html_path.write_text(render_aggregate_html(pooled.results, pooled.sites), encoding="utf-8")
+        synthetic = [s for s, m in pooled.manifests.items() if m.get("synthetic_data") is True]
+        html_path.write_text(render_aggregate_html(pooled.results, pooled.sites, synthetic), encoding="utf-8")
         print(f"pooled {len(pooled.sites)} sites ({', '.join(pooled.sites)}) at the aggregate level: meta-analysis "
               f"and stratified tests from published aggregates, not the centralized analysis (each value says its "
               f"method): {args.out / 'pooled.json'}, {html_path}")

@@ -255,9 +255,10 @@ def pool_aggregate(published: Mapping[str, tuple[str, str]], *, params: Mapping[
             "per_site": {}}  # fmt: skip
 
 
-def render_aggregate_html(results: Mapping[str, Any], sites: Sequence[str]) -> str:
+def render_aggregate_html(results: Mapping[str, Any], sites: Sequence[str], synthetic: Sequence[str] = ()) -> str:
     """A plain HTML page of the aggregate-level pooled results: one row per pooled value with its
-    method label and the sites it used (the full pooled report needs the exact level)."""
+    method label and the sites it used (the full pooled report needs the exact level). ``synthetic``:
+    the sites whose package says its data are synthetic; the title says so."""
     import html
 
     def fmt(x: Any) -> str:
@@ -292,8 +293,11 @@ def render_aggregate_html(results: Mapping[str, Any], sites: Sequence[str]) -> s
         row(f"{m.upper()} change over course 1 (z {fmt(w['z'])})", w["statistic"], None, None, w["p"], w["sites"],
             w["k_total"], w["method"])
     return ("<!doctype html><html><head><meta charset='utf-8'><title>blina-study pooled results (aggregate level)"
-            "</title></head><body><h1>Pooled results: aggregate sharing level</h1>"
-            f"<p>Sites: {html.escape(', '.join(sites))}. Every value below is a meta-analysis or a stratified test "
+            "</title></head><body>"
+            f"<h1>{'SYNTHETIC DATA: ' if synthetic else ''}Pooled results: aggregate sharing level</h1>"
+            + (f"<p><b>SYNTHETIC DATA: the packages of {html.escape(', '.join(synthetic))} were built from generated "
+               "patients, not real ones (their manifests say so).</b></p>" if synthetic else "")
+            + f"<p>Sites: {html.escape(', '.join(sites))}. Every value below is a meta-analysis or a stratified test "
             "from the sites' published aggregates, not the centralized analysis; the method and the number of "
             "sites used are given on each row. Counts are in pooled.json.</p>"
             "<table border='1'><thead><tr><th>analysis</th><th>estimate</th><th>95% CI</th><th>P</th>"
