@@ -267,3 +267,27 @@ def test_unit_factor_rules(tmp_path: Path, study: StudyDefinition) -> None:
                              "  cd3_abs: [{source_value: C, unit: cells/uL, unit_factor: 0.001}]\n"
                              "  cd4_abs: [{source_value: D, unit: cells/uL}]\n"), study)
     assert ok.site_units(study) == {("cells_per_litre", "cells/uL"): 0.001}
+
+
+def test_system_is_applied_by_the_ingest_and_accepted_on_its_cdm(db: Database, study: StudyDefinition,
+                                                                 tmp_path: Path) -> None:
+    """On a CDM written by blina ingest the same overlay builds: the ingest loaded the coding of that
+    system as MRD and left the same code of another system out."""
+    from test_fhir_ingest import blina_admin, patient, quantity_obs, write_ndjson
+
+    from adapter.fhir.ingest import ingest_fhir
+
+    overlay = load_overlay(_write(tmp_path, (
+        "site_id: test\nvariables:\n  mrd: [{source_value: MRD-LOC, system: 'urn:lab', unit: '%'}]\n")), study)
+    path = write_ndjson(tmp_path / "in.ndjson", [
+        patient("P"),
+        blina_admin("a1", "P", "2023-05-01", "2023-05-28"),
+        quantity_obs("b1", "P", "11150-0", 1.0, "%", date="2023-04-26"),            # marrow blasts (LOINC)
+        quantity_obs("m1", "P", "MRD-LOC", 0.3, "%", system="urn:lab", date="2023-04-26"),
+        quantity_obs("m2", "P", "MRD-LOC", 9.0, "%", system="urn:elsewhere", date="2023-04-27"),
+    ])
+    rep = ingest_fhir(db, [path], site_id="test", study=study, overlay=overlay)
+    assert rep.n_rejected == 0, rep.rejected
+    course, _ = run(db, study, overlay)
+    assert course.pre_mrd.tolist() == [pytest.approx(0.003)]
+    assert course.pre_status.tolist() == ["CR-MRDpos"]
