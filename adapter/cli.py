@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "extract": "adapter.commands.extract",
     "analyze": "adapter.commands.analyze",
     "report": "adapter.commands.report",
+    "site-key": "adapter.commands.site_key",
     "site-run": "adapter.commands.site_run",
     "pool": "adapter.commands.pool",
 }

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "meta-analysis; exact = also coordinator-only sufficient statistics that can single out "
                    "patients, so the pooled analysis equals the centralized one (needs a data-use agreement)")
     p.add_argument("--min-cell", type=int, default=5, help="smallest count published in site tables (default 5)")
+    p.add_argument("--sign-key", type=Path, default=None, metavar="FILE",
+                   help="the site's Ed25519 private key (from blina site-key): the package carries signature.json, "
+                   "which the coordinator verifies with blina pool --keys")
     p.add_argument("--min-patients", type=int, default=MIN_SITE_PATIENTS, metavar="N",
                    help=f"refuse to write a package for fewer patients (default {MIN_SITE_PATIENTS}, "
                    "the vantage6 node's BLINA_MIN_PATIENTS default; at least 1)")
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.is_dir():  # checked before any work: a folder cannot become the package file
         raise BlinaError(f"--out {args.out} is a folder", hint="name the package file, e.g. --out center1.zip")
+    if args.sign_key is not None and not args.sign_key.is_file():  # before any work, not after the build
+        raise BlinaError(f"--sign-key {args.sign_key}: no such file", hint="make the key with blina site-key")
     study, overlay = study_from_args(args)
     if (args.course is None) != (args.patient is None):
         raise BlinaError("--course and --patient go together", hint="give both extracted tables, or neither")
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if fingerprint:
         info["input_fingerprint"] = fingerprint
     path = build_site_package(course, patient, site_id=args.site_id, manifest_info=info, out_path=args.out,
-                              min_cell=args.min_cell, share=args.share)
+                              min_cell=args.min_cell, share=args.share, sign_key=args.sign_key)
     log = json.loads(zipfile.ZipFile(path).read("disclosure_log.json"))
     elements = log["can_single_out_a_patient"]
     if args.share == "aggregate":

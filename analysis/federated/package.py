@@ -42,7 +42,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from adapter.errors import BlinaError
 
 from .pooling import pool_site_statistics
 from .schema import statistics_problems
+from .signing import SIGNATURE, SigningError, load_registry, sign_manifest, verify_signature
 from .sufficient import (
     COORDINATOR_ONLY,
     PUBLISHABLE,
@@ -740,6 +741,7 @@ def build_site_package(
     out_path: str | Path,
     min_cell: int = 5,
     share: str = "exact",
+    sign_key: str | Path | None = None,
 ) -> Path:
     """Write a site's results package (zip) and return its path.
 
@@ -747,7 +749,8 @@ def build_site_package(
     besides the published files; the pooled analysis equals the centralized one) or
     ``"aggregate"`` (only the published, suppressed ``results/`` files, with the site totals of the
     stratified tests; no event day, no individual value; pooled by meta-analysis). See
-    docs/federated.md.
+    docs/federated.md. ``sign_key``: the site's Ed25519 private key file (``blina site-key``); the
+    package then carries ``signature.json`` over its manifest (``signing``).
 
     ``manifest_info`` needs ``package_version`` (software), ``study_definition_hash``,
     ``parameters`` (the study parameters as a dict) and ``vocabulary_version``; optional
@@ -774,7 +777,7 @@ def build_site_package(
     if share == "aggregate":
         return _write_aggregate_package(course, patient, stats, counts_csv, estimates_csv, log, site_id=site_id,
                                         manifest_info=manifest_info, params=params, min_cell=min_cell,
-                                        out_path=out_path)  # fmt: skip
+                                        out_path=out_path, sign_key=sign_key)  # fmt: skip
     elements = singling_out_elements(stats, min_cell)
     disclosure = {
         "sharing_level": SHARING_LEVEL,
@@ -802,7 +805,7 @@ def build_site_package(
         DISCLOSURE_LOG: (_json_bytes(disclosure), COORDINATOR_ONLY),
     }
     manifest = _manifest(manifest_info, site_id, params, course, patient, min_cell, "exact", stats["format"], files)
-    return _write_members(manifest, files, patient, site_id, out_path)
+    return _write_members(manifest, files, patient, site_id, out_path, sign_key)
 
 
 def _manifest(manifest_info: dict[str, Any], site_id: str, params: FederatedParams, course: pd.DataFrame,
@@ -835,7 +838,8 @@ def _manifest(manifest_info: dict[str, Any], site_id: str, params: FederatedPara
 
 def _write_aggregate_package(course: pd.DataFrame, patient: pd.DataFrame, stats: dict[str, Any], counts_csv: str,
                              estimates_csv: str, log: list[dict], *, site_id: str, manifest_info: dict[str, Any],
-                             params: FederatedParams, min_cell: int, out_path: str | Path) -> Path:
+                             params: FederatedParams, min_cell: int, out_path: str | Path,
+                             sign_key: str | Path | None = None) -> Path:
     """An aggregate package: the published files and a disclosure log that lists hidden positions only
     (no rule that would tell a primary cell from a complementary one or name a count)."""
     disclosure = {
@@ -861,12 +865,15 @@ def _write_aggregate_package(course: pd.DataFrame, patient: pd.DataFrame, stats:
     problems = aggregate_problems(members, min_cell)
     if problems:  # a bug, never the data: the aggregate level must not carry these
         raise PackageError(f"aggregate package for site {site_id!r} not written: " + "; ".join(problems[:5]))
-    return _write_members(manifest, files, patient, site_id, out_path)
+    return _write_members(manifest, files, patient, site_id, out_path, sign_key)
 
 
 def _write_members(manifest: dict[str, Any], files: dict[str, tuple[bytes, str]], patient: pd.DataFrame,
-                   site_id: str, out_path: str | Path) -> Path:
+                   site_id: str, out_path: str | Path, sign_key: str | Path | None = None) -> Path:
     members = {MANIFEST: _json_bytes(manifest), **{k: v[0] for k, v in files.items()}}
+    if sign_key is not None:
+        # The signature covers the manifest bytes, and the manifest every other file's SHA-256.
+        members[SIGNATURE] = sign_manifest(members[MANIFEST], str(site_id), sign_key)
     source_ids = frozenset(
         str(s) for s in patient.get("person_source_value", pd.Series(dtype=object)).dropna()
     )
@@ -942,7 +949,7 @@ def aggregate_problems(members: dict[str, bytes], min_cell: int) -> list[str]:
     ids and person-level field names are the package scanner's (``scan_package``).
     """
     out: list[str] = []
-    allowed = {MANIFEST, COUNT_TABLES, ESTIMATES, DISCLOSURE_LOG}
+    allowed = {MANIFEST, COUNT_TABLES, ESTIMATES, DISCLOSURE_LOG, SIGNATURE}
     extra = sorted(set(members) - allowed)
     if extra:
         out.append(f"files other than the published ones: {extra}")
@@ -998,10 +1005,12 @@ class SitePackage:
     count_tables: str
     estimates: str
     disclosure_log: dict[str, Any]
+    signed_by: str | None = None  # key id of the verified signature (read with registered keys)
 
 
-def read_package(path: str | Path) -> SitePackage:
-    """Open a package, verify format, file list and SHA-256 checksums, and scan it.
+def read_package(path: str | Path, *, keys: dict[str, dict[str, Any]] | None = None) -> SitePackage:
+    """Open a package, verify format, file list and SHA-256 checksums, and scan it; with ``keys``
+    (``signing.load_registry``) also its Ed25519 signature against the keys registered for its site.
 
     Raises ``PackageError`` naming the file and the problem on any mismatch.
     """
@@ -1021,16 +1030,28 @@ def read_package(path: str | Path) -> SitePackage:
     if not isinstance(listed, dict) or not all(isinstance(m, dict) for m in listed.values()):
         raise PackageError(f"{p}: the manifest's 'files' is not an object of file entries",
                            hint="the package was altered; ask the site to resend it")  # fmt: skip
+    signed_by = None
+    if keys is not None:
+        try:
+            signed_by = verify_signature(members[MANIFEST], members.get(SIGNATURE), str(manifest.get("site_id")), keys)
+        except SigningError as exc:
+            raise PackageError(f"{p}: {exc.message}", hint=exc.hint) from None
     share = manifest.get("sharing_level", "exact")
     if share not in SHARING_LEVELS:
         raise PackageError(f"{p}: sharing level {share!r} is not one of {list(SHARING_LEVELS)}",
                            hint="the package was altered; ask the site to resend it")  # fmt: skip
     required = (COUNT_TABLES, ESTIMATES, DISCLOSURE_LOG) + ((STATISTICS,) if share == "exact" else ())
     missing_required = [m for m in required if m not in listed]
+    unknown = sorted(set(listed) - set(required))
+    if unknown:
+        # A listed extra file (e.g. person-level rows with innocent column names) is as foreign as an
+        # unlisted one: a package holds exactly the files of its level.
+        raise PackageError(f"{p}: the manifest lists files a {share} package does not have: {unknown}",
+                           hint="do not pool this package; ask the site to rebuild it with blina site-run")
     if missing_required:
         raise PackageError(f"{p}: the manifest does not list {missing_required}",
                            hint="not a complete blina-study site package; ask the site to rebuild it")
-    extra = sorted(set(members) - set(listed) - {MANIFEST})
+    extra = sorted(set(members) - set(listed) - {MANIFEST, SIGNATURE})
     if extra:
         raise PackageError(f"{p}: files not listed in the manifest: {extra}",
                            hint="the package was altered; ask the site to resend it")  # fmt: skip
@@ -1051,7 +1072,7 @@ def read_package(path: str | Path) -> SitePackage:
             hint="do not pool this package; ask the site to rebuild it",
         )
     if share == "aggregate":
-        return _read_aggregate(p, manifest, members)
+        return replace(_read_aggregate(p, manifest, members), signed_by=signed_by)
     stats = _strict_json(p, STATISTICS, members[STATISTICS])
     problem = statistics_problems(stats)
     if problem is not None:
@@ -1083,6 +1104,7 @@ def read_package(path: str | Path) -> SitePackage:
         count_tables=members[COUNT_TABLES].decode("utf-8"),
         estimates=members[ESTIMATES].decode("utf-8"),
         disclosure_log=_strict_json(p, DISCLOSURE_LOG, members[DISCLOSURE_LOG]),
+        signed_by=signed_by,
     )
 
 
@@ -1126,6 +1148,7 @@ class PooledResults:
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     published: dict[str, dict[str, str]] = field(default_factory=dict)
     disclosure_logs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    signatures: dict[str, str | None] = field(default_factory=dict)  # site -> verified key id (None: not checked)
 
     @property
     def pooled(self) -> dict[str, Any]:
@@ -1140,7 +1163,8 @@ class PooledResults:
         return json.dumps(
             {"sites": self.sites, "study_definition_hash": self.study_definition_hash,
              "package_version": self.package_version, "parameters": self.parameters,
-             "results": self.results, "manifests": self.manifests},  # fmt: skip
+             "results": self.results, "manifests": self.manifests,
+             "signatures": self.signatures},  # fmt: skip
             allow_nan=False,
         )
 
@@ -1151,17 +1175,26 @@ def pool_packages(
     expected_study_hash: str | None = None,
     expected_package_version: str | None = None,
     cox_strata: str = "site",
+    keys: str | Path | dict[str, dict[str, Any]] | None = None,
 ) -> PooledResults:
     """Read, verify and pool site packages.
 
     Refuses (``PackageError``) when a package fails ``read_package``, when packages differ in
     study-definition hash, software version, parameters or min_cell, when a site appears
     twice, or when the optional ``expected_*`` values do not match. ``cox_strata``: ``"site"`` or
-    ``"none"`` (see ``pooling.pool_site_statistics``).
+    ``"none"`` (see ``pooling.pool_site_statistics``). ``keys``: the coordinator's registered public
+    keys (a folder of ``<site_id>.pub`` files, or ``signing.load_registry``'s result); every package
+    must then carry a valid signature by a key registered for its site.
     """
     if not paths:
         raise PackageError("no packages to pool", hint="give one package per site")
-    pkgs = [read_package(p) for p in paths]
+    registry = None
+    if keys is not None:
+        try:
+            registry = keys if isinstance(keys, dict) else load_registry(keys)
+        except SigningError as exc:
+            raise PackageError(exc.message, hint=exc.hint) from None
+    pkgs = [read_package(p, keys=registry) for p in paths]
     ref = pkgs[0]
     checks = [("study_definition_hash", expected_study_hash),
               ("package_version", expected_package_version)]  # fmt: skip
@@ -1223,4 +1256,5 @@ def _pooled_results(pkgs: list[SitePackage], ids: list[str], ref: SitePackage,
         published={pkg.manifest["site_id"]: {"count_tables": pkg.count_tables,
                                              "estimates": pkg.estimates} for pkg in pkgs},
         disclosure_logs={pkg.manifest["site_id"]: pkg.disclosure_log for pkg in pkgs},
+        signatures={pkg.manifest["site_id"]: pkg.signed_by for pkg in pkgs},
     )
