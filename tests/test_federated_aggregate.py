@@ -154,7 +154,7 @@ def _replant(path, tmp_path, member: str, edit) -> str:
      lambda b: b + b"km/efs/all,,median_days,412,\n", "event day or an individual value"),
     ("results/estimates.csv",
      lambda b: b + b"wilcoxon/cd3,pre,median,1.811,\n", "event day or an individual value"),
-    ("pooling/statistics.json", lambda b: b'{"time": [12, 40]}', "files other than the published ones"),
+    ("pooling/statistics.json", lambda b: b'{"time": [12, 40]}', "an aggregate package does not have"),
 ])  # fmt: skip
 def test_pool_refuses_an_aggregate_package_that_breaks_the_level(sites, tmp_path, member, edit, problem):
     _, packages = sites

@@ -229,7 +229,7 @@ def test_listed_extra_file_with_person_level_rows_is_refused(signed, tmp_path):
     manifest["files"]["results/extra.csv"] = {"sha256": hashlib.sha256(rows).hexdigest(), "bytes": len(rows),
                                               "disclosure": "publishable"}  # fmt: skip
     members["manifest.json"] = json.dumps(manifest).encode()
-    with pytest.raises(PackageError, match="lists files a exact package does not have"):
+    with pytest.raises(PackageError, match="lists files that an exact package does not have"):
         read_package(_write(tmp_path / "extra.zip", members, fix_checksums=False))
 
 

@@ -1046,7 +1046,7 @@ def read_package(path: str | Path, *, keys: dict[str, dict[str, Any]] | None = N
     if unknown:
         # A listed extra file (e.g. person-level rows with innocent column names) is as foreign as an
         # unlisted one: a package holds exactly the files of its level.
-        raise PackageError(f"{p}: the manifest lists files a {share} package does not have: {unknown}",
+        raise PackageError(f"{p}: the manifest lists files that an {share} package does not have: {unknown}",
                            hint="do not pool this package; ask the site to rebuild it with blina site-run")
     if missing_required:
         raise PackageError(f"{p}: the manifest does not list {missing_required}",
