@@ -235,3 +235,28 @@ def test_site_packages_and_the_pooled_report_say_synthetic(extracts: dict[str, P
         plain.append(str(pkg))
     assert main(["pool", *plain, "--out", str(tmp_path / "plain")]) == 0
     assert "SYNTHETIC" not in (tmp_path / "plain" / "pooled.html").read_text()
+
+
+def test_a_real_synthetic_cdm_is_recognised(shared_dir: Path, tmp_path: Path) -> None:
+    """OHDSI's Eunomia (Synthea) CDM_SOURCE row, as shipped, reads as synthetic; nothing of ours in it."""
+    import csv
+    import io
+    import zipfile
+
+    from adapter.db import connect
+    from adapter.omop import create_cdm
+    from adapter.provenance import read_data_source
+
+    with zipfile.ZipFile(shared_dir / "external" / "eunomia-synthea27nj-5.4" / "Synthea27Nj_5.4.zip") as zf:
+        name = next(n for n in zf.namelist() if n.endswith("CDM_SOURCE.csv"))
+        row = next(csv.DictReader(io.StringIO(zf.read(name).decode("utf-8"))))
+    with connect(str(tmp_path / "e.duckdb"), cdm_schema="cdm", vocab_schema="vocab") as db:
+        create_cdm(db)
+        assert read_data_source(db)["synthetic"] is None  # empty CDM_SOURCE: nothing known
+        cols = [c for c in row if c in {"cdm_source_name", "cdm_source_abbreviation", "cdm_holder",
+                                        "source_description", "cdm_version", "vocabulary_version"}]
+        db.execute(f"insert into {db.qualified('cdm', 'cdm_source')} ({', '.join(cols)}, source_release_date, "
+                   f"cdm_release_date, cdm_version_concept_id) values ({', '.join(':' + c for c in cols)}, "
+                   "'2022-10-10', '2022-10-10', 0)", {c: row[c] for c in cols})
+        src = read_data_source(db)
+    assert src["synthetic"] is True and "synthetic" in src["evidence"]
