@@ -84,6 +84,7 @@ from analysis.tables import (
 __all__ = [
     "NOT_POOLED_PREFIXES",
     "PooledScope",
+    "aggregate_forest_rows",
     "clopper_pearson",
     "forest_rows",
     "pooled_run_figures",
@@ -597,13 +598,10 @@ def _log_ci(s: float, se: float, z: float = 1.959963984540054) -> tuple[float, f
     return math.exp(math.log(s) - z * se / s), min(1.0, math.exp(math.log(s) + z * se / s))
 
 
-def forest_rows(
-    sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, str], str]], ep: str, group: str
+def _center_rows(
+    est: Mapping[str, Mapping[tuple[str, str, str], str]], ep: str, group: str, day: int
 ) -> list[tuple[str, float | None, float | None, float | None, str]]:
-    """One forest plot's rows: each center's published landmark estimate (or why not shown), then
-    the pooled Kaplan-Meier estimate with its 95% limits."""
-    sv = sc.efs if ep == "efs" else sc.os
-    day = int(sv.landmark_days) if sv else 365
+    """Each center's published landmark estimate with R's log interval (or why not shown)."""
     rows: list[tuple[str, float | None, float | None, float | None, str]] = []
     for site, vals in est.items():
         s = vals.get((f"km/{ep}/{group}", f"day{day}", "survival"))
@@ -616,6 +614,17 @@ def forest_rows(
             continue
         lo, hi = _log_ci(fs, fse)
         rows.append((site, fs, lo, hi, _interval_text(fs, lo, hi, n)))
+    return rows
+
+
+def forest_rows(
+    sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, str], str]], ep: str, group: str
+) -> list[tuple[str, float | None, float | None, float | None, str]]:
+    """One forest plot's rows: each center's published landmark estimate (or why not shown), then
+    the pooled Kaplan-Meier estimate with its 95% limits."""
+    sv = sc.efs if ep == "efs" else sc.os
+    day = int(sv.landmark_days) if sv else 365
+    rows = _center_rows(est, ep, group, day)
     g = next((x for x in sv.groups if x.group == group), None) if sv else None
     if g is None:
         rows.append(("Pooled", None, None, None, "no patients"))
@@ -652,7 +661,9 @@ def _forest_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, s
     return out or "<p>No per-day survival counts in the pooled statistics: no forest plots.</p>"
 
 
-def _per_center_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, str], str]]) -> str:
+def _per_center_section(
+    covariates: Sequence[str], markers: Sequence[str], est: Mapping[str, Mapping[tuple[str, str, str], str]]
+) -> str:
     sites = list(est)
     if not sites:
         return "<p>No published center files in the pooled results.</p>"
@@ -666,9 +677,9 @@ def _per_center_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, st
     items += [("CR R/R vs CR-MRDpos, Fisher P (course 1)", "response/course1", "", "fisher_p", "{:.4f}")]
     for name in PREDICTORS:
         items.append((f"Predictor {name}: Fisher P (course 1)", f"predictors/course1/{name}", "", "fisher_p", "{:.4f}"))
-    for cov in sc.cox_efs.terms or ():
-        items.append((f"Cox {cov.covariate}: HR (center alone)", "cox/efs", cov.covariate, "hr", "{:.2f}"))
-    for m in sc.wilcoxon:
+    for cov in covariates:
+        items.append((f"Cox {cov}: HR (center alone)", "cox/efs", cov, "hr", "{:.2f}"))
+    for m in markers:
         items.append((f"{m.upper()} Wilcoxon P", f"wilcoxon/{m}", "", "p", "{:.4f}"))
     rows = [[label, *[_pub_cell(est[s].get((a, t, st)), f) for s in sites]] for label, a, t, st, f in items]
     return central._table(
@@ -740,18 +751,59 @@ def _published_section(sc: PooledScope) -> str:
     )  # fmt: skip
 
 
+def _synthetic_sites(pooled: Any) -> list[str]:
+    """The sites whose package manifest says its data are synthetic."""
+    return sorted(s for s, m in (getattr(pooled, "manifests", None) or {}).items() if m.get("synthetic_data") is True)
+
+
+def _document(pooled: Any, generated: str, level: str, sub: str,
+              sections: Sequence[tuple[str, str, str]], footer: str) -> str:
+    synthetic = _synthetic_sites(pooled)
+    params = ", ".join(f"{k} = {v}" for k, v in sorted((pooled.parameters or {}).items()))
+    stamp = [
+        ("Centers", ", ".join(pooled.sites)),
+        ("Sharing level", level),
+        ("Package version", pooled.package_version),
+        ("Study definition", pooled.study_definition_hash),
+        ("Generated", generated),
+        ("Study parameters", params or "not recorded"),
+    ]
+    toc = "".join(f'<div><a href="#{sid}">{_e(title)}</a></div>' for sid, title, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>' for sid, title, content in sections)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>blina-study pooled report</title>"
+        f"<style>{central._CSS}</style></head><body><main>"
+        f"<h1>{'SYNTHETIC DATA: ' if synthetic else ''}Blinatumomab in pediatric B-ALL: pooled results of the "
+        "centers</h1>"
+        + (f'<p class="synthetic">SYNTHETIC DATA: the packages of {_e(", ".join(synthetic))} were built from '
+           "generated patients, not real ones (their manifests say so). Agreement with the published figures "
+           "shows that the pipeline runs, not that the study is replicated.</p>" if synthetic else "")
+        + f'<p class="sub">{sub}</p>'
+        '<div class="stamp">' + "".join(f"<b>{_e(k)}</b><span>{_e(v)}</span>" for k, v in stamp) + "</div>"
+        f'<nav class="toc">{toc}</nav>{body}<p class="note">{footer}</p></main></body></html>\n'
+    )
+
+
 def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | None = None) -> Path:
-    """Write the pooled report for ``pooled`` (a ``PooledResults``) and return its path."""
+    """Write the pooled report for ``pooled`` (a ``PooledResults``, either sharing level) and
+    return its path."""
     out_path = Path(out_path)
     generated = generated or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if pooled.results.get("sharing_level") == "aggregate":
+        doc = _aggregate_document(pooled, generated)
+    else:
+        doc = _exact_document(pooled, generated)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(doc, encoding="utf-8")
+    return out_path
+
+
+def _exact_document(pooled: Any, generated: str) -> str:
     sc = pooled_scope(pooled.results)
     est = _published_values(pooled)
     counts = _published_counts(pooled)
-    levels = sorted({str(m.get("share") or m.get("sharing_level") or "exact")
-                     for m in (getattr(pooled, "manifests", None) or {}).values()})  # fmt: skip
-    synthetic = sorted(s for s, m in (getattr(pooled, "manifests", None) or {}).items()
-                       if m.get("synthetic_data") is True)
-    surv = ""
     if sc.efs is not None and sc.os is not None:
         surv = central._survival(sc)  # type: ignore[arg-type]
     else:
@@ -773,44 +825,142 @@ def render_pooled_report(pooled: Any, out_path: str | Path, *, generated: str | 
         ("published", "9. Published vs this run (pooled)",
          _published_section(sc) if sc.efs is not None and sc.os is not None
          else "<p>Not available without the pooled survival counts.</p>"),
-        ("centers", "10. Per-center published values", _per_center_section(sc, est)),
+        ("centers", "10. Per-center published values",
+         _per_center_section([t.covariate for t in sc.cox_efs.terms], list(sc.wilcoxon), est)),
     ]
-    params = ", ".join(f"{k} = {v}" for k, v in sorted((pooled.parameters or {}).items()))
-    stamp = [
-        ("Centers", ", ".join(pooled.sites)),
-        ("Sharing level", ", ".join(levels)),
-        ("Package version", pooled.package_version),
-        ("Study definition", pooled.study_definition_hash),
-        ("Generated", generated),
-        ("Study parameters", params or "not recorded"),
-    ]
-    toc = "".join(f'<div><a href="#{sid}">{_e(title)}</a></div>' for sid, title, _ in sections)
-    body = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>' for sid, title, content in sections)
     n_agree = 0
     if sc.efs is not None and sc.os is not None:
         run = pooled_run_figures(sc)
         n_agree = sum(central._agreement(p, run.get(p.key))[0] for p in PUBLISHED)
-    doc = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<title>blina-study pooled report</title>"
-        f"<style>{central._CSS}</style></head><body><main>"
-        f"<h1>{'SYNTHETIC DATA: ' if synthetic else ''}Blinatumomab in pediatric B-ALL: pooled results of the "
-        "centers</h1>"
-        + (f'<p class="synthetic">SYNTHETIC DATA: the packages of {_e(", ".join(synthetic))} were built from '
-           "generated patients, not real ones (their manifests say so). Agreement with the published figures "
-           "shows that the pipeline runs, not that the study is replicated.</p>" if synthetic else "")
-        + f'<p class="sub">{sc.n_patients} patients, {sc.n_courses} courses, {len(pooled.sites)} centers; '
-        f"{n_agree} of {sum(p.published for p in PUBLISHED)} published figures reproduced as printed (section 9)"
-        f"{', from SYNTHETIC data' if synthetic else ''}. "
-        "Pooled from the "
-        "centers' packages; no patient record left a center.</p>"
-        '<div class="stamp">' + "".join(f"<b>{_e(k)}</b><span>{_e(v)}</span>" for k, v in stamp) + "</div>"
-        f'<nav class="toc">{toc}</nav>{body}'
-        "<p class='note'>Pooled values are computed from the centers' coordinator-only pooling statistics and "
-        "equal the analysis of the concatenated patients where the method says so; per-center values are "
-        "only those the centers published.</p></main></body></html>\n"
-    )  # fmt: skip
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(doc, encoding="utf-8")
-    return out_path
+    sub = (f"{sc.n_patients} patients, {sc.n_courses} courses, {len(pooled.sites)} centers; {n_agree} of "
+           f"{sum(p.published for p in PUBLISHED)} published figures reproduced as printed (section 9)"
+           f"{', from SYNTHETIC data' if _synthetic_sites(pooled) else ''}. Pooled from the centers' packages; no "
+           "patient record left a center.")  # fmt: skip
+    footer = ("Pooled values are computed from the centers' coordinator-only pooling statistics and equal the "
+              "analysis of the concatenated patients where the method says so; per-center values are only those "
+              "the centers published.")  # fmt: skip
+    return _document(pooled, generated, "exact", sub, sections, footer)
+
+
+# ---- aggregate sharing level -----------------------------------------------------------------
+
+
+def _meta_cells(m: Mapping[str, Any] | None, digits: int = 2, pct: bool = False) -> tuple[str, str, str]:
+    """(estimate, 95% CI, P) of a fixed- or random-effect summary (``meta.inverse_variance``)."""
+    if not m or m.get("value") is None:
+        return "not estimable", "-", "-"
+    f = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.{digits}f}")
+    lo, hi = m.get("value_ci_lower"), m.get("value_ci_upper")
+    ci = "-" if lo is None or hi is None else f"{f(lo)}-{f(hi)}"
+    return f(m["value"]), ci, central._p_only(m.get("p"))
+
+
+def _used(block: Mapping[str, Any], key: str = "sites") -> str:
+    used = block.get(key) or []
+    return f"{len(used)} of {block.get('k_total', '?')}" + (f" ({', '.join(used)})" if used else "")
+
+
+def _aggregate_flow(b: Mapping[str, Any]) -> str:
+    out = ""
+    for name, t in (b.get("counts") or {}).items():
+        lb = t.get("lower_bounds") or {}
+        rows = []
+        for *labels, n in t["cells"]:
+            key = "|".join(str(x) for x in labels)
+            if n is None:
+                low = lb.get(key, lb.get(labels[0]) if len(labels) == 1 else None)
+                text = "suppressed at a center" + ("" if low is None else f"; at least {low}")
+            else:
+                text = str(n)
+            rows.append([" / ".join(str(x) for x in labels), text])
+        out += central._table([" × ".join(t.get("dims", [])), "Sum of the centers' published counts"], rows,
+                              caption=f"Count table {name}", note=t.get("method"), cls="num")  # fmt: skip
+    return out or "<p>No count tables.</p>"
+
+
+def aggregate_forest_rows(
+    block: Mapping[str, Any], est: Mapping[str, Mapping[tuple[str, str, str], str]], ep: str
+) -> list[tuple[str, float | None, float | None, float | None, str]]:
+    """Aggregate level, one endpoint: per group, each center's published landmark estimate, then the
+    fixed-effect meta-analysis (``"<group>: Pooled"``) with its back-transformed 95% limits."""
+    rows: list[tuple[str, float | None, float | None, float | None, str]] = []
+    for g, m in (block.get("landmark") or {}).items():
+        day = int(m.get("day") or 365)
+        rows += [(f"{g}: {label}", *rest) for label, *rest in _center_rows(est, ep, g, day)]
+        fe = m.get("fixed") or {}
+        s, lo, hi = fe.get("value"), fe.get("value_ci_lower"), fe.get("value_ci_upper")
+        ci = "no interval" if lo is None or hi is None else f"{100 * lo:.1f}-{100 * hi:.1f}%"
+        rows.append((f"{g}: Pooled", s, lo, hi, "not estimable (no center published an estimate)" if s is None
+                     else f"{100 * s:.1f}% ({ci}); fixed-effect meta-analysis, {m.get('k', 0)} of "
+                     f"{m.get('k_total')} centers"))  # fmt: skip
+    return rows
+
+
+def _aggregate_document(pooled: Any, generated: str) -> str:
+    b = pooled.results["pooled"]
+    est = _published_values(pooled)
+    resp_rows = []
+    for section in ("response", "predictors"):
+        for name, t in (b.get(section) or {}).items():
+            cmh = t.get("cmh") or {}
+            ci = "-" if cmh.get("ci_lower") is None else f"{cmh['ci_lower']:.2f}-{cmh['ci_upper']:.2f}"
+            fe = _meta_cells((t.get("log_odds_ratio") or {}).get("fixed"))
+            resp_rows.append([f"{section} {name}", "-" if cmh.get("odds_ratio") is None else f"{cmh['odds_ratio']:.2f}",
+                              ci, central._p_only(cmh.get("p_exact")), _used(t, "sites_complete"),
+                              fe[0] if fe[1] == "-" else f"{fe[0]} ({fe[1]})", _used(t, "sites_in_meta")])  # fmt: skip
+    cox_rows = []
+    for cov, m in (b.get("cox") or {}).items():
+        for model in ("fixed", "random"):
+            e, ci, p = _meta_cells(m.get(model))
+            i2 = "" if m.get("i2") is None else f"I² {100 * m['i2']:.0f}%"
+            cox_rows.append([cov, f"{model} effect", e, ci, p, _used(m), i2])
+    surv_rows, forest = [], ""
+    for ep, block in (b.get("survival") or {}).items():
+        for g, m in (block.get("landmark") or {}).items():
+            e, ci, _ = _meta_cells(m.get("fixed"), pct=True)
+            surv_rows.append([ep.upper(), g, f"day {m.get('day')}", e, ci, _used(m)])
+        lr = block.get("logrank_stratified") or {}
+        chi = "-" if lr.get("chi2") is None else f"χ² {lr['chi2']:.2f}, {lr.get('df')} df"
+        surv_rows.append([ep.upper(), "site-stratified log-rank", "", chi, central._p_only(lr.get("p")), _used(lr)])
+        rows = aggregate_forest_rows(block, est, ep)
+        if rows:
+            png = _forest_png(rows, f"{ep.upper()} at day 365 by status at referral (aggregate level)")
+            forest += (f"<figure>{central._img(png, f'forest plot {ep}')}<figcaption>Figure. {_e(ep.upper())} at "
+                       "day 365: each center's published Kaplan-Meier estimate with R's log 95% interval, and the "
+                       "fixed-effect meta-analysis on the complementary log-log scale (bold; not the Kaplan-Meier "
+                       "estimate of the concatenated patients). Centers whose estimate is suppressed are listed "
+                       "without a point.</figcaption></figure>")  # fmt: skip
+    t_rows = [[m.upper(), "-" if w.get("z") is None else f"{w['z']:.2f}", central._p_only(w.get("p")), _used(w),
+               w.get("method", "")] for m, w in (b.get("wilcoxon") or {}).items()]  # fmt: skip
+    method_of = {k: next(iter(v.values())).get("method", "") for k, v in
+                 (("cox", b.get("cox") or {}),) if v}  # fmt: skip
+    sections = [
+        ("flow", "1. Patient flow (sums of published counts)", _aggregate_flow(b)),
+        ("response", "2. Response and predictors", central._table(
+            ["Table", "CMH odds ratio", "95% CI", "P (exact CMH)", "centers (complete tables)",
+             "Fixed-effect OR (95% CI)", "centers in the meta-analysis"], resp_rows,
+            caption="Response and univariate predictors: Cochran-Mantel-Haenszel over the centers whose 2x2 table "
+            "is published without suppression, and inverse-variance meta-analysis of log odds ratios",
+            note=next(iter((b.get("response") or {}).values()), {}).get("method"), cls="num")),
+        ("cox", "3. Cox model for EFS (meta-analysis of the centers' own models)", central._table(
+            ["Covariate", "Model", "HR", "95% CI", "P", "centers used", "heterogeneity"], cox_rows,
+            caption="Cox proportional hazards for EFS: meta-analysis of each center's published hazard ratio",
+            note=method_of.get("cox"), cls="num", text_cols=2)),
+        ("survival", "4. Survival (meta-analysis and stratified log-rank)", central._table(
+            ["Endpoint", "Group / test", "Time", "Estimate", "95% CI / P", "centers used"], surv_rows,
+            caption="One-year survival by status at referral (fixed-effect meta-analysis) and the site-stratified "
+            "log-rank test from the centers' published scores", cls="num", text_cols=3)
+            + (forest or "<p>No center published a one-year estimate.</p>")),
+        ("tcells", "5. T-cell subsets", central._table(
+            ["Subset", "z", "P", "centers used", "Method"], t_rows,
+            caption="T-cell change over course 1: stratified signed-rank test from the centers' totals", cls="num")),
+        ("centers", "6. Per-center published values", _per_center_section(
+            list((b.get("cox") or {}).keys()), list((b.get("wilcoxon") or {}).keys()), est)),
+    ]
+    sub = (f"{b.get('n_patients', '?')} patients, {len(pooled.sites)} centers. Aggregate sharing level: every "
+           "pooled value is a meta-analysis or a stratified test from the centers' published aggregates, not the "
+           "centralized analysis; each row names its method and the centers it used. Kaplan-Meier curves, "
+           "at-risk tables and the published-vs-this-run comparison need the exact level (per-day counts), which "
+           "these packages do not carry.")  # fmt: skip
+    footer = "Only the centers' publishable files were used; nothing coordinator-only was received."
+    return _document(pooled, generated, "aggregate", sub, sections, footer)

@@ -228,3 +228,34 @@ def test_cox_block_names_its_model(federation):
     res, _, _ = _cox({"cox": {"efs": block}})
     assert res.estimated and [t.covariate for t in res.terms] == ["high_mrd", "poor_cytogenetics"]
     assert res.dropped == (("bcr_abl1", "constant in the complete cases"),)
+
+
+def test_aggregate_level_report(federation, tmp_path):
+    """Aggregate packages (the default level): the same report layout says on top that every value
+    is a meta-analysis or a stratified test, not the centralized analysis; no KM curve and no
+    published comparison (no per-day counts); the forest plots show the centers' published estimates
+    and the fixed-effect meta-analysis as the pooled row; per-center published values."""
+    from analysis.federated import build_site_package as build
+
+    rng = np.random.default_rng(20261204)
+    frames = {s: simulate_site(rng, s, n) for s, n in SITES.items()}
+    paths = [build(c, p, site_id=s, manifest_info=INFO, out_path=tmp_path / f"{s}.zip", share="aggregate")
+             for s, (c, p) in frames.items()]  # fmt: skip
+    pooled = pool_packages(paths)
+    assert pooled.results["sharing_level"] == "aggregate"
+    text = render_pooled_report(pooled, tmp_path / "agg.html").read_text()
+    assert "Aggregate sharing level" in text and "not the centralized analysis" in text and "van Elteren" in text
+    assert "Kaplan-Meier plot, pooled" not in text and "Table 9." not in text
+    assert text.count('alt="forest plot') == 2 and "Table 10. Per-center values as each center published them" in text
+    from analysis.pooled_report import _published_values, aggregate_forest_rows
+
+    block = pooled.results["pooled"]["survival"]["efs"]
+    rows = aggregate_forest_rows(block, _published_values(pooled), "efs")
+    n_estimated = 0
+    for g, m in block["landmark"].items():
+        mine = [r for r in rows if r[0].startswith(f"{g}: ")]
+        assert [r[0] for r in mine] == [f"{g}: {s}" for s in SITES] + [f"{g}: Pooled"]
+        fe = m["fixed"] or {}
+        assert mine[-1][1:4] == (fe.get("value"), fe.get("value_ci_lower"), fe.get("value_ci_upper"))
+        n_estimated += fe.get("value") is not None
+    assert n_estimated >= 1  # the large centers publish their estimates

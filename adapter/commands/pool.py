@@ -40,11 +40,7 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pooled.json").write_text(pooled.to_json() + "\n", encoding="utf-8")
     if pooled.results.get("sharing_level") == "aggregate":
-        from analysis.federated.meta import render_aggregate_html
-
-        html_path = args.out / "pooled.html"
-        synthetic = [s for s, m in pooled.manifests.items() if m.get("synthetic_data") is True]
-        html_path.write_text(render_aggregate_html(pooled.results, pooled.sites, synthetic), encoding="utf-8")
+        html_path = render_pooled_report(pooled, args.out / "pooled.html")
         print(f"pooled {len(pooled.sites)} sites ({', '.join(pooled.sites)}) at the aggregate level: meta-analysis "
               f"and stratified tests from published aggregates, not the centralized analysis (each value says its "
               f"method): {args.out / 'pooled.json'}, {html_path}")
