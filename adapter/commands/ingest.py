@@ -34,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="processes that read NDJSON side by side (same result as 1; default: the CPU count, "
                         "at most 4, for 16 MB of NDJSON or more, else 1)")
+    p.add_argument("--validate", choices=("fast", "full"), default="fast",
+                   help="fast (default): FHIR R4 types, regexes, required elements, required codes and one value[x] "
+                        "of the elements the study reads (generated from the R4B models); full: every element of "
+                        "every study resource through fhir.resources R4B, about 25-60x the validation cost "
+                        "(bench/RESULTS.md)")
     g = p.add_argument_group("output")
     g.add_argument("--report", type=Path, default=None, metavar="F", help="write the JSON run report here")
     g.add_argument("--quarantine", type=Path, default=None, metavar="F",
@@ -128,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 create_cdm(db)
                 report = ingest_fhir(db, args.paths, site_id=args.site, study=study, overlay=overlay,
-                                     quarantine=quarantine, workers=args.workers)
+                                     quarantine=quarantine, workers=args.workers, validation=args.validate)
             except BaseException:
                 for schema in new_schemas:  # made by this failed run (e.g. a mistyped --cdm-schema): remove
                     db.execute(f"DROP SCHEMA IF EXISTS {db.q(schema)} CASCADE")

@@ -321,6 +321,7 @@ def ingest_fhir(
     duckdb_memory_limit: str | None = "128MB",
     workers: int | None = None,
     rules: Rules | None = None,
+    validation: str = "fast",
 ) -> IngestReport:
     """Ingest FHIR files/folders into ``db``'s CDM schema for site ``site_id`` (see module doc).
 
@@ -332,6 +333,8 @@ def ingest_fhir(
     ``workers``: processes that parse NDJSON ranges side by side (Linux; the outcome is the same as with
     one): None takes the CPU count (at most 4) when the NDJSON input is 16 MB or more, else 1.
     ``rules``: the plausibility rules (default: ``mappings/fhir/plausibility.yaml`` with today's date).
+    ``validation``: ``fast`` (the generated checks of the elements the study reads, adapter.fhir.validate)
+    or ``full`` (every element through fhir.resources R4B, ~25-60x the cost per study resource).
     """
     t0 = time.perf_counter()
     validate_site_id(site_id)  # before any work: the person map and lineage key on it (VARCHAR(40))
@@ -402,7 +405,7 @@ def ingest_fhir(
                 db.execute(stmt)
             sdb.drop_all()
             run = _stage_input(sdb, ctx, files, views, study, overlay, config, report, quarantine, on_progress,
-                               _reading_workers(files, workers), rules)
+                               _reading_workers(files, workers), rules, validation)
             for sid, key, file_idx, line, entry, reason in compute(sdb, ctx):
                 if sid not in run.late_rejected:  # several problems: the first (by step) is reported
                     run.late_rejected.add(sid)
@@ -465,12 +468,12 @@ _STAGED, _SKIPPED, _REJECTED = 0, 1, 2  # outcome of the first copy of a key (lo
 def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[str, ViewDefinition],
                  study: StudyDefinition, overlay: SiteOverlay | None, config: FhirConfig, report: IngestReport,
                  quarantine: TextIO | None, on_progress: Callable[[int], None] | None, workers: int,
-                 rules: Rules) -> _Run:
+                 rules: Rules, validation: str = "fast") -> _Run:
     """Read every file into the work tables (configuration, view rows, resources, run-level lists)."""
     stage = _Stage(sdb)
     _config_tables(stage, study, overlay, config, {v.resource for v in views.values()}, rules)
     stage.flush()
-    mapper = _study_mapper(sdb, ctx, views, config, overlay, rules)
+    mapper = _study_mapper(sdb, ctx, views, config, overlay, rules, validation)
     run = _Run(mapper, report, quarantine, on_progress, stage)
     for name, view in views.items():
         stage.create(f"_bl_s_{name}", _view_columns(view, sdb.dialect))
@@ -500,7 +503,7 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
 
 
 def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition], config: FhirConfig,
-                  overlay: SiteOverlay | None, rules: Rules) -> ResourceMapper:
+                  overlay: SiteOverlay | None, rules: Rules, validation: str = "fast") -> ResourceMapper:
     """A mapper that knows the study's codes as (system URI, code) pairs, resolved through this
     database's vocabulary (so descendants and 'Maps to' sources count), plus the overlay's codes."""
     systems_of: dict[str, list[str]] = {}
@@ -520,7 +523,7 @@ def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition]
             else:
                 anys.add(e.source_value)
     return ResourceMapper(views, config, study_codes=frozenset(codes), any_system_codes=frozenset(anys),
-                          rules=rules)
+                          rules=rules, validation=validation)
 
 
 class _NoiseSink:

@@ -35,11 +35,13 @@ from adapter.errors import BlinaError
 from adapter.fhir.fhirpath import _CHOICE_BASES, CompiledPath, Env, compile_path
 from adapter.fhir.plausibility import RULES_FILE, Rules
 from adapter.fhir.reader import normalize_reference
+from adapter.fhir.validate import load_validator
 from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, load_view
 from adapter.resources import mappings_dir
 
 __all__ = [
     "NOT_CHECKED",
+    "VALIDATION_MODES",
     "PARTIAL_DATE_RULE",
     "FhirConfig",
     "MapResult",
@@ -57,6 +59,7 @@ _DATE_TYPES = frozenset({"date", "dateTime", "instant"})
 _NUMBER_TYPES = frozenset({"decimal", "integer", "positiveInt", "unsignedInt", "integer64"})
 _FILTER_ENV = Env(None, 0)  # coding paths never read %resource
 NOT_CHECKED = object()  # ResourceMapper.map: validation not done yet
+VALIDATION_MODES = ("fast", "full")  # see ResourceMapper.validation_problem
 
 
 @dataclass(frozen=True)
@@ -268,11 +271,18 @@ class ResourceMapper:
 
     def __init__(self, views: dict[str, ViewDefinition], config: FhirConfig, *, validate: bool = True,
                  study_codes: frozenset[tuple[str | None, str]] | None = None,
-                 any_system_codes: frozenset[str] = frozenset(), rules: Rules | None = None) -> None:
+                 any_system_codes: frozenset[str] = frozenset(), rules: Rules | None = None,
+                 validation: str = "fast") -> None:
+        if validation not in VALIDATION_MODES:
+            raise BlinaError(f"unknown validation {validation!r}", hint=f"use one of {', '.join(VALIDATION_MODES)}")
         self.views = views
         self.config = config
         self.rules = rules or Rules.for_today()
         self.validate = validate
+        self.validation = validation
+        # fast: the compiled checks of the elements the views read (adapter.fhir.validate); full: the whole
+        # resource through fhir.resources R4B (~25-60x slower, bench/RESULTS.md)
+        self._fast = load_validator(views, config) if validation == "fast" else None
         self.view_of_type: dict[str, str] = {v.resource: n for n, v in views.items()}
         self.relevant: frozenset[str] = frozenset(self.view_of_type)
         # types the reader must hand over: mapped ones, and others whose dates count for follow-up
@@ -447,10 +457,13 @@ class ResourceMapper:
         return self._not_done(resource)
 
     def validation_problem(self, resource: dict[str, Any]) -> str | None:
-        """Why ``resource`` is not valid FHIR R4 (``fhir.resources`` R4B model), or None when it is (or
-        when this mapper does not validate)."""
+        """Why ``resource`` is not valid FHIR R4, or None when it is (or when this mapper does not validate):
+        ``fast``, the generated checks of the elements the study reads (:mod:`adapter.fhir.validate`), for a
+        type they cover; ``full`` (or a type they do not cover), the ``fhir.resources`` R4B model."""
         if not self.validate:
             return None
+        if self._fast is not None and resource["resourceType"] in self._fast.types:
+            return self._fast.problem(resource)
         try:
             _model(resource["resourceType"]).model_validate(resource)
         except ValidationError as exc:
