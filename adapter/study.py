@@ -253,6 +253,8 @@ def _format_errors(path: Path, err: ValidationError) -> str:
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "missing required field"
+        elif e["type"] == "value_error":  # a rule of the model: its own sentence says what is wrong
+            msg = str(e["msg"]).removeprefix("Value error, ")
         else:
             got = e.get("input")
             shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
