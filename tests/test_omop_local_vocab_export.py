@@ -15,6 +15,7 @@ from adapter.cli import main
 from adapter.omop.vocabulary import study_concepts
 
 LOCAL_DRUG = 2100000001  # the hospital's own concept: above 2,000,000,000
+LOCAL_MRD = 2100000002  # the hospital lab's MRD test (a source concept, not standard)
 INGREDIENT = ("RxNorm", "1597258")
 
 
@@ -25,7 +26,10 @@ def _write(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def _export(folder: Path, *, with_ancestor: bool = True) -> None:
+def _export(folder: Path, *, with_ancestor: bool = True, local_mrd: bool = False) -> None:
+    """``local_mrd``: MRD rows as a hospital ETL writes an unmapped lab test: measurement_concept_id 0,
+    measurement_source_concept_id = the hospital's own concept (vocabulary xyz_lab, code MRD_FLOW), no
+    unit concept; the site overlay names the pair and the unit."""
     folder.mkdir()
     subset = study_concepts()
     # the export's vocabulary: real study codes (the subset's rows) minus the subset's blinatumomab
@@ -39,6 +43,11 @@ def _export(folder: Path, *, with_ancestor: bool = True) -> None:
                      "domain_id": "Drug", "vocabulary_id": "HOSP_RX", "concept_class_id": "Clinical Drug",
                      "standard_concept": "S", "concept_code": "BLINA-KIT-35", "valid_start_date": "2015-01-01",
                      "valid_end_date": "2099-12-31", "invalid_reason": ""})
+    if local_mrd:
+        concepts.append({"concept_id": LOCAL_MRD, "concept_name": "MRD flow cytometry, bone marrow (hospital lab)",
+                         "domain_id": "Measurement", "vocabulary_id": "xyz_lab", "concept_class_id": "Lab Test",
+                         "standard_concept": "", "concept_code": "MRD_FLOW", "valid_start_date": "2015-01-01",
+                         "valid_end_date": "2099-12-31", "invalid_reason": ""})
     _write(folder / "CONCEPT.csv", concepts)
     ids = {(r["vocabulary_id"], r["concept_code"]): r["concept_id"] for r in concepts}
     ingredient = ids[INGREDIENT]
@@ -68,9 +77,14 @@ def _export(folder: Path, *, with_ancestor: bool = True) -> None:
                       "drug_type_concept_id": 32818, "drug_source_value": "BLINA-KIT-35",
                       "drug_source_concept_id": LOCAL_DRUG})
         for j, (concept, value) in enumerate(((blasts, "1.0"), (mrd, mrd_pct))):
-            meas.append({"measurement_id": 10 * pid + j, "person_id": pid, "measurement_concept_id": concept,
-                         "measurement_date": "2021-02-24", "measurement_type_concept_id": 32856,
-                         "value_as_number": value, "unit_concept_id": pct})
+            row = {"measurement_id": 10 * pid + j, "person_id": pid, "measurement_concept_id": concept,
+                   "measurement_date": "2021-02-24", "measurement_type_concept_id": 32856,
+                   "value_as_number": value, "unit_concept_id": pct, "measurement_source_concept_id": 0,
+                   "measurement_source_value": ""}
+            if local_mrd and concept == mrd:
+                row |= {"measurement_concept_id": 0, "measurement_source_concept_id": LOCAL_MRD,
+                        "measurement_source_value": "MRD FCM BM", "unit_concept_id": 0}
+            meas.append(row)
     _write(folder / "PERSON.csv", persons)
     _write(folder / "OBSERVATION_PERIOD.csv", periods)
     _write(folder / "DRUG_EXPOSURE.csv", drugs)
@@ -106,3 +120,23 @@ def test_export_without_the_ancestor_row_finds_no_blinatumomab(engine_url: str, 
     capsys.readouterr()
     assert main(["extract", *_db_args(engine_url), "--site-id", "hosp", "--out", str(tmp_path / "out")]) == 1
     assert "no study patient" in capsys.readouterr().err
+
+
+def test_export_with_mrd_under_a_local_source_concept_and_its_overlay(engine_url: str, tmp_path: Path,
+                                                                       capsys) -> None:
+    """MRD under the hospital's own source concept: the site overlay names it by (vocabulary_id,
+    concept_code); load-omop and extract --overlay (the README's commands) give the same tables."""
+    _export(tmp_path / "export", local_mrd=True)
+    site = tmp_path / "hosp.yaml"
+    site.write_text("site_id: hosp\nvariables:\n"
+                    "  mrd: [{vocabulary_id: xyz_lab, concept_code: MRD_FLOW, unit: '%'}]\n", encoding="utf-8")
+    assert main(["load-omop", str(tmp_path / "export"), *_db_args(engine_url)]) == 0
+    # without the overlay the local rows are not MRD: the patients have no pre-course MRD
+    assert main(["extract", *_db_args(engine_url), "--site-id", "hosp", "--out", str(tmp_path / "bare")]) == 0
+    assert pd.read_csv(tmp_path / "bare" / "course.csv").pre_mrd.isna().all()
+    assert main(["extract", *_db_args(engine_url), "--overlay", str(site), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    course = pd.read_csv(tmp_path / "out" / "course.csv", dtype=str, keep_default_na=False)
+    assert list(course.person_source_value) == ["H-001", "H-002"]
+    assert list(course.pre_status) == ["CR-MRDpos", "CR-MRDneg"]
+    assert [float(x) for x in course.pre_mrd] == [0.005, 0.00004]
