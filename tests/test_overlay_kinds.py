@@ -292,3 +292,13 @@ def test_system_is_applied_by_the_ingest_and_accepted_on_its_cdm(db: Database, s
     course, _ = run(db, study, overlay)
     assert course.pre_mrd.tolist() == [pytest.approx(0.003)]
     assert course.pre_status.tolist() == ["CR-MRDpos"]
+
+
+def test_report_run_info_shows_the_site_unit_factors() -> None:
+    from adapter.commands.report import run_info_parts
+
+    info = {"parameters": {"course_gap_days": 7}, "site_unit_factors": [
+        {"unit_family": "cells_per_litre", "unit": "cells/uL", "factor": 0.001, "canonical": "10*9/L"}]}
+    _, fp, _ = run_info_parts(info)
+    assert fp["site_unit_factors"] == "cells/uL = 0.001 10*9/L (cells_per_litre)"
+    assert "site_unit_factors" not in run_info_parts({"parameters": {}, "site_unit_factors": []})[1]

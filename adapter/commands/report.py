@@ -89,6 +89,10 @@ def run_info_parts(info: dict[str, Any] | None) -> tuple[dict[str, Any], dict[st
     for k, v in info.items():
         if k not in skip and not isinstance(v, (dict, list)):
             fp.setdefault(k, v)
+    units = info.get("site_unit_factors")  # the site's own unit factors (extract.json), shown like a parameter
+    if isinstance(units, list) and units and all(isinstance(u, dict) for u in units):
+        fp.setdefault("site_unit_factors", "; ".join(
+            f"{u.get('unit')} = {u.get('factor')} {u.get('canonical')} ({u.get('unit_family')})" for u in units))
     dq = info.get("data_quality")
     return params, fp, dq if isinstance(dq, dict) else None
 
