@@ -891,8 +891,7 @@ def aggregate_forest_rows(
         s, lo, hi = fe.get("value"), fe.get("value_ci_lower"), fe.get("value_ci_upper")
         ci = "no interval" if lo is None or hi is None else f"{100 * lo:.1f}-{100 * hi:.1f}%"
         rows.append((f"{g}: Pooled", s, lo, hi, "not estimable (no center published an estimate)" if s is None
-                     else f"{100 * s:.1f}% ({ci}); fixed-effect meta-analysis, {m.get('k', 0)} of "
-                     f"{m.get('k_total')} centers"))  # fmt: skip
+                     else f"{100 * s:.1f}% ({ci}); FE, {m.get('k', 0)}/{m.get('k_total')} centers"))  # fmt: skip
     return rows
 
 
@@ -927,7 +926,8 @@ def _aggregate_document(pooled: Any, generated: str) -> str:
             png = _forest_png(rows, f"{ep.upper()} at day 365 by status at referral (aggregate level)")
             forest += (f"<figure>{central._img(png, f'forest plot {ep}')}<figcaption>Figure. {_e(ep.upper())} at "
                        "day 365: each center's published Kaplan-Meier estimate with R's log 95% interval, and the "
-                       "fixed-effect meta-analysis on the complementary log-log scale (bold; not the Kaplan-Meier "
+                       "fixed-effect (FE) meta-analysis on the complementary log-log scale over the centers that "
+                       "published an estimate (bold, k/K centers; not the Kaplan-Meier "
                        "estimate of the concatenated patients). Centers whose estimate is suppressed are listed "
                        "without a point.</figcaption></figure>")  # fmt: skip
     t_rows = [[m.upper(), "-" if w.get("z") is None else f"{w['z']:.2f}", central._p_only(w.get("p")), _used(w),
