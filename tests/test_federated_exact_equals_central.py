@@ -100,6 +100,18 @@ def _eq(a, b, what: str, infinite: bool = False) -> None:
         assert abs(float(a) - float(b)) <= TOL, f"{what}: {a!r} vs {b!r}"
 
 
+def _logrank_eq(central, pooled: dict, what: str, eq) -> None:
+    """No test (fewer than two groups with expected events) is chisq 0, df 0, P NaN centrally and
+    chi2 None, df 0, P None in the pooled JSON; otherwise the values agree to TOL."""
+    if central.df == 0:
+        assert pooled["df"] == 0 and pooled["chi2"] is None and pooled["p"] is None, (what, pooled)
+        assert math.isnan(central.p_value)
+        return
+    eq(central.chisq, pooled["chi2"], f"{what} chi2")
+    eq(central.df, pooled["df"], f"{what} df")
+    eq(central.p_value, pooled["p"], f"{what} P")
+
+
 def _compare(central, pooled: dict, cox_strata: str) -> int:
     """Every section-5 analysis of ``central`` (a SiteResults) against the pooled block; returns
     the number of values compared."""
@@ -121,6 +133,19 @@ def _compare(central, pooled: dict, cox_strata: str) -> int:
         ref[key[0]] = ref.get(key[0], 0) + v
     for k, v in central.flow.status_at_referral.items():
         eq(v, ref.get(k, 0), f"status at referral {k}")
+    pre1 = {}
+    for *key, v in pooled["counts"]["referral_by_course1"]["cells"]:
+        pre1[key[1]] = pre1.get(key[1], 0) + v
+    for k, v in central.flow.status_before_course_1.items():
+        eq(v, pre1.get(k, 0), f"status before course 1 {k}")
+    by_pre = {}
+    for *key, v in pooled["counts"]["response/all"]["cells"]:
+        by_pre[key[0]] = by_pre.get(key[0], 0) + v
+    for k, v in central.flow.courses_by_pre_status.items():
+        eq(v, by_pre.get(k, 0), f"courses with pre-status {k}")
+    route = {"yes": "burden reduction", "no": "direct", "missing": "?"}
+    path = {f"{a} > {route[b]} > {c}": v for a, b, c, v in pooled["counts"]["pathway"]["cells"] if v}
+    assert path == central.flow.pathway
     nt = {tuple(c[:-1]): c[-1] for c in pooled["counts"]["next_therapy"]["cells"]}
     for g, row in central.next_therapy.counts.items():
         for k, v in row.items():
@@ -211,12 +236,9 @@ def _compare(central, pooled: dict, cox_strata: str) -> int:
         assert len(block["logrank_pairwise"]) == len(sv.pairwise)
         for pw, lr in zip(sv.pairwise, block["logrank_pairwise"], strict=True):
             assert list(pw.groups) == lr["levels"], (pw.groups, lr["levels"])
-            eq(pw.chisq, lr["chi2"], f"{ep} pairwise {pw.groups} chi2")
-            eq(pw.p_value, lr["p"], f"{ep} pairwise {pw.groups} P")
+            _logrank_eq(pw, lr, f"{ep} pairwise {pw.groups}", eq)
         lr = block["logrank"]
-        eq(sv.logrank.chisq, lr["chi2"], f"{ep} log-rank chi2")
-        eq(sv.logrank.df, lr["df"], f"{ep} log-rank df")
-        eq(sv.logrank.p_value, lr["p"], f"{ep} log-rank P")
+        _logrank_eq(sv.logrank, lr, f"{ep} log-rank", eq)
         for g, o, e in zip(sv.logrank.groups, sv.logrank.observed, sv.logrank.expected, strict=True):
             i = lr["levels"].index(g)
             eq(o, lr["observed"][i], f"{ep} {g} observed")
@@ -238,6 +260,21 @@ def test_synth_centers_pooled_equals_centralized(cohort, cox_strata):
     assert central.cox_efs.estimated
     n = _compare(central, _pooled(course, patient, cox_strata), cox_strata)
     assert n > 300
+
+
+def test_per_center_blocks_equal_the_central_per_center_results(cohort):
+    """Protocol 5.8: the pooled output's per-center blocks are each center's own analysis."""
+    course, patient = cohort
+    central = analyze(course, patient, by_center=True)
+    sites = []
+    for sid in sorted(patient["site_id"].unique().tolist()):
+        c = course[course["site_id"].eq(sid).to_numpy(dtype=bool)]
+        p = patient[patient["site_id"].eq(sid).to_numpy(dtype=bool)]
+        sites.append(site_statistics(c, p, site_id=str(sid)))
+    per_site = pool_site_statistics(json.loads(json.dumps(sites)))["per_site"]
+    assert sorted(per_site) == sorted(central.by_site)
+    for sid, block in per_site.items():
+        _compare(central.by_site[sid], block, "none")
 
 
 def test_three_decimal_lab_values_are_not_rounded(cohort):

@@ -190,7 +190,7 @@ def pool_follow_up(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _chi2_from_uv(U: np.ndarray, V: np.ndarray, present: np.ndarray) -> dict[str, Any]:
-    """chi2 = U' V^- U on the groups that have patients (drop the last one, df = G' - 1)."""
+    """chi2 = U' V^- U on the ``present`` groups (expected events > 0; drop the last one, df = G' - 1)."""
     idx = np.nonzero(present)[0]
     df = len(idx) - 1
     if df < 1:
@@ -210,7 +210,7 @@ def pool_logrank(groups: dict[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
     """Log-rank test across groups on the pooled risk sets (= the centralized test).
 
     ``groups`` maps a level to its per-site ``km_table`` dicts. Returns observed/expected per
-    level, chi2 with G' - 1 df (G' = levels with patients) and P.
+    level, chi2 with G' - 1 df (G' = levels with expected events > 0, as R survdiff) and P.
     """
     levels = list(groups)
     merged = {g: _merge_km(groups[g]) for g in levels}
@@ -226,7 +226,8 @@ def pool_logrank(groups: dict[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
         R[i, pos] = d + c
     N = np.cumsum(R[:, ::-1], axis=1)[:, ::-1]
     U, V, obs, E = _uv(D, N)
-    out = _chi2_from_uv(U, V, N[:, 0] > 0 if len(T) else np.zeros(G, bool))
+    # df = groups with expected events > 0, minus 1 (R survdiff; the centralized logrank_test).
+    out = _chi2_from_uv(U, V, E > 0)
     return {"levels": levels, "observed": obs.tolist(), "expected": E.tolist(), **out}
 
 
@@ -259,14 +260,13 @@ def pool_stratified_logrank(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
             raise PoolingError(f"log-rank levels differ between sites: {s['levels']} vs {levels}")
     U = np.sum([s["U"] for s in scores], axis=0)
     V = np.sum([s["V"] for s in scores], axis=0)
-    n = np.sum([s["n"] for s in scores], axis=0)
     obs = np.sum([s["observed"] for s in scores], axis=0)
     E = np.sum([s["expected"] for s in scores], axis=0)
     return {
         "levels": list(levels),
         "observed": obs.tolist(),
         "expected": E.tolist(),
-        **_chi2_from_uv(U, V, n > 0),
+        **_chi2_from_uv(U, V, E > 0),
     }
 
 

@@ -703,6 +703,10 @@ def _site_counts(course: pd.DataFrame, patient: pd.DataFrame) -> dict[str, dict[
         ["status_at_referral", "pre_status_course1"], [status, status])  # fmt: skip
     add("burden_reduction", "patients", [referral, burden],
         ["status_at_referral", "burden_reduction"], [status, ["yes", "no"]])  # fmt: skip
+    # The pathway of section 1 (referral > burden reduction > status before course 1), as the
+    # centralized flow counts it; a 3-D table (suppression handles any number of dimensions).
+    add("pathway", "patients", [referral, burden, course1],
+        ["status_at_referral", "burden_reduction", "pre_status_course1"], [status, ["yes", "no"], status])
     rr = [i for i, r in enumerate(referral) if r == "R/R"]
     add("rr_burden_by_course1", "patients", [[burden[i] for i in rr], [course1[i] for i in rr]],
         ["burden_reduction", "pre_status_course1"], [["yes", "no"], status])  # fmt: skip
