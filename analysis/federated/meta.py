@@ -34,7 +34,7 @@ from scipy import stats
 
 from .pooling import _chi2_from_uv, _cmh
 
-__all__ = ["inverse_variance", "pool_aggregate", "read_estimates", "read_count_tables", "render_aggregate_html"]
+__all__ = ["inverse_variance", "pool_aggregate", "read_estimates", "read_count_tables"]
 
 Z975 = float(stats.norm.ppf(0.975))
 
@@ -254,51 +254,3 @@ def pool_aggregate(published: Mapping[str, tuple[str, str]], *, params: Mapping[
     return {"sharing_level": "aggregate", "sites": sites, "parameters": dict(params), "pooled": pooled,
             "per_site": {}}  # fmt: skip
 
-
-def render_aggregate_html(results: Mapping[str, Any], sites: Sequence[str], synthetic: Sequence[str] = ()) -> str:
-    """A plain HTML page of the aggregate-level pooled results: one row per pooled value with its
-    method label and the sites it used (the full pooled report needs the exact level). ``synthetic``:
-    the sites whose package says its data are synthetic; the title says so."""
-    import html
-
-    def fmt(x: Any) -> str:
-        return "-" if x is None else f"{x:.4g}" if isinstance(x, float) else html.escape(str(x))
-
-    rows: list[str] = []
-
-    def row(what: str, est: Any, lo: Any, hi: Any, p: Any, used: Sequence[str], k_total: int, method: str) -> None:
-        rows.append(f"<tr><td>{html.escape(what)}</td><td>{fmt(est)}</td><td>{fmt(lo)} - {fmt(hi)}</td>"
-                    f"<td>{fmt(p)}</td><td>{len(used)} of {k_total}</td><td>{html.escape(method)}</td></tr>")
-
-    pooled = results["pooled"]
-    for model in ("fixed", "random"):
-        for cov, m in pooled["cox"].items():
-            r = m.get(model) or {}
-            row(f"Cox EFS HR {cov} ({model} effect)", r.get("value"), r.get("value_ci_lower"),
-                r.get("value_ci_upper"), r.get("p"), m["sites"], m["k_total"], m["method"])
-    for ep, block in pooled["survival"].items():
-        for g, m in block["landmark"].items():
-            r = m.get("fixed") or {}
-            row(f"{ep.upper()} S(day {m['day']}) {g} (fixed effect)", r.get("value"), r.get("value_ci_lower"),
-                r.get("value_ci_upper"), None, m["sites"], m["k_total"], m["method"])
-        lr = block["logrank_stratified"]
-        row(f"{ep.upper()} log-rank, site-stratified (chi2 {fmt(lr['chi2'])}, df {lr['df']})", lr["chi2"], None, None,
-            lr["p"], lr["sites"], lr["k_total"], lr["method"])
-    for section in ("response", "predictors"):
-        for name, t in pooled[section].items():
-            cmh = t["cmh"] or {}
-            row(f"{section} {name}: CMH odds ratio", cmh.get("odds_ratio"), cmh.get("ci_lower"), cmh.get("ci_upper"),
-                cmh.get("p_exact"), t["sites_complete"], t["k_total"], t["cmh_method"])
-    for m, w in pooled["wilcoxon"].items():
-        row(f"{m.upper()} change over course 1 (z {fmt(w['z'])})", w["statistic"], None, None, w["p"], w["sites"],
-            w["k_total"], w["method"])
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>blina-study pooled results (aggregate level)"
-            "</title></head><body>"
-            f"<h1>{'SYNTHETIC DATA: ' if synthetic else ''}Pooled results: aggregate sharing level</h1>"
-            + (f"<p><b>SYNTHETIC DATA: the packages of {html.escape(', '.join(synthetic))} were built from generated "
-               "patients, not real ones (their manifests say so).</b></p>" if synthetic else "")
-            + f"<p>Sites: {html.escape(', '.join(sites))}. Every value below is a meta-analysis or a stratified test "
-            "from the sites' published aggregates, not the centralized analysis; the method and the number of "
-            "sites used are given on each row. Counts are in pooled.json.</p>"
-            "<table border='1'><thead><tr><th>analysis</th><th>estimate</th><th>95% CI</th><th>P</th>"
-            f"<th>sites</th><th>method</th></tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>\n")
