@@ -337,3 +337,91 @@ def test_cox_meta_analysis_equals_statsmodels(large_sites):
             assert m["tau2"] == 0.0 and m["random"]["estimate"] == pytest.approx(m["fixed"]["estimate"], rel=1e-12)
         checked += 1
     assert checked >= 2
+
+
+
+def _recovered_cells(stats: dict, count_rows: list[dict], est: dict) -> list[tuple]:
+    """Suppressed non-zero cells of the patient tables that share the status-at-referral margin
+    (referral x course 1, burden reduction, next therapy, pathway) that an attacker pins down from all
+    published cells, the published KM group sizes (= the referral margin) and the site's published
+    patient count: a joint linear program over the hidden cells and the unknown margin."""
+    from scipy.optimize import linprog
+
+    tables = ["counts/referral_by_course1", "counts/burden_reduction", "counts/next_therapy", "counts/pathway"]
+    truth = {n: {"|".join(c[:-1]): int(c[-1]) for c in stats["statistics"][n]["cells"]} for n in tables}
+    hidden = [(r["table"], r["cell"]) for r in count_rows if r["table"] in tables and r["suppressed"] == "yes"]
+    shown = {(r["table"], r["cell"]): int(r["n"]) for r in count_rows if r["table"] in tables and not r["suppressed"]}
+    levels = sorted({c.split("|")[0] for t in tables for c in truth[t]})
+    nv = len(hidden) + len(levels)
+    a_eq, b_eq = [], []
+    for i, lv in enumerate(levels):
+        for t in tables:  # every table's row lv adds up to the same (unknown) margin m_lv
+            row = np.zeros(nv)
+            for j, (tt, c) in enumerate(hidden):
+                row[j] = float(tt == t and c.split("|")[0] == lv)
+            row[len(hidden) + i] = -1.0
+            a_eq.append(row)
+            b_eq.append(-sum(n for (tt, c), n in shown.items() if tt == t and c.split("|")[0] == lv))
+        g = est.get((f"km/efs/{lv}", "", "n"))
+        if g not in (None, ""):
+            row = np.zeros(nv)
+            row[len(hidden) + i] = 1.0
+            a_eq.append(row)
+            b_eq.append(float(g))
+    row = np.zeros(nv)
+    row[len(hidden):] = 1.0
+    a_eq.append(row)
+    b_eq.append(float(est[("km/efs/all", "", "n")]))
+    found = []
+    for j, (t, c) in enumerate(hidden):
+        if truth[t].get(c, 0) == 0:
+            continue
+        obj = np.zeros(nv)
+        obj[j] = 1.0
+        lo = linprog(obj, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        hi = linprog(-obj, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+        assert lo.status == 0 and hi.status == 0
+        if -hi.fun - lo.fun < 0.5:
+            found.append((t, c, truth[t][c]))
+    return found
+
+
+def test_no_suppressed_count_cell_is_recovered_across_tables(sites):
+    """The 5-patient site and the four synthetic centres: no suppressed cell of the tables that share
+    the referral margin follows from the published cells, the published group sizes and n."""
+    from test_package_differencing import _published
+
+    frames, packages = sites
+    n_hidden = 0
+    for s in frames:
+        stats, _ = _published(packages[(s, "exact")])
+        with zipfile.ZipFile(packages[(s, "aggregate")]) as zf:
+            count_rows = _rows(zf.read("results/count_tables.csv").decode())
+            est = {(r["analysis"], r["term"], r["statistic"]): (None if r["suppressed"] else r["value"])
+                   for r in _rows(zf.read("results/estimates.csv").decode())}  # fmt: skip
+        assert _recovered_cells(stats, count_rows, est) == [], s
+        n_hidden += sum(r["suppressed"] == "yes" for r in count_rows)
+    assert n_hidden > 50
+
+
+def test_the_cross_table_attack_works_on_unsuppressed_margins(sites):
+    """The attack can succeed: publish the hidden cells of all but one table and it pins that table's
+    hidden cells (so the test above is not vacuous)."""
+    from test_package_differencing import _published
+
+    _, packages = sites
+    stats, _ = _published(packages[("center1", "exact")])
+    with zipfile.ZipFile(packages[("center1", "aggregate")]) as zf:
+        count_rows = _rows(zf.read("results/count_tables.csv").decode())
+        est = {(r["analysis"], r["term"], r["statistic"]): (None if r["suppressed"] else r["value"])
+               for r in _rows(zf.read("results/estimates.csv").decode())}  # fmt: skip
+    truth = {"|".join(c[:-1]): int(c[-1]) for c in stats["statistics"]["counts/next_therapy"]["cells"]}
+    leaky = [dict(r) for r in count_rows]
+    row = [r for r in leaky if r["table"] == "counts/next_therapy" and r["suppressed"] == "yes"]
+    keep = next(r for r in row if truth[r["cell"]] > 0)  # the one cell left hidden in its line
+    line = keep["cell"].split("|")[0]
+    for r in row:
+        if r is not keep and r["cell"].split("|")[0] == line:
+            r.update(n=str(truth[r["cell"]]), suppressed="")
+    assert (est.get((f"km/efs/{line}", "", "n")) or "") != ""  # the line's margin is published
+    assert ("counts/next_therapy", keep["cell"], truth[keep["cell"]]) in _recovered_cells(stats, leaky, est)
