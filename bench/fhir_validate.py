@@ -171,9 +171,9 @@ def _section(per: dict[str, Any], ingests: list[dict[str, Any]], args: argparse.
         f"Machine: {_machine()} (shared with other jobs: compare ratios, not absolute numbers). Rerun: "
         f"`.venv/bin/python bench/fhir_validate.py --size {args.size} --ingest-size {args.ingest_size} "
         f"--repeat {args.repeat} --results bench/RESULTS.md`.", "",
-        f"Per study-relevant resource, {per['relevant']} of {per['resources']} resources of a generated export "
-        f"(noise {args.noise}); one run, one core; x parse = cost / the orjson parse of one resource "
-        f"({p:.2f} us):", "",
+        f"Per resource of a mapped type ({per['relevant']} of the {per['resources']} resources of a generated "
+        f"export, noise {args.noise}: about 1 in {args.noise + 1} carries a study code); one process, one core; "
+        f"x parse = cost / the orjson parse of one resource ({p:.2f} us):", "",
         "| validation | us / resource | x parse | rejected |",
         "|---|---:|---:|---:|",
         f"| compiled checks (`--validate fast`, default) | {per['fast_us']:.2f} | {per['fast_us'] / p:.1f} | "
