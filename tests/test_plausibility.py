@@ -142,3 +142,15 @@ def test_rules_file_is_validated(tmp_path: Path) -> None:
     with pytest.raises(PlausibilityError, match="no plausible range for the quantity variable"):
         check_ranges(load_study(), Rules.for_today(load_plausibility(short)))
     check_ranges(load_study(), Rules.for_today())  # the packaged file covers the packaged study
+
+
+def test_period_across_a_daylight_saving_change_is_not_inverted(db: Database, tmp_path: Path) -> None:
+    """Synthea's Encounter 2022-11-06T01:52:06-04:00 .. 01:07:06-05:00 lasts 15 minutes (clocks went back):
+    it was rejected as 'start after end' (local times compared). The truly inverted period still is."""
+    ok = blina_admin("dst", "P", "2022-11-06T01:52:06-04:00", "2022-11-06T01:07:06-05:00")
+    bad = blina_admin("inv", "P", "2022-11-06T01:07:06-05:00", "2022-11-06T01:52:06-04:00")
+    rep = ingest(db, write_ndjson(tmp_path / "in.ndjson", [patient("P"), ok, bad]))
+    assert [r.reason for r in rep.rejected] == [
+        "period start '2022-11-06T01:07:06-05:00' is after its end '2022-11-06T01:52:06-04:00' "
+        "(start <= end; mappings/fhir/plausibility.yaml periods.medication_administration)"]
+    assert rep.n_loaded == 2

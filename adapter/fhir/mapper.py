@@ -597,9 +597,29 @@ def _json_kind(value: Any) -> str:
     return "a JSON " + ("array" if isinstance(value, list) else "object" if isinstance(value, dict) else "value")
 
 
+def _instant(value: str) -> dt.datetime | None:
+    """``value`` as an aware datetime when it is a dateTime with a time zone (FHIR requires one with a
+    time), else None."""
+    if len(value) < 20 or value[10] != "T":
+        return None
+    text = value[:-1] + "+00:00" if value.endswith("Z") else value
+    head, sep, frac = text[:19], text[19:20], text[19:]
+    if sep == ".":  # fromisoformat of Python 3.10 reads 3 or 6 fraction digits only: drop them
+        frac = frac.lstrip(".0123456789")
+    try:
+        moment = dt.datetime.fromisoformat(head + frac)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def _later(start: str, end: str) -> bool:
-    """``start`` lies after ``end``: by calendar day, and by local time (no time-zone shift, protocol 3b.1)
-    when both carry one."""
+    """``start`` lies after ``end``. Two dateTimes with time zones are compared as instants: a period
+    across a daylight-saving change (01:52-04:00 to 01:07-05:00, Synthea) is 15 minutes long, not
+    negative. Otherwise by calendar day, and by local time when both carry one (protocol 3b.1)."""
+    a, b = _instant(start), _instant(end)
+    if a is not None and b is not None:
+        return a > b
     if start[:10] != end[:10]:
         return start[:10] > end[:10]
     return len(start) >= 19 and len(end) >= 19 and start[11:19] > end[11:19]
