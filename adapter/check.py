@@ -95,7 +95,8 @@ class CheckReport:
 
     def text(self) -> str:
         lines = [f"CDM version: {self.cdm_version_text or self.cdm_version or 'unknown'}"]
-        lines.append(f"vocabulary version: {self.vocabulary_version or 'unknown (no VOCABULARY row None)'}")
+        no_version = "unknown (VOCABULARY has no row 'None', where the CDM records it)"
+        lines.append(f"vocabulary version: {self.vocabulary_version or no_version}")
         if self.concept_ancestor_rows is not None:
             lines.append(f"CONCEPT_ANCESTOR rows: {self.concept_ancestor_rows}")
         lines.append("required tables: " + ("all present" if not self.missing_tables

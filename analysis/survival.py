@@ -588,7 +588,7 @@ def cox_ph(
         return _fail(why)
     aliased = [c for c, b in zip(kept, fit.coef, strict=True) if math.isnan(b)]
     if aliased:
-        msgs.append(f"not estimable (collinear with the other covariates; R gives NA): {aliased}")
+        msgs.append(f"not estimable (collinear with the other covariates; R gives NA): {', '.join(aliased)}")
     ph_stat, ph_p = _ph_test(num, duration_col, event_col, kept, strata, fit.coef, msgs)
     terms = []
     for i, c in enumerate(kept):
@@ -615,7 +615,7 @@ def cox_ph(
         )
     bad_ph = [t.covariate for t in terms if not math.isnan(t.ph_p_value) and t.ph_p_value < 0.05]
     if bad_ph:
-        msgs.append(f"proportional-hazards assumption questionable (Schoenfeld P < 0.05): {bad_ph}")
+        msgs.append(f"proportional-hazards assumption questionable (Schoenfeld P < 0.05): {', '.join(bad_ph)}")
     method = _COX_METHOD + (f"; baseline stratified by {strata}" if strata else "")
     if ties != "efron":
         method = method.replace("Efron ties", f"{ties.capitalize()} ties")

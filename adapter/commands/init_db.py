@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     with open_db(args) as db:
         create_cdm(db)
-        msg = f"created OMOP CDM v5.4 tables in {db.safe_url} (schemas {db.schemas.cdm}, {db.schemas.vocab})"
+        where = (f"schema {db.schemas.cdm}" if db.schemas.cdm == db.schemas.vocab
+                 else f"schemas {db.schemas.cdm}, vocabulary {db.schemas.vocab}")
+        msg = f"created OMOP CDM v5.4 tables in {db.safe_url} ({where})"
         own = foreign_concept_count(db)
         if own:  # the study subset is only for a database without a vocabulary
             msg += (f"; the database has its own vocabulary ({own} concepts): the study subset is not loaded "
