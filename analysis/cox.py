@@ -30,7 +30,7 @@ cumulative sums per stratum over tied-time groups), so the fit is faster than li
 same data (bench/cox_fit.py; recorded in bench/RESULTS.md). statsmodels ``PHReg`` has Efron and
 strata but neither R's halving nor R's infinite-coefficient diagnostics.
 
-Verified against R 4.2.2 / survival 3.5-3 on 35 cohorts x {Efron, Breslow} (tests/fixtures/r_cox,
+Verified against R 4.2.2 / survival 3.5-3 on 41 cohorts x {Efron, Breslow} (tests/fixtures/r_cox,
 tests/test_cox_reference.py): coefficients, SE, Wald P, log-likelihoods, LR/Wald/score tests and
 the iteration count agree to 1e-6, including monotone likelihood and a fit that runs out of
 iterations. Two details matter there: exp(eta) is taken unshifted in the fit, as in coxfit6.c

@@ -11,7 +11,7 @@
 * :func:`logrank_test`: k-group log-rank test (R ``survdiff(Surv(time, event) ~ group)``, rho = 0).
 * :func:`cox_ph`: Cox proportional hazards fitted by :func:`analysis.cox.cox_fit` (a port of R's
   ``coxph.fit``: Efron or Breslow ties, step halving, R's convergence rule; equal to R to 1e-6
-  on the reference suite tests/fixtures/r_cox: 35 cohorts, both tie methods, tested on the report's
+  on the reference suite tests/fixtures/r_cox: 41 cohorts, both tie methods, tested on the report's
   and the tidy output's path), Wald P per covariate, and the Schoenfeld-residual test of
   proportional hazards (lifelines ``proportional_hazard_test`` evaluated at our estimate, with the
   Kaplan-Meier time transform, R's default transform; lifelines implements the pre-2019

@@ -1,4 +1,4 @@
-"""Cox PH against R's coxph on the reference suite tests/fixtures/r_cox (35 cohorts x Efron/Breslow).
+"""Cox PH against R's coxph on the reference suite tests/fixtures/r_cox (41 cohorts x Efron/Breslow).
 
 The cohorts (make_cohorts.py) and R's values (cox_reference.R -> reference.json, the R call in each
 block) are committed; R is not needed here. Three paths are checked to 1e-6 (relative, absolute
