@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 from adapter.db import Database
+
+
+def find_shared() -> Path:
+    """The project's shared/ folder: $BLINA_SHARED, else shared/ beside the checkout or beside one of its
+    parents (worktrees and CI clones sit at other depths), else this machine's /work/shared."""
+    if os.environ.get("BLINA_SHARED"):
+        return Path(os.environ["BLINA_SHARED"])
+    here = Path(__file__).resolve().parents[1]
+    for parent in here.parents:
+        if (parent / "shared" / "external").is_dir():
+            return parent / "shared"
+    return Path("/work/shared")
 
 
 def truth_rows(path: Path, site: str) -> list[dict[str, str]]:

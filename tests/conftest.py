@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _helpers import find_shared
 from pytest_postgresql import factories
 
 from adapter.db import Database, connect
@@ -22,7 +23,7 @@ from adapter.omop import create_cdm, load_study_vocabulary
 PG_HOST = os.environ.get("BLINA_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BLINA_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("BLINA_TEST_PG_USER", "postgres")
-SHARED = Path(os.environ.get("BLINA_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+SHARED = find_shared()
 
 
 def _server_answers(host: str, port: int) -> bool:

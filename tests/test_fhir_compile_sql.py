@@ -14,21 +14,15 @@ from typing import Any
 
 import orjson
 import pytest
+from _helpers import find_shared
 
 from adapter.fhir.compile_sql import CompileDeclined, compile_view, run_compiled
 from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, ViewEvaluationError, load_view, run_view
 from tests.test_sof_conformance import _canon
 
 REPO = Path(__file__).resolve().parents[1]
-# The suite in shared/ beside the checkout or beside one of its parents (worktrees sit deeper).
-SUITE = next(
-    (
-        p / "shared" / "conformance" / "sql-on-fhir-v2"
-        for p in REPO.parents
-        if (p / "shared" / "conformance" / "sql-on-fhir-v2" / "tests").is_dir()
-    ),
-    None,
-)
+_SUITE = find_shared() / "conformance" / "sql-on-fhir-v2"
+SUITE = _SUITE if (_SUITE / "tests").is_dir() else None
 VIEWS = sorted((REPO / "mappings" / "fhir").glob("*.json"))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import find_shared
 
 from adapter.fhir.fhirpath import (
     NOT_SCALAR,
@@ -31,7 +32,7 @@ from adapter.fhir.viewdef import (
     write_conformance_report,
 )
 
-SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sql-on-fhir-v2"
+SUITE = find_shared() / "conformance" / "sql-on-fhir-v2"
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "sof-conformance.md"
 
 
