@@ -363,5 +363,10 @@ def connect(
     try:
         con = duckdb.connect(path, read_only=read_only)
     except duckdb.Error as exc:
+        held = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(exc))
+        if held:  # DuckDB has one writer per file: a second run stops here, before any work
+            raise BlinaError(f"{path} is in use by another process (PID {held.group(2)}, {held.group(1)}): "
+                             "a DuckDB file has one writer at a time, so nothing was done",
+                             hint="wait until the other run has finished, then run this one again") from None
         raise BlinaError(f"cannot open DuckDB file {path}: {exc}", hint="check the path and permissions") from None
     return Database(url=path, dialect="duckdb", schemas=schemas, _duck=con)

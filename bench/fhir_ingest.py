@@ -129,6 +129,7 @@ def _measure_split(folder: Path) -> dict:
     ctx = SqlContext(cdm='"cdm"', vocab='"vocab"', site="bench", ucum_system=None, ucum_vocabulary=None,
                      mrn_system=None, gender_vocabulary="Gender", operator_domain="", type_vocabulary="")
     mapper = _study_mapper(sdb, ctx, views, config, None)
+    sdb.close()  # its work database (DuckDB)
     t0 = time.perf_counter()
     relevant = []
     n = 0

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import multiprocessing
 import os
 import re
@@ -61,6 +62,7 @@ from adapter.fhir.ingest_sql import (
     INCOMPLETE,
     LINEAGE_TABLE,
     PERSON_MAP_TABLE,
+    WORK_CATALOG,
     SqlContext,
     StageDb,
     apply,
@@ -85,6 +87,8 @@ from adapter.provenance import record_fhir_ingest
 from adapter.study import SiteOverlay, StudyDefinition, load_study
 
 __all__ = ["IngestReport", "Rejection", "ingest_fhir"]
+
+log = logging.getLogger(__name__)
 
 _FLUSH_ROWS = 20_000
 _MAX_LISTED_REJECTS = 10_000  # the report lists this many; the quarantine file has all of them
@@ -386,23 +390,33 @@ def ingest_fhir(
         type_vocabulary=config.type_concept_vocabulary,
         death_grace_days=rules.file.dates.death_grace_days,
     )
-    sdb = StageDb(db)
-    # PostgreSQL: everything in one transaction (TEMP work tables live in the server). DuckDB would hold
-    # a whole run's uncommitted work in this process's memory, so there the work tables are committed as
-    # they are filled ("staged") and only the writes to the CDM run in one transaction ("swapped"); the
-    # work tables are dropped whatever happens, so a failed run leaves the database as it was.
+    # PostgreSQL: everything in one transaction (TEMP work tables live in the server; a killed client's
+    # transaction is rolled back). DuckDB would hold a whole run's uncommitted work in this process's
+    # memory, so there the work tables are committed as they are filled ("staged"), in a separate work
+    # database (StageDb), and only the writes to the CDM run in one transaction, which also creates the
+    # support tables when absent: a run that fails or is killed at any point leaves the user's database
+    # as it was.
     staged = db.dialect == "duckdb"
-    support_before = {t for t in (PERSON_MAP_TABLE, LINEAGE_TABLE, FOLLOWUP_TABLE)
-                      if db.table_exists(db.schemas.cdm, t)}
-    ok = False
+    if staged:
+        _drop_legacy_work_tables(db)
+    missing_support = [t for t in (PERSON_MAP_TABLE, LINEAGE_TABLE, FOLLOWUP_TABLE)
+                       if not db.table_exists(db.schemas.cdm, t)]
     restore_limit = None
     if staged and duckdb_memory_limit:
         restore_limit = db.query("SELECT current_setting('memory_limit')")[0][0]
         db.execute(f"SET memory_limit = '{_memory_setting(duckdb_memory_limit)}'")
+    sdb = StageDb(db)
     try:
         with contextlib.nullcontext() if staged else db.transaction():
-            for stmt in ddl_create_support(db):
-                db.execute(stmt)
+            if staged:  # empty stand-ins for the support tables compute() reads
+                work = f"{WORK_CATALOG}.main"
+                for stmt in ddl_create_support(db, schema=work):
+                    db.execute(stmt)
+                ctx.support = {t: f"{work}.{t}" for t in missing_support}
+            else:
+                _wait_for_other_ingests(db)
+                for stmt in ddl_create_support(db):
+                    db.execute(stmt)
             sdb.drop_all()
             run = _stage_input(sdb, ctx, files, views, study, overlay, config, report, quarantine, on_progress,
                                _reading_workers(files, workers), rules, validation)
@@ -419,15 +433,11 @@ def ingest_fhir(
                     record_fhir_ingest(db, site_id, result["patients"], result["test_data_patients"])
                 if not staged:
                     sdb.drop_all()
-        ok = True
     finally:
         if restore_limit is not None:
             db.execute(f"SET memory_limit = '{_memory_setting(restore_limit)}'")
         if staged:
-            sdb.drop_all()
-            if not ok:
-                for t in {PERSON_MAP_TABLE, LINEAGE_TABLE, FOLLOWUP_TABLE} - support_before:
-                    db.execute(f"DROP TABLE IF EXISTS {db.qualified('cdm', t)}")
+            sdb.close()
     report.findings += count_findings(bulk, {report.files[i]: n for i, n in report.read_by_file.items()})
     report.loaded.update(result["loaded_by_type"])
     report.rows = result["rows"]
@@ -435,6 +445,30 @@ def ingest_fhir(
     report.top_unknown_codes = result["top_unknown_codes"]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _wait_for_other_ingests(db: Database) -> None:
+    """PostgreSQL: ingests into one CDM schema run one after the other (a transaction-level advisory lock,
+    released by commit, rollback or a lost connection). Without it two runs at once raced on the support
+    tables' DDL ("already exists") and on the id ranges; with it the second waits and then runs on what
+    the first committed, so both succeed with the results of two runs in a row."""
+    key = {"k": f"blina ingest {db.schemas.cdm}"}
+    if not db.query("SELECT pg_try_advisory_xact_lock(hashtext(:k))", key)[0][0]:
+        log.warning("another ingest into schema %s of this database is running: waiting for it to finish",
+                    db.schemas.cdm)
+        db.query("SELECT pg_advisory_xact_lock(hashtext(:k))", key)
+
+
+def _drop_legacy_work_tables(db: Database) -> None:
+    """Work tables ``_bl_*`` in the CDM schema were left there by a killed run of an earlier version
+    (work tables now live in a separate database): removed, with a note."""
+    rows = db.query("SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+                    "AND table_schema = :s AND table_name LIKE '\\_bl\\_%' ESCAPE '\\'", {"s": db.schemas.cdm})
+    for (name,) in rows:
+        db.execute(f"DROP TABLE IF EXISTS {db.qualified('cdm', name)}")
+    if rows:
+        log.warning("removed %d work tables (_bl_*) that an interrupted ingest left in schema %s",
+                    len(rows), db.schemas.cdm)
 
 
 def _reading_workers(files: list[Path], workers: int | None) -> int:
@@ -503,7 +537,8 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
 
 
 def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition], config: FhirConfig,
-                  overlay: SiteOverlay | None, rules: Rules, validation: str = "fast") -> ResourceMapper:
+                  overlay: SiteOverlay | None, rules: Rules | None = None,
+                  validation: str = "fast") -> ResourceMapper:
     """A mapper that knows the study's codes as (system URI, code) pairs, resolved through this
     database's vocabulary (so descendants and 'Maps to' sources count), plus the overlay's codes."""
     systems_of: dict[str, list[str]] = {}

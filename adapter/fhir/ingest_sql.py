@@ -26,17 +26,25 @@ Steps (each a statement below, same SQL on DuckDB and PostgreSQL):
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from adapter.db import Database
 
-__all__ = ["FOLLOWUP_TABLE", "INCOMPLETE", "LINEAGE_TABLE", "OMOP_TARGETS", "PERSON_MAP_TABLE", "SqlContext", "StageDb",
+__all__ = ["FOLLOWUP_TABLE", "INCOMPLETE", "LINEAGE_TABLE", "OMOP_TARGETS", "PERSON_MAP_TABLE", "WORK_CATALOG",
+           "SqlContext", "StageDb",
            "apply", "compute", "study_codes"]
+
+log = logging.getLogger(__name__)
 
 LINEAGE_TABLE = "blina_lineage"
 # Reason prefix of a late "reject" that is a skip: a resource of a type the study does not read for a variable
@@ -65,23 +73,48 @@ _CODED_VIEWS = ("encounter", "condition", "medication", "medication_administrati
 _STAGE_NAME = re.compile(r'(?<![\w."])(_bl_\w+)')
 
 
+WORK_CATALOG = "blina_work"
+# work tables made inside the CDM-write transaction: DuckDB lets one transaction write one database, plus
+# its in-memory TEMP catalog, so these (one row per person) stay TEMP there
+_IN_TRANSACTION = frozenset({"_bl_o_observation_period", "_bl_i_observation_period"})
+_WORK_DIR_PREFIX = "blina-work-"
+
+
 class StageDb:
     """The database as the ingest's SQL sees it: work tables are written ``_bl_*``.
 
-    PostgreSQL keeps them as session TEMP tables (spilled to disk by the server). DuckDB keeps TEMP
-    tables in this process's memory, so there they become ordinary tables ``"<cdm>"._bl_*`` created
-    and dropped inside the run's transaction (large appends go to the database file, not the heap).
+    PostgreSQL keeps them as session TEMP tables (spilled to disk by the server; a killed client's
+    transaction is rolled back, TEMP tables included). DuckDB keeps TEMP tables in this process's
+    memory, so there they live in a separate DuckDB file, attached as ``blina_work`` from a private
+    temporary folder and deleted at the end (:meth:`close`): committed as they fill, so they need not sit
+    in memory, yet never in the user's database, so a run killed at any point (SIGKILL) leaves the user's
+    file as it was (the CDM writes are one transaction). A folder left by a killed run is removed by the
+    next run (its process is gone).
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.dialect = db.dialect
-        self.prefix = f"{db.q(db.schemas.cdm)}." if db.dialect == "duckdb" else ""
+        self.prefix = ""
+        self.work_dir: str | None = None
+        if db.dialect == "duckdb":
+            _remove_stale_work_dirs()
+            self.work_dir = tempfile.mkdtemp(prefix=f"{_WORK_DIR_PREFIX}{os.getpid()}-")
+            path = os.path.join(self.work_dir, "work.duckdb").replace("'", "''")
+            db.execute(f"ATTACH '{path}' AS {WORK_CATALOG}")
+            self.prefix = f"{WORK_CATALOG}.main."
 
     def sql(self, text: str) -> str:
         if not self.prefix:
             return text
-        return _STAGE_NAME.sub(lambda m: self.prefix + m.group(1), text.replace("CREATE TEMP TABLE ", "CREATE TABLE "))
+
+        def qualify(m: re.Match[str]) -> str:
+            name = m.group(1)
+            return name if name in _IN_TRANSACTION else self.prefix + name
+
+        text = re.sub(r"CREATE TEMP TABLE (_bl_\w+)",
+                      lambda m: m.group(0) if m.group(1) in _IN_TRANSACTION else f"CREATE TABLE {m.group(1)}", text)
+        return _STAGE_NAME.sub(qualify, text)
 
     def execute(self, text: str, params: Mapping[str, Any] | None = None) -> None:
         self.db.execute(self.sql(text), params)
@@ -99,8 +132,9 @@ class StageDb:
         """The ``_bl_*`` work tables that exist now (unqualified names)."""
         like = "LIKE '\\_bl\\_%' ESCAPE '\\'"
         if self.dialect == "duckdb":
-            rows = self.db.query(f"SELECT table_name FROM information_schema.tables WHERE table_schema = :s "
-                                 f"AND table_name {like}", {"s": self.db.schemas.cdm})
+            rows = self.db.query(f"SELECT table_name FROM information_schema.tables WHERE table_catalog = :c "
+                                 f"AND table_name {like} UNION SELECT table_name FROM duckdb_tables() "
+                                 f"WHERE temporary AND table_name {like}", {"c": WORK_CATALOG})
         else:
             rows = self.db.query(f"SELECT table_name FROM information_schema.tables "
                                  f"WHERE table_type = 'LOCAL TEMPORARY' AND table_name {like}")
@@ -109,6 +143,34 @@ class StageDb:
     def drop_all(self) -> None:
         for name in self.tables():
             self.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def close(self) -> None:
+        """Drop the work tables; on DuckDB detach and delete the work database."""
+        if self.work_dir is None:
+            self.drop_all()
+            return
+        for name in _IN_TRANSACTION:
+            self.db.execute(f"DROP TABLE IF EXISTS temp.main.{name}")
+        try:
+            self.db.execute(f"DETACH {WORK_CATALOG}")
+        finally:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir = None
+
+
+def _remove_stale_work_dirs() -> None:
+    """Delete the work folders of DuckDB runs whose process is gone (killed)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{_WORK_DIR_PREFIX}*"):
+        try:
+            pid = int(path.name[len(_WORK_DIR_PREFIX):].split("-", 1)[0])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed %s, the work folder of an interrupted ingest", path)
+        except PermissionError:  # another user's live process
+            continue
 
 
 @dataclass
@@ -125,6 +187,12 @@ class SqlContext:
     operator_domain: str
     type_vocabulary: str
     death_grace_days: int = 30  # plausibility: events may follow the death date by this many days
+    # support table -> where compute() reads it when it is not (yet) in the CDM schema (DuckDB: an empty
+    # stand-in in the work database; apply() creates the real one inside the CDM-write transaction)
+    support: dict[str, str] = field(default_factory=dict)
+
+    def read(self, table: str) -> str:
+        return self.support.get(table) or f"{self.cdm}.{table}"
 
 
 def _ts(expr: str) -> str:
@@ -141,9 +209,10 @@ def _v50(expr: str, n: int = 50) -> str:
     return f"SUBSTR({expr}, 1, {n})"
 
 
-def ddl_create_support(db: Database) -> list[str]:
-    """Persistent support tables in the CDM schema (created when absent)."""
-    cdm = db.qualified("cdm", LINEAGE_TABLE).split(".")[0]
+def ddl_create_support(db: Database, schema: str | None = None) -> list[str]:
+    """Persistent support tables in the CDM schema (created when absent), or in ``schema`` (qualified,
+    quoted: the DuckDB work database's empty stand-ins while the run computes, see ``ingest_fhir``)."""
+    cdm = schema or db.qualified("cdm", LINEAGE_TABLE).split(".")[0]
     stmts = [
         f"CREATE TABLE IF NOT EXISTS {cdm}.{PERSON_MAP_TABLE} (site_id VARCHAR(40) NOT NULL, "
         "patient_key VARCHAR(255) NOT NULL, person_id BIGINT NOT NULL, PRIMARY KEY (site_id, patient_key))",
@@ -154,7 +223,7 @@ def ddl_create_support(db: Database) -> list[str]:
         "patient_key VARCHAR(255) NOT NULL, first_date DATE NOT NULL, last_date DATE NOT NULL, "
         "PRIMARY KEY (site_id, patient_key))",
     ]
-    if db.dialect == "postgresql":
+    if db.dialect == "postgresql" and schema is None:
         stmts.append(f"CREATE INDEX IF NOT EXISTS idx_blina_lineage_key ON {cdm}.{LINEAGE_TABLE} (site_id, source_key)")
     return stmts
 
@@ -425,7 +494,7 @@ def _steps_lookups(c: SqlContext) -> list[str]:
 def _person_map_new(c: SqlContext) -> str:
     """``_bl_pm``: the site's person map as it will be (existing ids kept, new Patients numbered after the
     largest person_id in PERSON and in the map)."""
-    pm = f"{c.cdm}.{PERSON_MAP_TABLE}"
+    pm = c.read(PERSON_MAP_TABLE)
     return f"""CREATE TEMP TABLE _bl_pm AS
     SELECT patient_key, person_id, FALSE AS is_new FROM {pm} WHERE site_id = :site
     UNION ALL
@@ -572,8 +641,8 @@ def _observation_period_out(c: SqlContext) -> str:
      GROUP BY pm.patient_key, pm.person_id"""
 
 
-def _id_assign(c: SqlContext, table: str, has_row_id: bool) -> str:
-    lin = f"{c.cdm}.{LINEAGE_TABLE}"
+def _id_assign(c: SqlContext, table: str, has_row_id: bool, in_apply: bool = False) -> str:
+    lin = f"{c.cdm}.{LINEAGE_TABLE}" if in_apply else c.read(LINEAGE_TABLE)
     id_col = OMOP_TARGETS[table]
     if has_row_id:
         return f"CREATE TEMP TABLE _bl_i_{table} AS SELECT * FROM _bl_o_{table}"
@@ -639,6 +708,8 @@ def apply(db: StageDb, c: SqlContext) -> dict[str, object]:
     unknown-code counts and loaded resources by type."""
     run = _runner(db, c)
     pm, lin, fu = (f"{c.cdm}.{t}" for t in (PERSON_MAP_TABLE, LINEAGE_TABLE, FOLLOWUP_TABLE))
+    for stmt in ddl_create_support(db.db):  # in the transaction: a killed first run leaves none behind
+        run(stmt)
     run(f"INSERT INTO {pm} (site_id, patient_key, person_id) SELECT :site, patient_key, person_id "
         "FROM _bl_pm WHERE is_new")
     tables = list(_outs(c))
@@ -658,7 +729,7 @@ def apply(db: StageDb, c: SqlContext) -> dict[str, object]:
     # OBSERVATION_PERIOD: one per person of the site, spanning every fact date (protocol 3b.10), so it
     # is computed from the tables as they are now.
     run(f"CREATE TEMP TABLE _bl_o_observation_period AS {_observation_period_out(c)}")
-    run(_id_assign(c, "observation_period", has_row_id=False))
+    run(_id_assign(c, "observation_period", has_row_id=False, in_apply=True))
     run(f"""DELETE FROM {c.cdm}.observation_period WHERE observation_period_id IN (
             SELECT row_id FROM {lin} WHERE site_id = :site AND omop_table = 'observation_period')""")
     run(f"DELETE FROM {lin} WHERE site_id = :site AND omop_table = 'observation_period'")
