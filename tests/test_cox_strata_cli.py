@@ -53,7 +53,9 @@ def test_analyze_and_pool_fit_the_same_cox_model(tables, strata, tmp_path, capsy
     cox = cox[cox["status"] == "estimated"].set_index("covariate")
     assert cox["method"].str.contains("baseline stratified by site_id").all() == (strata == "site")
     assert main(["pool", *packages, "--out", str(tmp_path / "pooled"), "--cox-strata", strata]) == 0
-    assert f"Cox EFS: {model}" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"Cox EFS: {model}" in said
+    assert "{" not in said and " patients, " in said, said  # was a raw JSON dict {"n_patients": ...}
     pooled = json.loads((tmp_path / "pooled" / "pooled.json").read_text())["results"]["pooled"]["cox"]["efs"]
     assert pooled["strata"] == strata and pooled["model"].startswith(model)
     assert len(cox) == 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -47,11 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     html = render_pooled_report(pooled, args.out / "pooled.html")
     print(f"pooled {len(pooled.sites)} sites ({', '.join(pooled.sites)}): {args.out / 'pooled.json'}, {html}")
-    print(json.dumps(_headline(pooled.pooled), indent=None)[:400])
+    print(f"{pooled.pooled['n_patients']} patients, {pooled.pooled['n_courses']} courses")
     cox = pooled.pooled["cox"]["efs"]
     print(f"Cox EFS: {cox['model']}, n={cox['n']}, events={cox['n_events']}")
     return 0
-
-
-def _headline(pooled: dict) -> dict:
-    return {k: v for k, v in pooled.items() if k in ("n_patients", "n_courses", "sites")}
