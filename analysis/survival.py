@@ -616,7 +616,8 @@ def cox_ph(
     bad_ph = [t.covariate for t in terms if not math.isnan(t.ph_p_value) and t.ph_p_value < 0.05]
     if bad_ph:
         msgs.append(f"proportional-hazards assumption questionable (Schoenfeld P < 0.05): {', '.join(bad_ph)}")
-    method = _COX_METHOD + (f"; baseline stratified by {strata}" if strata else "")
+    # Always say which model (issue 13: analyze and pool fit either one).
+    method = _COX_METHOD + (f"; baseline stratified by {strata}" if strata else "; one baseline hazard (no strata)")
     if ties != "efron":
         method = method.replace("Efron ties", f"{ties.capitalize()} ties")
     return CoxResult(

@@ -74,3 +74,15 @@ def test_the_two_models_differ(tables, tmp_path):
         coefs[strata] = json.loads((tmp_path / strata / "pooled.json").read_text())["results"]["pooled"]["cox"][
             "efs"]["coef"]
     assert max(abs(a - b) for a, b in zip(coefs["none"], coefs["site"], strict=True)) > 1e-3
+
+
+@pytest.mark.parametrize("strata,said", [("none", "one baseline hazard (no strata)"),
+                                         ("site", "baseline stratified by site_id")])
+def test_the_report_says_which_cox_model_it_shows(tables, tmp_path, strata, said):
+    out, _ = tables
+    html = tmp_path / "report.html"
+    assert main(["report", "--course", str(out / "course.parquet"), "--patient", str(out / "patient.parquet"),
+                 "--out", str(html), "--cox-strata", strata]) == 0
+    text = html.read_text()
+    table4 = text[text.index("Table 4."):]
+    assert said in table4[:4000]

@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a data-quality JSON object shown as tables, e.g. the --report file of blina ingest "
                    "or blina load-omop (records read, loaded, skipped, rejected)")
     p.add_argument("--no-by-center", action="store_true", help="pooled results only (no per-center breakdown)")
+    p.add_argument("--cox-strata", choices=("none", "site"), default="none",
+                   help="Cox model for EFS over all centers: one baseline hazard (none, default) or a baseline per "
+                   "center (site); the report's Table 4 says which")
     add_km_conf_type(p)
 
 
@@ -165,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data_quality:
         dq = read_json_object(args.data_quality, "data-quality")
     results = analyze_tables(course, patient, by_center=not args.no_by_center, params=params,
-                             source=inputs.source_label, km_conf_type=args.km_conf_type)
+                             source=inputs.source_label, km_conf_type=args.km_conf_type,
+                             cox_strata_by_site=args.cox_strata == "site")
     data_source = describe(inputs)
     out = render_report(results, course=course, patient=patient, params=params, fingerprint=fingerprint,
                         data_quality=dq, out_path=args.out, data_source=data_source)
