@@ -591,6 +591,11 @@ def persist(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
     """Create the input tables and the ``course`` / ``patient`` / ``lineage`` views in the results
     schema (replacing earlier ones). Returns the qualified names created."""
     schema = validate_ident(results_schema or db.schemas.results or "", "results schema name")
+    if db.dialect == "duckdb" and db.query("select current_database()")[0][0] == schema:
+        # DuckDB names a file's catalog after the file: blina.duckdb + schema blina is an ambiguous reference
+        raise BlinaError(f"results schema {schema!r} has the name of the DuckDB file {db.safe_url} (its catalog "
+                         f"is {schema!r}), so DuckDB cannot tell the two apart",
+                         hint="choose another --results-schema (e.g. results) or rename the .duckdb file")
     require_overlay_fits(db, overlay)
     sid = _site_id(site_id, overlay)
     q = quote_ident(schema)

@@ -32,3 +32,40 @@ def test_init_db_and_check_say_where_and_what_plainly(tmp_path: Path, capsys) ->
     main(["check", "--db", db, "--cdm-schema", "c3", "--vocab-schema", "vocab"])
     out = capsys.readouterr().out
     assert "vocabulary version: unknown (VOCABULARY has no row 'None', where the CDM records it)" in out
+
+
+def test_results_schema_named_like_the_duckdb_file_is_one_clear_error(tmp_path: Path) -> None:
+    """`blina build --results-schema blina` on the default blina.duckdb failed with DuckDB's 'Binder Error:
+    Ambiguous reference to catalog or schema'; another schema name in the same file works."""
+    import pytest
+
+    from adapter.db import connect
+    from adapter.errors import BlinaError
+    from adapter.omop import create_cdm, load_study_vocabulary
+    from adapter.study import load_study
+    from adapter.views import persist
+
+    db = connect(str(tmp_path / "blina.duckdb"))
+    create_cdm(db)
+    load_study_vocabulary(db)
+    try:
+        with pytest.raises(BlinaError, match="has the name of the DuckDB file") as err:
+            persist(db, load_study(), site_id="c1", results_schema="blina")
+        assert "another --results-schema" in (err.value.hint or "")
+        assert "results.course" in persist(db, load_study(), site_id="c1", results_schema="results")
+    finally:
+        db.close()
+
+
+def test_every_overlay_file_named_in_the_help_examples_exists() -> None:
+    """`blina ingest --help` named mappings/sites/center2.yaml, which the repository does not have."""
+    import importlib
+    import re
+
+    from adapter.cli import COMMANDS
+
+    repo = Path(__file__).resolve().parents[1]
+    named = {m for mod in COMMANDS.values()
+             for ex in getattr(importlib.import_module(mod), "EXAMPLES", ())
+             for m in re.findall(r"mappings/\S+\.yaml", ex)}
+    assert named and all((repo / m).is_file() for m in named), named

@@ -16,7 +16,7 @@ HELP = "ingest FHIR R4 Bundles and Bulk Data NDJSON (.ndjson, .ndjson.gz, folder
 EXAMPLES = [
     "blina ingest synth/center1_fhir_bundles --site center1 --db blina.duckdb --cdm-schema center1 "
     "--vocab-schema vocab",
-    "blina ingest export/ --site center2 --db postgresql://etl@dbhost/omop --overlay mappings/sites/center2.yaml "
+    "blina ingest export/ --site center2 --db postgresql://etl@dbhost/omop "
     "--report ingest-report.json --quarantine rejected.ndjson",
 ]
 
