@@ -204,6 +204,7 @@ def test_aggregate_pool_labels_every_value_and_matches_the_site_totals(sites):
             assert "Cochran-Mantel-Haenszel" in t["cmh_method"] and "meta-analysis" in t["method"]
     # A pooled count that any site suppressed is not given as a number.
     for table in p["counts"].values():
+        assert "None" not in table["method"]  # the report's caption showed Python's None
         for *cell, n in table["cells"]:
             assert n is None or n >= 0
             assert (n is None) == ("|".join(cell) in table["lower_bounds"])

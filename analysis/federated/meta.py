@@ -169,8 +169,8 @@ def pool_aggregate(published: Mapping[str, tuple[str, str]], *, params: Mapping[
             "cells": [[*cell.split("|"), c["n"] if not c["suppressed_sites"] else None]
                       for cell, c in cells.items()],
             "lower_bounds": {cell: c["n"] for cell, c in cells.items() if c["suppressed_sites"]},
-            "method": "sum of the sites' published cells; a cell suppressed at any site is None, its "
-            "published part a lower bound",
+            "method": "sum of the sites' published cells; a cell suppressed at any site has no pooled "
+            "count (null in pooled.json), the sum of its published parts is a lower bound",
         }  # fmt: skip
     # 2x2 tables: response and predictors.
     for name in [n for n in cnt[sites[0]] if n.startswith(("response/", "predictor/"))]:
