@@ -161,6 +161,7 @@ def test_killed_runs_leave_the_database_as_before(engine_url: str, tmp_path: Pat
             if which == "after" and name == "ingest":
                 assert main(ingest[e1]) == 0 and _checksums(url) == before
     killed = [o for o in outcomes if o[2] in (-signal.SIGKILL, -signal.SIGINT, 130, 2)]
+    print("kill outcomes (command, signal, exit code, state):", outcomes)  # shown with pytest -s
     # most runs were really interrupted (not finished before the signal came)
     assert len(killed) >= len(outcomes) // 2, outcomes
     assert any(o[1] == "SIGKILL" and o[3] == "before" for o in killed if o[0] == "ingest"), outcomes
