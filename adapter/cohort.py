@@ -33,8 +33,9 @@ __all__ = ["SameMrnFinding", "empty_cohort_reason", "require_one_site_per_person
 
 PERSON_MAP_TABLE = "blina_person_map"  # adapter.fhir.ingest_sql.PERSON_MAP_TABLE (not imported: no FHIR deps)
 
-_VOCAB_FIX = ("load the vocabulary (blina load-omop loads an export's own CONCEPT files; see the README) "
-              "or map the local drug code in the site overlay")
+_VOCAB_FIX = ("a database whose vocabulary lacks blinatumomab has no patient treated with it under a standard "
+              "code: load the full OHDSI vocabulary (blina load-vocab ATHENA_FOLDER) or map the local drug code "
+              "in the site overlay")
 
 
 def _ancestor_empty(db: Database) -> bool | None:
