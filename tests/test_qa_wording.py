@@ -69,3 +69,17 @@ def test_every_overlay_file_named_in_the_help_examples_exists() -> None:
              for ex in getattr(importlib.import_module(mod), "EXAMPLES", ())
              for m in re.findall(r"mappings/\S+\.yaml", ex)}
     assert named and all((repo / m).is_file() for m in named), named
+
+
+def test_help_examples_on_site_duckdb_use_the_schemas_init_db_created() -> None:
+    """`blina init-db --db site.duckdb` puts CDM and vocabulary in schema cdm; `blina check --db site.duckdb
+    --vocab-schema vocab` (its help example) then found no vocab.concept (exit 1)."""
+    import importlib
+    import re
+
+    from adapter.cli import COMMANDS
+
+    examples = [ex for mod in COMMANDS.values() for ex in getattr(importlib.import_module(mod), "EXAMPLES", ())
+                if "--db site.duckdb" in ex]
+    schemas = {ex: tuple(re.findall(r"--(?:cdm|vocab)-schema \S+", ex)) for ex in examples}
+    assert len(examples) >= 5 and set(schemas.values()) == {()}, schemas

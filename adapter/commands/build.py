@@ -17,7 +17,7 @@ from adapter.errors import BlinaError
 
 HELP = "build the course and patient tables from OMOP CDM (read-only unless --results-schema)"
 EXAMPLES = [
-    "blina build --db site.duckdb --cdm-schema cdm --vocab-schema vocab --site-id center3",
+    "blina build --db site.duckdb --site-id center3",
     "blina build --db postgresql://reader@dbhost/omop --cdm-schema cdm --vocab-schema vocab "
     "--overlay mappings/sites/center4.yaml",
     "blina build --db postgresql://reader@dbhost/omop --site-id c1 --sql-only review.sql",

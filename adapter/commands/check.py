@@ -12,7 +12,7 @@ from adapter.errors import DataFindings
 
 HELP = "pre-flight: CDM version, tables, rows per study variable, unmapped codes, unusable units"
 EXAMPLES = [
-    "blina check --db site.duckdb --cdm-schema cdm --vocab-schema vocab",
+    "blina check --db site.duckdb",
     "blina check --db postgresql://reader@dbhost/omop --overlay mappings/sites/center4.yaml --json check.json",
 ]
 

@@ -10,7 +10,7 @@ from adapter.commands.common import open_db, study_from_args
 
 HELP = "write course/patient CSV + Parquet, lineage.csv (stays at the site) and extract.json"
 EXAMPLES = [
-    "blina extract --db site.duckdb --cdm-schema cdm --vocab-schema vocab --site-id center3 --out out/center3",
+    "blina extract --db site.duckdb --site-id center3 --out out/center3",
     "blina extract --db postgresql://reader@dbhost/omop --overlay mappings/sites/center4.yaml --out out/c4",
 ]
 
