@@ -67,6 +67,10 @@ def _print_summary(report, quiet: bool) -> None:
                       "manifest; not input data):")
         for e in report.server_errors[: 20 if not quiet else 3]:
             console.print(f"  {e['file']}:{e['line']}: {e['severity']} {e['code']}: {e['diagnostics']}")
+    dup = report.duplicate_ids
+    if dup["identical"] or dup["conflicting"]:
+        console.print(f"duplicate ids: {dup['identical']} read again with the same content (counted once), "
+                      f"{dup['conflicting']} with different content (every copy rejected); locations in --report")
     for finding in report.findings:
         console.print(f"finding: {finding}")
     if quiet:

@@ -7,12 +7,16 @@ Every input resource ends as exactly one of (the accounting identity, checked by
 * **skipped**: ``not_relevant`` (a type no ViewDefinition maps, or a record of a mapped type none of
   whose codings is a study code: only parsed and counted, its dates still extend the patient's
   observation period, protocol 3b.10), ``status`` (``entered-in-error``/``not-done``/``cancelled``,
-  protocol 3b.3), ``duplicate`` (an identical copy of a resource already read in this run), ``filtered``
-  (dropped by a view's ``where``);
+  protocol 3b.3), ``duplicate`` (an identical copy of a resource already read in this run, study-relevant
+  or not; found by a disk-backed index of every type/id, ``adapter.fhir.dupes``), ``filtered``
+  (dropped by a view's ``where``), ``incomplete`` (a resource mapped only for context, Encounter, without a
+  usable date: nothing of the study depends on it);
 * **rejected**: with file, line or Bundle entry, resource key and reason (malformed JSON, not an object,
   no resourceType/id, invalid FHIR, missing or dangling subject, duplicate id with different content,
   partial or invalid dates, no date, unconvertible values of study variables, implausible values:
-  ``mappings/fhir/plausibility.yaml``, see ``adapter.fhir.plausibility``).
+  ``mappings/fhir/plausibility.yaml``, see ``adapter.fhir.plausibility``); a duplicate id with
+  different content rejects every copy, study-relevant or not, each naming the other locations, and their
+  dates do not count for follow-up.
 
 A Bundle is a container, not an input resource; its entries are. A run either stores everything it
 reports as loaded or, when it fails midway (I/O error, interrupt, database error), nothing: on
@@ -57,6 +61,7 @@ from adapter.db import Database, validate_site_id
 from adapter.errors import BlinaError
 from adapter.fhir.bulk import count_findings
 from adapter.fhir.bulk import prepare as prepare_input
+from adapter.fhir.dupes import DuplicateIndex
 from adapter.fhir.ingest_sql import (
     FOLLOWUP_TABLE,
     INCOMPLETE,
@@ -132,6 +137,8 @@ class IngestReport:
     server_errors: list[dict[str, Any]] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)  # problems of the export itself (exit 1)
     read_by_file: Counter = field(default_factory=Counter)  # resources read, by file
+    # ids read more than once within a type: groups with identical / different content, and the first groups
+    duplicate_ids: dict[str, Any] = field(default_factory=lambda: {"identical": 0, "conflicting": 0, "listed": []})
     read: int = 0
     loaded: Counter = field(default_factory=Counter)  # by resource type
     skipped: dict[str, Counter] = field(
@@ -168,6 +175,7 @@ class IngestReport:
             "not_fhir_files": self.not_fhir_files,
             "server_errors": {"total": self.n_server_errors, "listed": self.server_errors},
             "findings": self.findings,
+            "duplicate_ids": self.duplicate_ids,
             "resources_read": self.read,
             "loaded": {"total": self.n_loaded, "by_type": dict(sorted(self.loaded.items()))},
             "skipped": {
@@ -496,6 +504,18 @@ def _memory_setting(text: str) -> str:
 
 
 _LATE = object()  # marker: re-read the resource from its file for the quarantine
+
+
+def _digest(res: dict) -> int | None:
+    """The content digest of a resource for the duplicate check (None: nested deeper than orjson writes)."""
+    try:
+        return hash(orjson.dumps(res, option=orjson.OPT_SORT_KEYS))
+    except TypeError:
+        return None
+
+
+def _where(file: str, line: int | None, entry: str | None) -> str:
+    return Rejection(file, line, entry, None, "").where
 _STAGED, _SKIPPED, _REJECTED = 0, 1, 2  # outcome of the first copy of a key (low bits of _Run.seen)
 
 
@@ -508,17 +528,13 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
     _config_tables(stage, study, overlay, config, {v.resource for v in views.values()}, rules)
     stage.flush()
     mapper = _study_mapper(sdb, ctx, views, config, overlay, rules, validation)
-    run = _Run(mapper, report, quarantine, on_progress, stage)
-    for name, view in views.items():
-        stage.create(f"_bl_s_{name}", _view_columns(view, sdb.dialect))
-    stage.create("_bl_res", [("sid", "BIGINT"), ("rtype", "VARCHAR"), ("source_key", "VARCHAR"),
-                             ("subject_key", "VARCHAR"), ("file_idx", "INTEGER"), ("line", "INTEGER"),
-                             ("entry", "VARCHAR")])
-    if workers > 1:
-        run.read_parallel(files, workers)
-    else:
-        for file_idx, path in enumerate(files):
-            run.read_file(path, file_idx)
+    index = DuplicateIndex()
+    try:
+        run = _Run(mapper, report, quarantine, on_progress, stage, index)
+        _read_input(run, stage, views, sdb.dialect, files, workers)
+        run.resolve_duplicates(files)
+    finally:
+        index.close()
     if on_progress:
         on_progress(report.read)
     lists: dict[str, tuple[list[tuple[str, str]], list[tuple]]] = {
@@ -534,6 +550,20 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
         stage.add(name, rows)
     stage.flush()
     return run
+
+
+def _read_input(run: _Run, stage: _Stage, views: dict[str, ViewDefinition], dialect: str, files: list[Path],
+                workers: int) -> None:
+    for name, view in views.items():
+        stage.create(f"_bl_s_{name}", _view_columns(view, dialect))
+    stage.create("_bl_res", [("sid", "BIGINT"), ("rtype", "VARCHAR"), ("source_key", "VARCHAR"),
+                             ("subject_key", "VARCHAR"), ("file_idx", "INTEGER"), ("line", "INTEGER"),
+                             ("entry", "VARCHAR")])
+    if workers > 1:
+        run.read_parallel(files, workers)
+    else:
+        for file_idx, path in enumerate(files):
+            run.read_file(path, file_idx)
 
 
 def _study_mapper(db: StageDb, ctx: SqlContext, views: dict[str, ViewDefinition], config: FhirConfig,
@@ -639,6 +669,7 @@ class _RangeScan:
     not_relevant: Counter  # by type: the noise and the types no view maps and follow-up does not read
     followup: dict[str, list[str | None]]
     kept: list[tuple[int, int, bytes]]
+    noted: list[tuple[str, str, int | None, int]]  # (type, id, digest, line) of the resources taken here
     checked: dict[int, str | None]  # line -> validation problem (None: valid) of the study-relevant lines
     errors: dict[int, str]  # line -> why the line's resource could not be read (a malformed element)
 
@@ -663,6 +694,7 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     sink = _NoiseSink(mapper, not_relevant)
     wanted, loads, decode_error = mapper.wanted, orjson.loads, orjson.JSONDecodeError
     kept: list[tuple[int, int, bytes]] = []
+    noted: list[tuple[str, str, int | None, int]] = []
     checked: dict[int, str | None] = {}
     errors: dict[int, str] = {}
     validation_problem = mapper.validation_problem
@@ -682,8 +714,14 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
             if rtype.__class__ is str and rtype != "Bundle":
                 if rtype not in wanted:
                     not_relevant[rtype] += 1
+                    rid = res.get("id")
+                    if rid.__class__ is str and rid:
+                        noted.append((rtype, rid, _digest(res), n_lines))
                     continue
                 if sink(res, rtype):
+                    rid = res.get("id")
+                    if rid.__class__ is str and rid:
+                        noted.append((rtype, rid, _digest(res), n_lines))
                     continue
                 if sink.error is not None:
                     errors[n_lines], sink.error = sink.error, None
@@ -695,14 +733,14 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
                     except _RECORD_ERRORS as exc:
                         errors[n_lines] = reason_for(res, exc)
         kept.append((n_lines, offset, raw))
-    return _RangeScan(n_lines, not_relevant, sink.followup, kept, checked, errors)
+    return _RangeScan(n_lines, not_relevant, sink.followup, kept, noted, checked, errors)
 
 
 class _Run:
     """Mutable state of one ingest run (the per-resource hot path lives in :meth:`read_file`)."""
 
     def __init__(self, mapper: ResourceMapper, report: IngestReport, quarantine: TextIO | None,
-                 on_progress: Callable[[int], None] | None, stage: _Stage) -> None:
+                 on_progress: Callable[[int], None] | None, stage: _Stage, index: DuplicateIndex) -> None:
         self.mapper = mapper
         self.report = report
         self.quarantine = quarantine
@@ -719,6 +757,8 @@ class _Run:
         self.sink = _NoiseSink(mapper, self.not_relevant)
         self.checked: dict[int, str | None] = {}  # line -> validation problem, found by a worker (this range)
         self.errors: dict[int, str] = {}  # line -> malformed element, found by a worker (this range)
+        self.index = index
+        self.file_idx = 0  # the file being read (for note)
 
     def reject(self, file: str, line: int | None, entry: str | None, key: str | None, reason: str,
                resource: Any = None) -> None:
@@ -739,9 +779,76 @@ class _Run:
                 text = orjson.dumps(rec).decode()
             self.quarantine.write(text + "\n")
 
+    def note(self, res: dict, rtype: str, rid: Any, line: int | None, entry: str | None, study: bool = False) -> None:
+        """Record one resource the reader, the noise sink or this run took, for the duplicate check."""
+        if rid.__class__ is str and rid:
+            self.index.add(rtype, rid, _digest(res), study, self.file_idx, line, entry)
+
+    def resolve_duplicates(self, files: list[Path]) -> None:
+        """Act on the ids read more than once within a type (see the module doc): every group is listed in
+        the report; identical copies of a non-study resource count once (the later ones are skipped as
+        ``duplicate``); copies with different content where one is not a study resource are all rejected
+        (the study copies through ``_bl_cfg_conflict``, as among study resources), and when such a record's
+        dates count for follow-up, follow-up is computed again without them. Groups of study copies only
+        were handled while reading (``_repeat``)."""
+        report = self.report
+        dup = report.duplicate_ids
+        noise_conflicts: set[str] = set()
+        for rtype, rid, copies in self.index.groups():
+            key = f"{rtype}/{rid}"
+            same = copies[0].digest is not None and all(c.digest == copies[0].digest for c in copies)
+            dup["identical" if same else "conflicting"] += 1
+            places = [_where(report.files[c.file_idx], c.line, c.entry) for c in copies]
+            if len(dup["listed"]) < _MAX_LISTED_REJECTS:
+                dup["listed"].append({"resource_key": key, "same_content": same, "copies": len(copies),
+                                      "locations": places[:10]})
+            if all(c.study for c in copies):
+                continue
+            if same:
+                for c in copies[1:]:
+                    if not c.study:
+                        self.not_relevant[rtype] -= 1
+                        report.skipped["duplicate"][rtype] += 1
+                continue
+            for c, here in zip(copies, places, strict=True):
+                if c.study:
+                    self.conflicts.add(key)
+                    continue
+                self.not_relevant[rtype] -= 1
+                others = ", ".join(p for p in places if p != here)
+                self.reject(report.files[c.file_idx], c.line, c.entry, key,
+                            f"duplicate id {key} with different content (also at {others}): all copies rejected",
+                            _LATE)
+            noise_conflicts.add(key)
+        for c in (self.not_relevant, report.skipped["duplicate"]):
+            for k in [k for k, n in c.items() if n == 0]:
+                del c[k]
+        if any(k.split("/", 1)[0] in self.mapper.config.followup for k in noise_conflicts):
+            self._followup_without(files, noise_conflicts)
+
+    def _followup_without(self, files: list[Path], drop: set[str]) -> None:
+        """Follow-up dates again, from a second reading of the input that leaves out the records ``drop``
+        (rejected conflicting duplicates): only needed when there are some, which is rare."""
+        sink = _NoiseSink(self.mapper, Counter())
+
+        def take(res: dict, rtype: str) -> bool:
+            return f"{rtype}/{res.get('id')}" in drop or sink(res, rtype)
+
+        for path in files:
+            for item in iter_items(path, self.mapper.wanted, {}, take):
+                res = item.resource
+                if res is None or (item.line is not None and item.entry is None):
+                    continue  # an NDJSON line not taken: a study resource (its dates come from its rows)
+                rtype = res.get("resourceType")
+                if isinstance(rtype, str) and f"{rtype}/{res.get('id') or item.fallback_id}" not in drop:
+                    sink(res, rtype)
+        self.sink.followup = sink.followup
+
     def read_file(self, path: Path, file_idx: int) -> None:
         skipped_counts: dict[str, int] = {}
-        self._read_items(iter_items(path, self.mapper.wanted, skipped_counts, self.sink), file_idx, skipped_counts)
+        self.file_idx = file_idx
+        self._read_items(iter_items(path, self.mapper.wanted, skipped_counts, self.sink, self.note), file_idx,
+                         skipped_counts)
 
     def read_parallel(self, files: list[Path], workers: int) -> None:
         """Read ``files`` with ``workers`` processes scanning NDJSON ranges (see :func:`_scan_range`); this
@@ -780,11 +887,14 @@ class _Run:
                 self.report.read_by_file[file_idx] += sum(scan.not_relevant.values())
                 self.not_relevant.update(scan.not_relevant)
                 self.sink.merge(scan.followup)
+                for rtype, rid, digest, n in scan.noted:
+                    self.index.add(rtype, rid, digest, False, file_idx, first + n, None)
+                self.file_idx = file_idx
                 skipped_counts: dict[str, int] = {}
                 lines = [(first + n, offset, raw) for n, offset, raw in scan.kept]
                 self.checked = {first + n: problem for n, problem in scan.checked.items()}
                 self.errors = {first + n: why for n, why in scan.errors.items()}
-                self._read_items(iter_line_items(str(path), lines, self.mapper.wanted, skipped_counts),
+                self._read_items(iter_line_items(str(path), lines, self.mapper.wanted, skipped_counts, self.note),
                                  file_idx, skipped_counts)
                 self.checked, self.errors = {}, {}
             ok = True
@@ -812,6 +922,7 @@ class _Run:
             # entries and resources of JSON files are tested here
             if (item.line is None or item.entry is not None) and sink(res, rtype):
                 n_items -= 1  # counted by the sink
+                self.note(res, rtype, res.get("id") or item.fallback_id, item.line, item.entry)
                 continue
             malformed = sink.error or (self.errors.get(item.line) if item.entry is None else None)
             if malformed is not None:
@@ -829,6 +940,7 @@ class _Run:
             except TypeError as exc:  # nested deeper than orjson serialises
                 self.reject(item.file, item.line, item.entry, key, reason_for(res, exc), res)
                 continue
+            self.index.add(rtype, rid, digest, True, file_idx, item.line, item.entry)
             prev = seen.get(key)
             if prev is not None:
                 self._repeat(item, key, digest, prev, res)

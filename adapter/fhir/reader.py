@@ -31,6 +31,7 @@ __all__ = [
     "BOM",
     "INPUT_SUFFIXES",
     "Item",
+    "Note",
     "discover_files",
     "iter_items",
     "is_ndjson",
@@ -45,6 +46,10 @@ __all__ = [
 INPUT_SUFFIXES: tuple[str, ...] = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
 BOM = b"\xef\xbb\xbf"
 _LINE_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+
+
+# note(resource, resource type, id (any JSON value), NDJSON line, Bundle entry): see iter_items
+Note = Callable[[dict[str, Any], str, Any, "int | None", "str | None"], None]
 
 
 @dataclass(slots=True)
@@ -158,12 +163,15 @@ def _fallback_id(entry: dict[str, Any]) -> str | None:
 
 
 def _expand(
-    resource: dict[str, Any], file: str, line: int | None, offset: int | None, prefix: str, keep: _Keep
+    resource: dict[str, Any], file: str, line: int | None, offset: int | None, prefix: str, keep: _Keep,
+    note: Note | None = None,
 ) -> Iterator[Item]:
     """Yield a resource, or the entries of a Bundle (recursively)."""
     if resource.get("resourceType") != "Bundle":
         if keep(resource):
             yield Item(resource, file, line, offset, prefix or None)
+        elif note is not None:
+            note(resource, resource["resourceType"], resource.get("id"), line, prefix or None)
         return
     entries = resource.get("entry", [])
     if not isinstance(entries, list):
@@ -179,9 +187,11 @@ def _expand(
             why = f"Bundle entry has no resource (request {method})" if method else "Bundle entry has no resource"
             yield Item(None, file, line, offset, where, error=why)
         elif res.get("resourceType") == "Bundle":
-            yield from _expand(res, file, line, offset, where + ".resource", keep)
+            yield from _expand(res, file, line, offset, where + ".resource", keep, note)
         elif keep(res):
             yield Item(res, file, line, offset, where, refs=refs, fallback_id=_fallback_id(e))
+        elif note is not None:
+            note(res, res["resourceType"], res.get("id") or _fallback_id(e), line, where)
 
 
 def _json_error(exc: orjson.JSONDecodeError) -> str:
@@ -211,6 +221,7 @@ def iter_items(
     relevant: frozenset[str] | None = None,
     skipped: dict[str, int] | None = None,
     consume: Callable[[dict[str, Any], str], bool] | None = None,
+    note: Note | None = None,
 ) -> Iterator[Item]:
     """Yield the input resources of one file (see module doc). File-level I/O failures raise BlinaError.
 
@@ -218,6 +229,8 @@ def iter_items(
     ``consume(resource, type)``: called for each NDJSON resource of a yielded type before an Item is built;
     when it returns True the resource was dealt with by the caller and is not yielded (the fast path of
     noise; Bundle entries are always yielded).
+    ``note(resource, type, id, line, entry)``: called for each resource this function counts or hands to
+    ``consume`` instead of yielding (for the duplicate check, which sees every resource).
     """
     file = str(path)
     loads = orjson.loads
@@ -238,10 +251,10 @@ def iter_items(
             if not isinstance(res, dict):
                 yield Item(None, file, error=f"not a FHIR resource (a JSON {type(res).__name__}, not an object)")
                 return
-            yield from _expand(res, file, None, None, "", keep)
+            yield from _expand(res, file, None, None, "", keep, note)
             return
         with _open(path) as fh:
-            yield from _line_items(file, _numbered(fh, 1, 0), keep, wanted, consume)
+            yield from _line_items(file, _numbered(fh, 1, 0), keep, wanted, consume, note)
     except (OSError, EOFError, zlib.error) as exc:
         raise BlinaError(
             f"{file}: cannot read the file ({exc}); nothing from this run was stored",
@@ -256,7 +269,7 @@ def _numbered(lines: Iterable[bytes], first_line: int, offset: int) -> Iterator[
 
 
 def _line_items(file: str, lines: Iterable[tuple[int, int, bytes]], keep: _Keep, wanted: frozenset[str] | None,
-                consume: Callable[[dict[str, Any], str], bool] | None) -> Iterator[Item]:
+                consume: Callable[[dict[str, Any], str], bool] | None, note: Note | None = None) -> Iterator[Item]:
     """The Items of NDJSON lines given as (line number, byte offset, raw line)."""
     loads = orjson.loads
     for lineno, start, raw in lines:
@@ -275,10 +288,14 @@ def _line_items(file: str, lines: Iterable[tuple[int, int, bytes]], keep: _Keep,
             # the type test first: a resourceType that is an object or array is unhashable
             if wanted is not None and rtype.__class__ is str and rtype not in wanted and rtype != "Bundle":
                 keep.skipped[rtype] = keep.skipped.get(rtype, 0) + 1
+                if note is not None:
+                    note(res, rtype, res.get("id"), lineno, None)
             elif rtype == "Bundle":
-                yield from _expand(res, file, lineno, start, "", keep)
+                yield from _expand(res, file, lineno, start, "", keep, note)
             elif consume is None or rtype.__class__ is not str or not consume(res, rtype):
                 yield Item(res, file, lineno, start)
+            elif note is not None:
+                note(res, rtype, res.get("id"), lineno, None)
         else:
             yield Item(None, file, lineno, start, error=f"not a FHIR resource (a JSON {type(res).__name__})",
                        raw=raw[:2000].decode("utf-8", "replace").rstrip("\n"))
@@ -324,9 +341,9 @@ def read_chunk(path: Path, start: int, end: int | None) -> Iterator[bytes]:
 
 
 def iter_line_items(file: str, lines: Iterable[tuple[int, int, bytes]], relevant: frozenset[str] | None = None,
-                    skipped: dict[str, int] | None = None) -> Iterator[Item]:
+                    skipped: dict[str, int] | None = None, note: Note | None = None) -> Iterator[Item]:
     """:func:`iter_items` for NDJSON lines already read, as (line number, byte offset, raw line)."""
-    yield from _line_items(file, lines, _Keep(relevant, skipped), relevant, None)
+    yield from _line_items(file, lines, _Keep(relevant, skipped), relevant, None, note)
 
 
 def read_raw(path: str, line: int | None, entry: str | None) -> Any:

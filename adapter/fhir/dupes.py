@@ -1,0 +1,128 @@
+"""Duplicate resource ids anywhere in the input, in memory bounded whatever the input size.
+
+Every input resource with a type and an id, study-relevant or not, is appended to :class:`DuplicateIndex`
+as (type, id, content digest, study?, file, line, Bundle entry). The index is a DuckDB table in a file of
+its own in a temporary folder (never the user's database), filled in column batches of
+:data:`BATCH` rows, with DuckDB's buffer pool capped (``memory_limit``), so it spills to disk: the
+process holds one batch, whatever the number of resources (1e8 resources take ~2-3 GB of disk, not of
+memory; bench/dup_index.py measures it). After reading, :meth:`DuplicateIndex.groups` streams the ids seen
+more than once with all their copies in input order.
+
+Why DuckDB and not a Python set or dict: a dict of 1e8 keys needs ~10 GB of memory; DuckDB's grouping
+spills to disk and is already a dependency. Why not the run's own database: on PostgreSQL every row
+would cross the network, and the user's DuckDB file would grow by the index.
+
+The content digest is the 64-bit hash of the resource serialised with sorted keys (``orjson``), so two
+copies that differ only in key order or white space are the same content; a resource that cannot be
+serialised (nested deeper than orjson writes) gets no digest (NULL) and never counts as identical.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+__all__ = ["BATCH", "Copy", "DuplicateIndex"]
+
+BATCH = 200_000
+_COLUMNS = ("rtype", "rid", "digest", "study", "file_idx", "line", "entry", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One copy of a resource id: its content digest (None: unknown), whether the ingest took it as a
+    study resource, and where it is."""
+
+    digest: int | None
+    study: bool
+    file_idx: int
+    line: int | None
+    entry: str | None
+
+
+class DuplicateIndex:
+    """Disk-backed record of every (type, id) read (see module doc). Use as a context manager."""
+
+    def __init__(self, memory_limit: str = "64MB", folder: str | Path | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="blina-dup-", dir=folder))
+        self.con = duckdb.connect(str(self.dir / "index.duckdb"))
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        spill = str(self.dir / "spill").replace("'", "''")
+        self.con.execute(f"SET temp_directory = '{spill}'")
+        self.con.execute("SET threads = 1")  # the machine's cores belong to the ingest
+        self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute("CREATE TABLE idx (rtype VARCHAR, rid VARCHAR, digest BIGINT, study BOOLEAN, "
+                         "file_idx INTEGER, line BIGINT, entry VARCHAR, seq BIGINT)")
+        self._cols: tuple[list, ...] = tuple([] for _ in _COLUMNS)
+        self.n = 0
+
+    def add(self, rtype: str, rid: str, digest: int | None, study: bool, file_idx: int, line: int | None,
+            entry: str | None) -> None:
+        c = self._cols
+        c[0].append(rtype)
+        c[1].append(rid)
+        c[2].append(digest)
+        c[3].append(study)
+        c[4].append(file_idx)
+        c[5].append(line)
+        c[6].append(entry)
+        c[7].append(self.n)  # input order, for "first" and "later" copies
+        self.n += 1
+        if len(c[0]) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._cols[0]:
+            return
+        df = pd.DataFrame({
+            "rtype": self._cols[0], "rid": self._cols[1], "digest": pd.array(self._cols[2], dtype="Int64"),
+            "study": self._cols[3], "file_idx": self._cols[4], "line": pd.array(self._cols[5], dtype="Int64"),
+            "entry": self._cols[6], "seq": self._cols[7],
+        })
+        self.con.register("_batch", df)
+        self.con.execute("INSERT INTO idx SELECT * FROM _batch")
+        self.con.unregister("_batch")
+        for col in self._cols:
+            col.clear()
+
+    def groups(self) -> Iterator[tuple[str, str, list[Copy]]]:
+        """(type, id, copies in input order) for every id read more than once within its type."""
+        self.flush()
+        cur = self.con.execute(
+            """WITH d AS (SELECT rtype, rid FROM idx GROUP BY rtype, rid HAVING COUNT(*) > 1)
+               SELECT i.rtype, i.rid, i.digest, i.study, i.file_idx, i.line, i.entry
+                 FROM idx i JOIN d ON d.rtype = i.rtype AND d.rid = i.rid
+                ORDER BY i.rtype, i.rid, i.seq""")
+        group: list[Copy] = []
+        key: tuple[str, str] | None = None
+        while True:
+            rows = cur.fetchmany(10_000)
+            if not rows:
+                break
+            for rtype, rid, digest, study, file_idx, line, entry in rows:
+                if (rtype, rid) != key:
+                    if key is not None:
+                        yield key[0], key[1], group
+                    key, group = (rtype, rid), []
+                group.append(Copy(None if digest is None else int(digest), bool(study), int(file_idx),
+                                  None if line is None else int(line), entry))
+        if key is not None:
+            yield key[0], key[1], group
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> DuplicateIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

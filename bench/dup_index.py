@@ -1,0 +1,106 @@
+"""Memory of the ingest's duplicate-id check (``adapter.fhir.dupes.DuplicateIndex``) as the input grows
+(not a test: run by hand).
+
+    .venv/bin/python bench/dup_index.py --sizes 1000000 10000000 --results bench/RESULTS.md
+
+For each size N, in a fresh process (so peak RSS is that of the step alone): N resources of 8 types with
+uuid-like ids, 1 % of them a second copy (half identical, half different content), are added one by one
+as the ingest adds them, then every duplicate group is streamed (``groups``). Reported: peak RSS, seconds,
+the index's disk size at its largest, groups found (must be N/100), and, as the limit the index avoids,
+the peak RSS of a Python dict holding the same N keys (the in-memory alternative), measured the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TYPES = ["Observation", "Condition", "Encounter", "Procedure", "MedicationRequest", "DocumentReference",
+         "Immunization", "Practitioner"]
+
+
+def _ids(n: int):
+    for i in range(n):
+        yield TYPES[i % 8], f"{i:08x}-4a1b-4c2d-8e3f-{(i * 2654435761) % (1 << 48):012x}", hash(i)
+        if i % 100 == 0:  # a second copy: identical for even hundreds, different content otherwise
+            yield TYPES[i % 8], f"{i:08x}-4a1b-4c2d-8e3f-{(i * 2654435761) % (1 << 48):012x}", hash(
+                i if i % 200 == 0 else -i - 1)
+
+
+def _disk(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def child(kind: str, n: int) -> dict:
+    t0 = time.perf_counter()
+    if kind == "dict":
+        seen: dict[str, int] = {}
+        for rtype, rid, digest in _ids(n):
+            seen[f"{rtype}/{rid}"] = digest
+        groups, disk = -1, 0
+    else:
+        from adapter.fhir.dupes import DuplicateIndex
+
+        with DuplicateIndex() as index:
+            for j, (rtype, rid, digest) in enumerate(_ids(n)):
+                index.add(rtype, rid, digest, False, 0, j + 1, None)
+            index.flush()
+            disk = _disk(index.dir)
+            groups = sum(1 for _ in index.groups())
+            disk = max(disk, _disk(index.dir))
+    return {"kind": kind, "n": n, "seconds": round(time.perf_counter() - t0, 1), "groups": groups,
+            "disk_mb": round(disk / 1e6),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    ap.add_argument("--no-dict", action="store_true", help="skip the in-memory dict baseline")
+    ap.add_argument("--results", type=Path, default=None)
+    ap.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]))))
+        return
+    rows = []
+    for n in args.sizes:
+        for kind in ("index",) if args.no_dict else ("index", "dict"):
+            out = subprocess.run([sys.executable, __file__, "--child", kind, str(n)], check=True,
+                                 capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    lines = [
+        "## Duplicate-id check (issue 15.2)",
+        "",
+        f"`bench/dup_index.py` on {platform.machine()}, {os.cpu_count()} cores (shared), Python "
+        f"{platform.python_version()}; each row a fresh process. N resources + N/100 second copies added to "
+        "`DuplicateIndex` (DuckDB file in a temp folder, memory_limit 64MB, batches of 200k), then all "
+        "duplicate groups streamed. `dict`: the same keys in a Python dict (the in-memory alternative).",
+        "",
+        "| what | resources | seconds | peak RSS MB | index disk MB | groups found |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['kind']} | {r['n']:,} | {r['seconds']} | {r['peak_rss_mb']} | "
+                     f"{r['disk_mb'] if r['kind'] == 'index' else '-'} | "
+                     f"{r['groups'] if r['kind'] == 'index' else '-'} |")
+    section = "\n".join(lines) + "\n"
+    if args.results:
+        text = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
+        pat = re.compile(r"## Duplicate-id check \(issue 15\.2\)\n.*?(?=\n## |\Z)", re.S)
+        text = pat.sub(section.rstrip("\n") + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section
+        args.results.write_text(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
