@@ -5,13 +5,20 @@ Each command lives in ``adapter/commands/<name>.py`` and exposes ``HELP`` (one l
 
 Exit codes: 0 ok, 1 data findings (e.g. rejected records), 2 usage or internal error. Errors are
 one line with a hint; ``--debug`` shows the traceback.
+
+The CLI owns the terminal: library code logs with :mod:`logging` (loggers ``adapter.*``/``analysis.*``)
+and never prints; :func:`main` configures logging (warnings and errors to stderr, everything with
+``--debug``) and turns Python warnings (numpy's RuntimeWarnings of a diverging fit, library deprecations)
+into debug log records instead of letting them reach the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from adapter import __version__
@@ -77,6 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(debug: bool) -> None:
+    """Log records of the library to stderr: warnings and errors, everything with ``--debug``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in ("adapter", "analysis"):
+        log = logging.getLogger(name)
+        log.handlers[:] = [handler]
+        log.setLevel(logging.DEBUG if debug else logging.WARNING)
+        log.propagate = False
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    # a warning is not for the user's terminal: the command's own output says what matters
+    logging.getLogger("adapter.warnings").debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -84,6 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     debug = getattr(args, "debug", False)
+    _configure_logging(debug)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _warning_to_log
+        return _run(args, debug)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         from adapter.commands.common import check_identifiers
 

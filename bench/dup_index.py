@@ -8,6 +8,7 @@ uuid-like ids, 1 % of them a second copy (half identical, half different content
 as the ingest adds them, then every duplicate group is streamed (``groups``). Reported: peak RSS, seconds,
 the index's disk size at its largest, groups found (must be N/100), and, as the limit the index avoids,
 the peak RSS of a Python dict holding the same N keys (the in-memory alternative), measured the same way.
+``index-all``: every resource read twice (an export passed twice: N groups, the sort path of ``groups``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ TYPES = ["Observation", "Condition", "Encounter", "Procedure", "MedicationReques
          "Immunization", "Practitioner"]
 
 
-def _ids(n: int):
+def _ids(n: int, every: int = 100):
     for i in range(n):
         yield TYPES[i % 8], f"{i:08x}-4a1b-4c2d-8e3f-{(i * 2654435761) % (1 << 48):012x}", hash(i)
-        if i % 100 == 0:  # a second copy: identical for even hundreds, different content otherwise
+        if i % every == 0:  # a second copy: identical for even hundreds, different content otherwise
             yield TYPES[i % 8], f"{i:08x}-4a1b-4c2d-8e3f-{(i * 2654435761) % (1 << 48):012x}", hash(
                 i if i % 200 == 0 else -i - 1)
 
@@ -50,7 +51,7 @@ def child(kind: str, n: int) -> dict:
         from adapter.fhir.dupes import DuplicateIndex
 
         with DuplicateIndex() as index:
-            for j, (rtype, rid, digest) in enumerate(_ids(n)):
+            for j, (rtype, rid, digest) in enumerate(_ids(n, 1 if kind == "index-all" else 100)):
                 index.add(rtype, rid, digest, False, 0, j + 1, None)
             index.flush()
             disk = _disk(index.dir)
@@ -73,7 +74,7 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        for kind in ("index",) if args.no_dict else ("index", "dict"):
+        for kind in ("index", "index-all") if args.no_dict else ("index", "index-all", "dict"):
             out = subprocess.run([sys.executable, __file__, "--child", kind, str(n)], check=True,
                                  capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
@@ -84,15 +85,16 @@ def main() -> None:
         f"`bench/dup_index.py` on {platform.machine()}, {os.cpu_count()} cores (shared), Python "
         f"{platform.python_version()}; each row a fresh process. N resources + N/100 second copies added to "
         "`DuplicateIndex` (DuckDB file in a temp folder, memory_limit 64MB, batches of 200k), then all "
-        "duplicate groups streamed. `dict`: the same keys in a Python dict (the in-memory alternative).",
+        "duplicate groups streamed. `index-all`: every resource twice (2N added, N groups: the external-sort path). "
+        "`dict`: the same keys in a Python dict (the in-memory alternative).",
         "",
         "| what | resources | seconds | peak RSS MB | index disk MB | groups found |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['kind']} | {r['n']:,} | {r['seconds']} | {r['peak_rss_mb']} | "
-                     f"{r['disk_mb'] if r['kind'] == 'index' else '-'} | "
-                     f"{r['groups'] if r['kind'] == 'index' else '-'} |")
+                     f"{r['disk_mb'] if r['kind'] != 'dict' else '-'} | "
+                     f"{r['groups'] if r['kind'] != 'dict' else '-'} |")
     section = "\n".join(lines) + "\n"
     if args.results:
         text = args.results.read_text() if args.results.exists() else "# Benchmark results\n"

@@ -92,7 +92,9 @@ def test_site_run_and_pool_on_the_demo_centers(demo_dir, tmp_path, capsys):
         study = demo_dir / "study" / site
         assert main(["site-run", "--course", str(study / "course.parquet"), "--patient",
                      str(study / "patient.parquet"), "--site-id", site, "--out", str(pkg), "--share", "exact"]) == 0
-        out = capsys.readouterr().out
+        captured = capsys.readouterr()
+        out = captured.out
+        assert "Warning" not in captured.err, captured.err  # numpy warnings never reach the terminal
         # The site is told the level it used and what the coordinator can learn, never "nothing person-level".
         assert "sharing level 'exact'" in out and "can single out a patient" in out, out
         assert "nothing person-level" not in out
@@ -103,6 +105,9 @@ def test_site_run_and_pool_on_the_demo_centers(demo_dir, tmp_path, capsys):
         for mrn in patient["person_source_value"]:
             assert mrn not in text  # no source patient id leaves the site
     assert main(["pool", *packages, "--out", str(tmp_path / "pooled")]) == 0
+    captured = capsys.readouterr()
+    assert "Warning" not in captured.err and "{" not in captured.out, captured  # no raw dict, no warning
+    assert "pooled cohort: " in captured.out
     pooled = json.loads((tmp_path / "pooled" / "pooled.json").read_text())["results"]["pooled"]
     assert pooled["response"]["course1"]["table"] == [[9, 2], [33, 7]]
     groups = pooled["survival"]["efs"]["groups"]

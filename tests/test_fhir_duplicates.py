@@ -88,3 +88,24 @@ def test_duplicates_in_bundles_are_found(db: Database, tmp_path: Path) -> None:
     a = write_ndjson(tmp_path / "a.ndjson", [bundle, practitioner("dr", "Meitner")])
     rep = ingest(db, a)
     assert sorted(r.where for r in rep.rejected) == [f"{a}:1#entry[1]", f"{a}:2"]
+
+
+@pytest.mark.parametrize("join_max", [1_000_000, 0])
+def test_index_groups_by_join_and_by_sorted_stream_agree(monkeypatch: pytest.MonkeyPatch, join_max: int) -> None:
+    """Few duplicate ids are joined back to their copies, many are found in one sorted pass: same groups."""
+    import adapter.fhir.dupes as dupes
+
+    monkeypatch.setattr(dupes, "_JOIN_MAX", join_max)
+    monkeypatch.setattr(dupes, "BATCH", 64)  # several batches
+    with dupes.DuplicateIndex() as index:
+        for i in range(1000):
+            index.add("Observation", str(i % 700), 7 if i < 990 else i, i % 2 == 0, i % 3, i, None)
+        index.add("Condition", "1", 1, False, 0, 5000, "entry[0]")
+        groups = list(index.groups())
+        folder = index.dir
+    assert not folder.exists()  # the index's temporary folder is removed
+    assert len(groups) == 300 and {g[0] for g in groups} == {"Observation"}
+    rtype, rid, copies = groups[0]
+    assert (rtype, rid) == ("Observation", "0")
+    assert [(c.line, c.file_idx, c.study) for c in copies] == [(0, 0, True), (700, 1, True)]
+    assert [c.digest for c in dict((g[1], g[2]) for g in groups)["295"]] == [7, 995]

@@ -23,6 +23,7 @@ library for the Bulk Data manifest (it is a plain JSON object of a few keys).
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from adapter.fhir.reader import BOM, discover_files, is_ndjson
 
 __all__ = ["BulkInput", "Manifest", "ServerError", "count_findings", "prepare"]
 
+_log = logging.getLogger(__name__)
 _PEEK = 64 << 10
 _MAX_LISTED = 1000  # server errors listed in the report (all are counted)
 
@@ -236,6 +238,7 @@ def prepare(paths: Iterable[str | Path]) -> BulkInput:
             else:
                 error_files.add(p.resolve())
         out.manifests.append(m)
+        _log.info("%s: Bulk Data manifest, %d output and %d error files", f, len(m.outputs), len(m.errors))
     # a file the user passed that is also reached through a manifest is read once
     seen: set[Path] = set()
     extra = [p for m in out.manifests for _, _, _, p in m.outputs if p is not None]

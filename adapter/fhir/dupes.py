@@ -31,6 +31,7 @@ import pandas as pd
 __all__ = ["BATCH", "Copy", "DuplicateIndex"]
 
 BATCH = 200_000
+_JOIN_MAX = 100_000  # duplicate ids joined back to their copies; more: the whole index streamed in key order
 _COLUMNS = ("rtype", "rid", "digest", "study", "file_idx", "line", "entry", "seq")
 
 
@@ -92,13 +93,25 @@ class DuplicateIndex:
             col.clear()
 
     def groups(self) -> Iterator[tuple[str, str, list[Copy]]]:
-        """(type, id, copies in input order) for every id read more than once within its type."""
+        """(type, id, copies in input order) for every id read more than once within its type.
+
+        The ids seen twice are counted first (a grouping that spills to disk); none is the common case.
+        A few (up to :data:`_JOIN_MAX`) are joined back to their copies; more (an export read twice) are
+        found by streaming the whole index in key order (an external sort): within the memory limit where
+        the join's hash table would not be."""
         self.flush()
-        cur = self.con.execute(
-            """WITH d AS (SELECT rtype, rid FROM idx GROUP BY rtype, rid HAVING COUNT(*) > 1)
-               SELECT i.rtype, i.rid, i.digest, i.study, i.file_idx, i.line, i.entry
-                 FROM idx i JOIN d ON d.rtype = i.rtype AND d.rid = i.rid
-                ORDER BY i.rtype, i.rid, i.seq""")
+        con = self.con
+        con.execute("CREATE OR REPLACE TABLE dup AS SELECT rtype, rid FROM idx GROUP BY rtype, rid "
+                    "HAVING COUNT(*) > 1")
+        (n_dup,) = con.execute("SELECT COUNT(*) FROM dup").fetchone() or (0,)
+        if not n_dup:
+            return
+        cols = "i.rtype, i.rid, i.digest, i.study, i.file_idx, i.line, i.entry"
+        if n_dup <= _JOIN_MAX:
+            cur = con.execute(f"SELECT {cols} FROM idx i SEMI JOIN dup d ON d.rtype = i.rtype AND d.rid = i.rid "
+                              "ORDER BY i.rtype, i.rid, i.seq")
+        else:
+            cur = con.execute(f"SELECT {cols} FROM idx i ORDER BY i.rtype, i.rid, i.seq")
         group: list[Copy] = []
         key: tuple[str, str] | None = None
         while True:
@@ -107,12 +120,12 @@ class DuplicateIndex:
                 break
             for rtype, rid, digest, study, file_idx, line, entry in rows:
                 if (rtype, rid) != key:
-                    if key is not None:
+                    if len(group) > 1 and key is not None:
                         yield key[0], key[1], group
                     key, group = (rtype, rid), []
                 group.append(Copy(None if digest is None else int(digest), bool(study), int(file_idx),
                                   None if line is None else int(line), entry))
-        if key is not None:
+        if len(group) > 1 and key is not None:
             yield key[0], key[1], group
 
     def close(self) -> None:

@@ -452,6 +452,8 @@ def ingest_fhir(
     report.unknown_concept_rows = result["unknown_concept_rows"]
     report.top_unknown_codes = result["top_unknown_codes"]
     report.seconds = time.perf_counter() - t0
+    log.info("site %s: read %d, loaded %d, skipped %d, rejected %d in %.1f s", site_id, report.read,
+              report.n_loaded, report.n_skipped, report.n_rejected, report.seconds)
     return report
 
 
@@ -532,6 +534,7 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
     try:
         run = _Run(mapper, report, quarantine, on_progress, stage, index)
         _read_input(run, stage, views, sdb.dialect, files, workers)
+        log.debug("duplicate index: %d resources with a type and id", index.n)
         run.resolve_duplicates(files)
     finally:
         index.close()
