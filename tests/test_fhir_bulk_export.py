@@ -140,3 +140,15 @@ def test_shared_synthea_export_exits_0(cli_db: str, tmp_path: Path, capsys: pyte
     assert data["rejected"]["total"] == 0 and data["balanced"]
     assert [f["file"] for f in data["not_fhir_files"]] == [str(SYNTHEA / "log.ndjson")]
     assert data["resources_read"] == 7160
+
+
+def test_encounter_across_a_daylight_saving_change_loads(db: Database, tmp_path: Path) -> None:
+    """Synthea's Encounter.000.ndjson line 543: 01:52-04:00 to 01:07-05:00 is 65 minutes, not a period that
+    ends before it starts (local clock times go back an hour in the fall)."""
+    enc = encounter("e1", "A", start="2022-11-06T01:52:06-04:00")
+    enc["period"]["end"] = "2022-11-06T01:07:06-05:00"
+    backwards = encounter("e2", "A", start="2022-11-06T03:00:00-04:00")
+    backwards["period"]["end"] = "2022-11-06T01:07:06-05:00"
+    rep = ingest(db, write_ndjson(tmp_path / "in.ndjson", [patient("A"), enc, backwards]))
+    assert rep.loaded == {"Patient": 1, "Encounter": 1}
+    assert [r.resource_key for r in rep.rejected] == ["Encounter/e2"]
