@@ -50,7 +50,7 @@ class Copy:
 class DuplicateIndex:
     """Disk-backed record of every (type, id) read (see module doc). Use as a context manager."""
 
-    def __init__(self, memory_limit: str = "64MB", folder: str | Path | None = None) -> None:
+    def __init__(self, memory_limit: str = "128MB", folder: str | Path | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blina-dup-", dir=folder))
         self.con = duckdb.connect(str(self.dir / "index.duckdb"))
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
@@ -101,14 +101,16 @@ class DuplicateIndex:
         the join's hash table would not be."""
         self.flush()
         con = self.con
-        con.execute("CREATE OR REPLACE TABLE dup AS SELECT rtype, rid FROM idx GROUP BY rtype, rid "
+        # grouped by a 64-bit hash of the key (a small aggregate state, where the strings did not fit 64 MB at
+        # 1e7 resources); a hash shared by two keys only makes a candidate, the exact grouping is below
+        con.execute("CREATE OR REPLACE TABLE dup AS SELECT hash(rtype, rid) AS h FROM idx GROUP BY h "
                     "HAVING COUNT(*) > 1")
         (n_dup,) = con.execute("SELECT COUNT(*) FROM dup").fetchone() or (0,)
         if not n_dup:
             return
         cols = "i.rtype, i.rid, i.digest, i.study, i.file_idx, i.line, i.entry"
         if n_dup <= _JOIN_MAX:
-            cur = con.execute(f"SELECT {cols} FROM idx i SEMI JOIN dup d ON d.rtype = i.rtype AND d.rid = i.rid "
+            cur = con.execute(f"SELECT {cols} FROM idx i WHERE hash(i.rtype, i.rid) IN (SELECT h FROM dup) "
                               "ORDER BY i.rtype, i.rid, i.seq")
         else:
             cur = con.execute(f"SELECT {cols} FROM idx i ORDER BY i.rtype, i.rid, i.seq")
