@@ -91,16 +91,17 @@ def main() -> None:
             for kind in (("index", "index-all") if args.no_dict else ("index", "index-all", "dict"))]
     for n, kind in jobs + [(n, "sql") for n in args.sql_sizes]:
         if True:
-            out = subprocess.run([sys.executable, __file__, "--child", kind, str(n)], check=True,
-                                 capture_output=True, text=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+            proc = subprocess.run([sys.executable, __file__, "--child", kind, str(n)], capture_output=True, text=True)
+            if proc.returncode:
+                sys.exit(f"{kind} {n} failed:\n{proc.stderr[-3000:]}")
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     lines = [
         "## Duplicate-id check (issue 15.2)",
         "",
         f"`bench/dup_index.py` on {platform.machine()}, {os.cpu_count()} cores (shared), Python "
         f"{platform.python_version()}; each row a fresh process. N resources + N/100 second copies added to "
-        "`DuplicateIndex` (DuckDB file in a temp folder, memory_limit 128MB, batches of 200k), then all "
+        "`DuplicateIndex` (DuckDB file in a temp folder, memory_limit 256MB, batches of 200k), then all "
         "duplicate groups streamed. `index-all`: every resource twice (2N added, N groups: the external-sort path). "
         "`dict`: the same keys in a Python dict (the in-memory alternative). `sql`: the index filled by one SQL "
         "statement (N + N/100 rows, 4 types), only `groups()` measured: the sizes `add()` takes too long to fill.",
@@ -113,7 +114,7 @@ def main() -> None:
                      f"{r['disk_mb'] if r['kind'] != 'dict' else '-'} | "
                      f"{r['groups'] if r['kind'] != 'dict' else '-'} |")
     lines += ["", "Peak RSS includes the imported pandas and DuckDB (~200 MB); the index holds one batch of 200k "
-              "rows in Python and DuckDB at most its memory_limit (128MB), spilling the rest to its temp folder."]
+              "rows in Python and DuckDB at most its memory_limit (256MB), spilling the rest to its temp folder."]
     section = "\n".join(lines) + "\n"
     if args.results:
         text = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
