@@ -104,6 +104,11 @@ def run_figures(site: SiteResults) -> dict[str, RunFigure]:
             out[f"cox.{term.covariate}"] = RunFigure(
                 "not estimated", cx.n, "collinear with the other covariates (R: NA)")
             continue
+        if term.covariate in cx.infinite:  # R prints the Wald P (about 1) of a coefficient that is really infinite
+            out[f"cox.{term.covariate}"] = RunFigure(
+                f"{format_p(term.p_value)} (HR infinite)", cx.n, f"{cx.method}; monotone likelihood: the estimate "
+                "is finite only because the iteration stopped, so its Wald P says nothing")
+            continue
         out[f"cox.{term.covariate}"] = RunFigure(
             format_p(term.p_value), cx.n, f"{cx.method}; HR {term.hr:.2f} ({term.ci_low:.2f}-{term.ci_high:.2f})"
         )

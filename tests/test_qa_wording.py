@@ -83,3 +83,26 @@ def test_help_examples_on_site_duckdb_use_the_schemas_init_db_created() -> None:
                 if "--db site.duckdb" in ex]
     schemas = {ex: tuple(re.findall(r"--(?:cdm|vocab)-schema \S+", ex)) for ex in examples}
     assert len(examples) >= 5 and set(schemas.values()) == {()}, schemas
+
+
+def test_a_cox_p_of_an_infinite_estimate_is_marked() -> None:
+    """The demo report's Table 10 showed 'P = 0.999' for high_mrd at center1 and center4, whose estimate is
+    infinite (monotone likelihood): a reader takes it as 'no effect'; it is never counted as reproduced."""
+    import dataclasses
+
+    from test_report import make_tables
+
+    from analysis.published import PUBLISHED
+    from analysis.report import _agreement, run_figures
+    from analysis.tables import analyze
+
+    course, patient = make_tables()
+    site = analyze(course, patient, parameters={"landmark_days": 365, "age_group_cut_years": 10}).pooled
+    cox = site.cox_efs
+    assert cox.terms and not cox.infinite
+    plain = run_figures(site)["cox.high_mrd"]
+    marked = run_figures(dataclasses.replace(site, cox_efs=dataclasses.replace(cox, infinite=("high_mrd",))))
+    assert marked["cox.high_mrd"].text == f"{plain.text} (HR infinite)"
+    assert "monotone likelihood" in marked["cox.high_mrd"].method
+    pub = next(p for p in PUBLISHED if p.key == "cox.high_mrd")
+    assert not _agreement(dataclasses.replace(pub, text=plain.text), marked["cox.high_mrd"])[0]
