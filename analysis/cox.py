@@ -313,6 +313,12 @@ def _test(stat: float, df: int) -> tuple[float, int, float]:
     return (float(stat), int(df), p)
 
 
+def _ieee_div(a: float, b: float) -> float:
+    """a / b as C computes it (inf or NaN on a zero divisor, no exception)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
 def cox_fit(
     time: Sequence[float] | np.ndarray,
     event: Sequence[float] | np.ndarray,
@@ -414,7 +420,9 @@ def cox_fit_derivatives(
                 or not np.isfinite(cur.information).all()
                 or not math.isfinite(newlk)
             )
-            if not notfinite and abs(1 - best / newlk) <= eps:
+            # C's IEEE division: a log partial likelihood of exactly 0 (every event alone in its
+            # risk set) gives inf or NaN here, never converged, as in coxfit6.c.
+            if not notfinite and abs(1 - _ieee_div(best, newlk)) <= eps:
                 final_chol, final_beta, final_u, final_lk = chol, newbeta, cur.score, newlk
                 converged = True
                 if halving:

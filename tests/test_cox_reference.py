@@ -230,3 +230,17 @@ def test_demo_report_tables_show_the_model_without_error_text(demo_results, tmp_
     for bad in ("Error", "error:", "Traceback", "nan", "delta contains"):
         assert bad not in table4
     assert "ConvergenceError" not in html and "Traceback" not in html
+
+
+def test_zero_log_likelihood_is_not_a_crash():
+    # Every event alone in its risk set: the log partial likelihood is exactly 0 at every beta.
+    # R 4.2.2 / survival 3.5-3:
+    #   d <- data.frame(t = c(1, 2, 3, 4), e = c(0, 0, 0, 1), x = c(0, 1, 0, 1))
+    #   f <- coxph(Surv(t, e) ~ x, data = d)  # "Ran out of iterations and did not converge"
+    #   f$coefficients 0; f$loglik c(0, 0); f$iter 21; f$var 0
+    fit = cox_fit(np.array([1.0, 2, 3, 4]), np.array([0.0, 0, 0, 1]), np.array([[0.0], [1], [0], [1]]))
+    assert fit.coef.tolist() == [0.0]
+    assert (fit.loglik_null, fit.loglik) == (0.0, 0.0)
+    assert fit.iterations == 21
+    assert not fit.converged
+    assert fit.var.tolist() == [[0.0]]
