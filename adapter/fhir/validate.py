@@ -7,9 +7,10 @@ What is checked, per study-relevant resource type (the ``resource`` of a ViewDef
 choice groups). For each: the JSON type (array or not, object, string, number, boolean), the FHIR
 primitive's regular expression (and a real calendar day for date/dateTime/instant), the codes of a
 required binding on a ``code`` element (``status``, ``comparator``, ``gender``, ...), and choice-type
-exclusivity (one ``value[x]`` at most). Contained resources of a study type are checked the same way.
-Elements the study does not read are not checked (``blina ingest --validate full`` checks the whole
-resource with fhir.resources). Every rejection reads ``invalid FHIR R4: <element path>: <rule>: ...``.
+exclusivity (one ``value[x]`` at most); and that the resource and each object checked has no key its R4B
+model lacks (a typo such as ``valueQuanity``). Contained resources of a study type are checked the same
+way. The content of elements the study does not read is not checked (``blina ingest --validate full``
+checks the whole resource with fhir.resources). Every rejection reads ``invalid FHIR R4: <element path>: <rule>: ...``.
 
 Where the rules come from (nothing is written per field by hand): :func:`generate_spec` walks the
 ``fhir.resources.R4B`` pydantic models (field aliases, types, list or not, ``element_required``,
@@ -180,12 +181,14 @@ def _fhir_type(tp: Any) -> tuple[str, bool]:
     return name, False
 
 
-def _fields(type_name: str) -> dict[str, Any]:
+def _model_fields(type_name: str) -> dict[str, Any]:
     from fhir.resources.R4B import get_fhir_model_class  # R4B explicitly (the default package is R5)
 
-    model = get_fhir_model_class(type_name)
-    return {(f.alias or n): f for n, f in model.model_fields.items() if (f.json_schema_extra or {}).get(
-        "element_property")}
+    return {(f.alias or n): f for n, f in get_fhir_model_class(type_name).model_fields.items()}
+
+
+def _fields(type_name: str) -> dict[str, Any]:
+    return {k: f for k, f in _model_fields(type_name).items() if (f.json_schema_extra or {}).get("element_property")}
 
 
 class _Official:
@@ -317,7 +320,10 @@ def generate_spec(views: dict[str, Any] | None = None, config: Any = None, *,
                 # a required element the views do not read: its presence and JSON object type only
                 el["children"] = level(fhir_type, sub, f"{where}.{alias}") if sub else None
             elements.append(el)
-        return {"elements": elements, "choices": used_groups}
+        # every JSON key the model takes (``_x`` primitive extensions, fhir_comments): others are refused, as
+        # fhir.resources (extra="forbid") refuses them
+        keys = sorted(set(_model_fields(type_name)) | ({"resourceType"} if where == type_name else set()))
+        return {"type": type_name, "keys": keys, "elements": elements, "choices": used_groups}
 
     wanted = view_elements(views, config)
     resources = {rtype: level(rtype, paths, rtype) for rtype, paths in sorted(wanted.items())}
@@ -410,6 +416,10 @@ class _Compiler:
         self.emit(depth + 2, f"{ok}.add({var})")
 
     def level(self, depth: int, obj: str, lvl: dict[str, Any], path: str) -> None:
+        keys = self.const(frozenset(lvl["keys"]), "keys")
+        self.emit(depth, f"if not {keys}.issuperset({obj}):")
+        self.fail(depth + 1, path, "unknown element",
+                  f"{{sorted(set({obj}) - {keys})[0]!r}} is not an element of R4B {lvl['type']}")
         for g in lvl["choices"]:
             variants = g["variants"]
             present = " + ".join(f'({v!r} in {obj})' for v in variants)
