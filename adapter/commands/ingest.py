@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate", choices=("fast", "full"), default="fast",
                    help="fast (default): FHIR R4 types, regexes, required elements, required codes and one value[x] "
                         "of the elements the study reads (generated from the R4B models); full: every element of "
-                        "every study resource through fhir.resources R4B, about 24x the validation cost "
+                        "every study resource through fhir.resources R4B, 16-24x the validation cost "
                         "(bench/RESULTS.md)")
     g = p.add_argument_group("output")
     g.add_argument("--report", type=Path, default=None, metavar="F", help="write the JSON run report here")

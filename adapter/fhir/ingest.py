@@ -346,7 +346,7 @@ def ingest_fhir(
     one): None takes the CPU count (at most 4) when the NDJSON input is 16 MB or more, else 1.
     ``rules``: the plausibility rules (default: ``mappings/fhir/plausibility.yaml`` with today's date).
     ``validation``: ``fast`` (the generated checks of the elements the study reads, adapter.fhir.validate)
-    or ``full`` (every element through fhir.resources R4B, ~24x the cost per study resource).
+    or ``full`` (every element through fhir.resources R4B, 16-24x the cost per study resource).
     """
     t0 = time.perf_counter()
     validate_site_id(site_id)  # before any work: the person map and lineage key on it (VARCHAR(40))

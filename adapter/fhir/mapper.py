@@ -281,7 +281,7 @@ class ResourceMapper:
         self.validate = validate
         self.validation = validation
         # fast: the compiled checks of the elements the views read (adapter.fhir.validate); full: the whole
-        # resource through fhir.resources R4B (~24x slower per resource, bench/RESULTS.md)
+        # resource through fhir.resources R4B (16-24x slower per resource, bench/RESULTS.md)
         self._fast = load_validator(views, config) if validation == "fast" else None
         self.view_of_type: dict[str, str] = {v.resource: n for n, v in views.items()}
         self.relevant: frozenset[str] = frozenset(self.view_of_type)

@@ -28,11 +28,11 @@ Why compiled Python checks and not msgspec Structs or fhir.resources (``bench/fh
 numbers in ``bench/RESULTS.md``): the ingest already holds each resource as a dict parsed by orjson, so
 the checks run on that dict. The spec is turned into one Python function per resource type (source
 generated and compiled once, no per-field interpretation at run time). Measured on 96 406 generated
-resources (bench/RESULTS.md, one run): 9.8 us per resource (3.3x its orjson parse) against 233 us
-(78.7x) for fhir.resources R4B ``model_validate``; msgspec 0.23 ``convert`` into Structs generated from
-the same spec took 11.2 us (3.8x) while checking less: Structs cannot express choice exclusivity or real
-calendar days, and their errors carry no element path with indexes, so they would need a second pass and a
-new dependency for no gain. Hence plain compiled checks.
+resources (bench/RESULTS.md, two runs on a loaded machine): 3.2-3.3x the orjson parse of the resource,
+against 52-79x for fhir.resources R4B ``model_validate``; msgspec 0.23 ``convert`` into Structs generated
+from the same spec took 2.6-3.8x while checking less: Structs cannot express choice exclusivity, real
+calendar days or unknown keys alongside open Structs, and their errors carry no element path with indexes,
+so they would need a second pass and a new dependency for about the same time. Hence plain compiled checks.
 """
 
 from __future__ import annotations
