@@ -726,7 +726,7 @@ def pooled_run_figures(sc: PooledScope) -> dict[str, Any]:
     return {k: v for k, v in run.items() if not k.startswith(NOT_POOLED_PREFIXES)}
 
 
-def _published_section(sc: PooledScope) -> str:
+def _published_section(sc: PooledScope, *, synthetic: bool = False) -> str:
     run = pooled_run_figures(sc)
     rows, n_agree = [], 0
     n_pub = sum(p.published for p in PUBLISHED)
@@ -742,7 +742,8 @@ def _published_section(sc: PooledScope) -> str:
     return central._table(
         ["Figure", "Published", "This run (pooled)", "n (this run)", "Agreement", "Method (this run)"], rows,
         caption=f"Table 9. Published figures (protocol sections 1 and 6) vs this run, pooled (n = {sc.n_patients} "
-        f"patients, {sc.n_courses} courses): {n_agree} of {n_pub} published figures reproduced as printed",
+        f"patients, {sc.n_courses} courses): {n_agree} of {n_pub} published figures reproduced as printed"
+        f"{central._SYNTHETIC_AGREEMENT if synthetic else ''}",
         note="As in the central report (same figures, same formatting, same agreement rule). \"Not in the pooled "
         "statistics\": an analysis the centers' packages do not carry (baseline, adverse events, "
         "courses per patient, indication by status, EFS events by type). The Cox P values are those of the "
@@ -823,7 +824,7 @@ def _exact_document(pooled: Any, generated: str) -> str:
         ("forest", "7. One-year survival per center and pooled", _forest_section(sc, est)),
         ("next", "8. Next therapy", central._next_therapy(sc)),  # type: ignore[arg-type]
         ("published", "9. Published vs this run (pooled)",
-         _published_section(sc) if sc.efs is not None and sc.os is not None
+         _published_section(sc, synthetic=bool(_synthetic_sites(pooled))) if sc.efs is not None and sc.os is not None
          else "<p>Not available without the pooled survival counts.</p>"),
         ("centers", "10. Per-center published values",
          _per_center_section([t.covariate for t in sc.cox_efs.terms], list(sc.wilcoxon), est)),

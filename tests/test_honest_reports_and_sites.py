@@ -221,6 +221,7 @@ def test_site_packages_and_the_pooled_report_say_synthetic(extracts: dict[str, P
         assert "<h1>SYNTHETIC DATA: " in head and "the packages of center3, center4 were built from generated" in head
         if share == "exact":
             assert "reproduced as printed (section 9), from SYNTHETIC data" in _head(tmp_path / share / "pooled.html")
+            assert "published figures reproduced as printed, from SYNTHETIC data" in html  # Table 9 caption too
 
     # the same tables without extract.json: nothing recorded, nothing claimed
     plain = []
