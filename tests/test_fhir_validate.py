@@ -221,3 +221,29 @@ def test_differential_synthea_bulk_accepts_the_same() -> None:
     n, differ = _differ(_synthea())
     assert n > 3000
     assert differ == []
+
+
+def test_cli_validate_switch(engine_url: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`blina ingest` rejects the issue's three variants by default (exit 1, each named as invalid FHIR R4);
+    with `--validate full` fhir.resources finds none of them invalid (later rules may still reject)."""
+    from test_fhir_bulk_export import cli_db
+
+    from adapter.cli import main
+
+    url = cli_db.__wrapped__(engine_url)
+    bad = []
+    for i, key in enumerate(("string_value", "bogus_status", "comparator_tilde")):
+        res = _obs() | {"id": f"bad{i}"}
+        INVALID[key][1](res)
+        bad.append(res)
+    path = write_ndjson(tmp_path / "in.ndjson", [patient("P"), *bad])
+    args = ["ingest", str(path), "--site", "s1", "--db", url, "--cdm-schema", "cdm", "--vocab-schema", "cdm"]
+    assert main([*args, "--quiet", "--report", str(tmp_path / "r.json")]) == 1
+    reasons = sorted(r["reason"] for r in json.loads((tmp_path / "r.json").read_text())["rejected"]["listed"])
+    assert [r.split(":")[1].strip() for r in reasons] == [
+        "Observation.status", "Observation.valueQuantity.comparator", "Observation.valueQuantity.value"]
+    main([*args, "--quiet", "--validate", "full", "--report", str(tmp_path / "full.json")])
+    full = json.loads((tmp_path / "full.json").read_text())
+    assert not [r for r in full["rejected"]["listed"] if r["reason"].startswith("invalid FHIR")]
+    # status "bogus" is loaded under full; the string value and "~" are caught by later rules
+    assert sorted(r["resource_key"] for r in full["rejected"]["listed"]) == ["Observation/bad0", "Observation/bad2"]
