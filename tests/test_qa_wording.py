@@ -127,3 +127,11 @@ def test_table_9_says_synthetic_beside_its_reproduced_count(tmp_path: Path) -> N
         captions[name] = re.search(r"Table 9\..*?</caption>", out.read_text(encoding="utf-8"), flags=re.S).group(0)
     assert "reproduced as printed, from SYNTHETIC data: this shows the pipeline runs" in captions["synthetic"]
     assert "SYNTHETIC" not in captions["real"] and "reproduced as printed;" in captions["real"]
+
+
+def test_synth_names_its_files_without_a_double_slash(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`blina synth --out synth/` (its help example) printed 'truth in synth//truth'."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", "synth/", "--patients", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "truth in synth/truth, manifest synth/manifest.json" in out and "//" not in out, out

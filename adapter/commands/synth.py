@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "generate the synthetic four-center cohort (FHIR bundles, Bulk NDJSON, OMOP CSV) with ground truth"
 EXAMPLES = [
@@ -44,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
     m = generate(args.out, seed=args.seed, patients=args.patients, noise=args.noise)
     per_center = ", ".join(f"{k} {v['patients']}" for k, v in m["centers"].items())
     print(f"wrote {m['sizes']['patients']} patients / {m['sizes']['courses']} courses to {args.out} "
-          f"({per_center}); truth in {args.out}/truth, manifest {args.out}/manifest.json")
+          f"({per_center}); truth in {Path(args.out) / 'truth'}, manifest {Path(args.out) / 'manifest.json'}")
     return 0
