@@ -77,7 +77,7 @@ WORK_CATALOG = "blina_work"
 # work tables made inside the CDM-write transaction: DuckDB lets one transaction write one database, plus
 # its in-memory TEMP catalog, so these (one row per person) stay TEMP there
 _IN_TRANSACTION = frozenset({"_bl_o_observation_period", "_bl_i_observation_period"})
-_WORK_DIR_PREFIX = "blina-work-"
+_WORK_DIR_PREFIX = ".blina-work-"
 
 
 class StageDb:
@@ -86,10 +86,10 @@ class StageDb:
     PostgreSQL keeps them as session TEMP tables (spilled to disk by the server; a killed client's
     transaction is rolled back, TEMP tables included). DuckDB keeps TEMP tables in this process's
     memory, so there they live in a separate DuckDB file, attached as ``blina_work`` from a private
-    temporary folder and deleted at the end (:meth:`close`): committed as they fill, so they need not sit
-    in memory, yet never in the user's database, so a run killed at any point (SIGKILL) leaves the user's
-    file as it was (the CDM writes are one transaction). A folder left by a killed run is removed by the
-    next run (its process is gone).
+    folder ``.blina-work-<pid>-*`` beside the database file and deleted at the end (:meth:`close`):
+    committed as they fill, so they need not sit in memory, yet never in the user's database, so a run
+    killed at any point (SIGKILL) leaves the user's file as it was (the CDM writes are one transaction).
+    A folder left by a killed run is removed by the next run (its process is gone).
     """
 
     def __init__(self, db: Database) -> None:
@@ -98,8 +98,12 @@ class StageDb:
         self.prefix = ""
         self.work_dir: str | None = None
         if db.dialect == "duckdb":
-            _remove_stale_work_dirs()
-            self.work_dir = tempfile.mkdtemp(prefix=f"{_WORK_DIR_PREFIX}{os.getpid()}-")
+            # beside the database file (same disk as before, when the work tables were in it; the system
+            # temp folder may be memory), else (an in-memory database) in the system temp folder
+            parent = (os.path.dirname(os.path.abspath(db.url)) if db.url != ":memory:" and os.path.isfile(db.url)
+                      else tempfile.gettempdir())
+            _remove_stale_work_dirs(parent)
+            self.work_dir = tempfile.mkdtemp(prefix=f"{_WORK_DIR_PREFIX}{os.getpid()}-", dir=parent)
             path = os.path.join(self.work_dir, "work.duckdb").replace("'", "''")
             db.execute(f"ATTACH '{path}' AS {WORK_CATALOG}")
             self.prefix = f"{WORK_CATALOG}.main."
@@ -158,9 +162,9 @@ class StageDb:
             self.work_dir = None
 
 
-def _remove_stale_work_dirs() -> None:
-    """Delete the work folders of DuckDB runs whose process is gone (killed)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{_WORK_DIR_PREFIX}*"):
+def _remove_stale_work_dirs(parent: str) -> None:
+    """Delete the work folders in ``parent`` of DuckDB runs whose process is gone (killed)."""
+    for path in Path(parent).glob(f"{_WORK_DIR_PREFIX}*"):
         try:
             pid = int(path.name[len(_WORK_DIR_PREFIX):].split("-", 1)[0])
             os.kill(pid, 0)
