@@ -584,7 +584,8 @@ def _forest_png(rows: Sequence[tuple[str, float | None, float | None, float | No
     ax.set_title(title, fontsize=10, loc="left")
     ax.spines[["top", "right"]].set_visible(False)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    # tight: the right-hand texts ("not estimable (no center published an estimate)") were cut at the edge
+    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.15)
     return buf.getvalue()
 
 

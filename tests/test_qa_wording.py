@@ -135,3 +135,18 @@ def test_synth_names_its_files_without_a_double_slash(tmp_path: Path, capsys, mo
     assert main(["synth", "--out", "synth/", "--patients", "8"]) == 0
     out = capsys.readouterr().out
     assert "truth in synth/truth, manifest synth/manifest.json" in out and "//" not in out, out
+
+
+def test_forest_plot_texts_are_not_cut_at_the_right_edge() -> None:
+    """The aggregate pooled report's forest plots cut 'not estimable (no center published an estimate)'."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from analysis.pooled_report import _forest_png
+
+    rows = [("all: center1", 0.9, 0.8, 0.97, "90.0% (80.0-97.0%); n 30"),
+            ("all: Pooled", None, None, None, "not estimable (no center published an estimate)")]
+    img = np.asarray(Image.open(io.BytesIO(_forest_png(rows, "EFS at day 365"))).convert("L"))
+    assert (img[:, -6:] > 250).all()  # the last columns are background: nothing runs off the image
