@@ -663,7 +663,8 @@ def _forest_section(sc: PooledScope, est: Mapping[str, Mapping[tuple[str, str, s
 
 
 def _per_center_section(
-    covariates: Sequence[str], markers: Sequence[str], est: Mapping[str, Mapping[tuple[str, str, str], str]]
+    covariates: Sequence[str], markers: Sequence[str], est: Mapping[str, Mapping[tuple[str, str, str], str]],
+    *, exact: bool = True,
 ) -> str:
     sites = list(est)
     if not sites:
@@ -688,8 +689,10 @@ def _per_center_section(
         caption=f"Table 10. Per-center values as each center published them ({len(sites)} centers)",
         note="Only the centers' publishable files (results/estimates.csv) are shown here, with their small-cell "
         "suppression: a count below the minimum cell, a value that would give such a count back, and tests on "
-        "suppressed counts read 'suppressed'. The coordinator-only statistics are used for the pooled values "
-        "only. Center Cox models are each center's own fit (one stratum).",
+        "suppressed counts read 'suppressed'. "
+        + ("The coordinator-only statistics are used for the pooled values only. " if exact else
+           "The pooled values are meta-analyses and stratified tests of these published values. ")
+        + "Center Cox models are each center's own fit (one stratum).",
         cls="num wide",
     )  # fmt: skip
 
@@ -957,7 +960,7 @@ def _aggregate_document(pooled: Any, generated: str) -> str:
             ["Subset", "z", "P", "centers used", "Method"], t_rows,
             caption="T-cell change over course 1: stratified signed-rank test from the centers' totals", cls="num")),
         ("centers", "6. Per-center published values", _per_center_section(
-            list((b.get("cox") or {}).keys()), list((b.get("wilcoxon") or {}).keys()), est)),
+            list((b.get("cox") or {}).keys()), list((b.get("wilcoxon") or {}).keys()), est, exact=False)),
     ]
     sub = (f"{b.get('n_patients', '?')} patients, {len(pooled.sites)} centers. Aggregate sharing level: every "
            "pooled value is a meta-analysis or a stratified test from the centers' published aggregates, not the "

@@ -247,6 +247,7 @@ def test_aggregate_level_report(federation, tmp_path):
     assert "Aggregate sharing level" in text and "not the centralized analysis" in text and "van Elteren" in text
     assert "Kaplan-Meier plot, pooled" not in text and "Table 9." not in text
     assert text.count('alt="forest plot') == 2 and "Table 10. Per-center values as each center published them" in text
+    assert "coordinator-only statistics are used" not in text  # none were received at this level
     from analysis.pooled_report import _published_values, aggregate_forest_rows
 
     block = pooled.results["pooled"]["survival"]["efs"]
