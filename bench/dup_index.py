@@ -9,6 +9,12 @@ as the ingest adds them, then every duplicate group is streamed (``groups``). Re
 the index's disk size at its largest, groups found (must be N/100), and, as the limit the index avoids,
 the peak RSS of a Python dict holding the same N keys (the in-memory alternative), measured the same way.
 ``index-all``: every resource read twice (an export passed twice: N groups, the sort path of ``groups``).
+
+The check's cost inside a real ingest (a generated export of ~N resources, 10 % study-relevant, one process,
+DuckDB), with the index and with a no-op in its place (CPU seconds of the process, less moved by the load of
+the shared machine than wall time):
+
+    for k in ingest-nop ingest ingest-nop ingest; do .venv/bin/python bench/dup_index.py --child $k 200000; done
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ def child(kind: str, n: int) -> dict:
         for rtype, rid, digest in _ids(n):
             seen[f"{rtype}/{rid}"] = digest
         groups, disk = -1, 0
+    elif kind in ("ingest", "ingest-nop"):  # the check's cost in a real ingest: with it, and with a no-op index
+        return _ingest_child(kind, n)
     elif kind == "sql":  # the index filled by SQL (fast), to measure groups() at sizes add() takes long to fill
         from adapter.fhir.dupes import DuplicateIndex
 
@@ -74,6 +82,40 @@ def child(kind: str, n: int) -> dict:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
+def _ingest_child(kind: str, n: int) -> dict:
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import fhir_ingest as fb
+
+    import adapter.fhir.ingest as ing
+    from adapter.db import connect
+    from adapter.omop import create_cdm, load_study_vocabulary
+
+    class _Nop:
+        n = 0
+
+        def __init__(self, *a: object, **k: object) -> None: ...
+        def add(self, *a: object) -> None: ...
+        def groups(self):  # noqa: ANN202
+            return iter(())
+        def close(self) -> None: ...
+
+    folder, _ = fb.make_export(Path(tempfile.gettempdir()) / "blina-bench-dup", n, 9)
+    if kind == "ingest-nop":
+        ing.DuplicateIndex = _Nop  # type: ignore[misc,assignment]
+    with tempfile.TemporaryDirectory() as d:
+        db = connect(str(Path(d) / "x.duckdb"), cdm_schema="cdm", vocab_schema="vocab")
+        create_cdm(db)
+        load_study_vocabulary(db)
+        t0, c0 = time.perf_counter(), time.process_time()
+        rep = ing.ingest_fhir(db, sorted(folder.glob("*.ndjson")), site_id="bench", workers=1)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        db.close()
+    return {"kind": kind, "n": rep.read, "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "groups": -1,
+            "disk_mb": 0, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
@@ -89,7 +131,8 @@ def main() -> None:
     rows = []
     jobs = [(n, kind) for n in args.sizes
             for kind in (("index", "index-all") if args.no_dict else ("index", "index-all", "dict"))]
-    for n, kind in jobs + [(n, "sql") for n in args.sql_sizes]:
+    jobs += [(n, "sql") for n in args.sql_sizes]
+    for n, kind in jobs:
         if True:
             proc = subprocess.run([sys.executable, __file__, "--child", kind, str(n)], capture_output=True, text=True)
             if proc.returncode:
