@@ -42,6 +42,7 @@ import hashlib
 import json
 import re
 import sys
+import types
 import typing
 from collections.abc import Callable
 from functools import cache
@@ -154,7 +155,7 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
     while True:
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, types.UnionType):
             non_none = [a for a in args if a is not type(None)]
             lists = [a for a in non_none if typing.get_origin(a) in (list, typing.List)]  # noqa: UP006
             tp = lists[0] if lists else non_none[0]
