@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapter.cohort import same_person_under_two_sites
-from adapter.db import Database
-from adapter.errors import BlinaError
-from adapter.omop.version import V54_ONLY_COLUMNS, detect_cdm_version, missing_v54_columns
-from adapter.study import SiteOverlay, StudyDefinition
-from adapter.views import render_query, require_overlay_fits
+from blina_study.adapter.cohort import same_person_under_two_sites
+from blina_study.adapter.db import Database
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.omop.version import V54_ONLY_COLUMNS, detect_cdm_version, missing_v54_columns
+from blina_study.adapter.study import SiteOverlay, StudyDefinition
+from blina_study.adapter.views import render_query, require_overlay_fits
 
 __all__ = ["REQUIRED_TABLES", "REQUIRED_VARIABLES", "CheckReport", "run_check"]
 

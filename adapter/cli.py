@@ -21,27 +21,27 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from adapter import __version__
-from adapter.errors import BlinaError, DataFindings
+from blina_study.adapter import __version__
+from blina_study.adapter.errors import BlinaError, DataFindings
 
 __all__ = ["COMMANDS", "main"]
 
 # command name -> module (order = order in --help)
 COMMANDS: dict[str, str] = {
-    "demo": "adapter.commands.demo",
-    "synth": "adapter.commands.synth",
-    "init-db": "adapter.commands.init_db",
-    "load-omop": "adapter.commands.load_omop",
-    "load-vocab": "adapter.commands.load_vocab",
-    "ingest": "adapter.commands.ingest",
-    "check": "adapter.commands.check",
-    "build": "adapter.commands.build",
-    "extract": "adapter.commands.extract",
-    "analyze": "adapter.commands.analyze",
-    "report": "adapter.commands.report",
-    "site-key": "adapter.commands.site_key",
-    "site-run": "adapter.commands.site_run",
-    "pool": "adapter.commands.pool",
+    "demo": "blina_study.adapter.commands.demo",
+    "synth": "blina_study.adapter.commands.synth",
+    "init-db": "blina_study.adapter.commands.init_db",
+    "load-omop": "blina_study.adapter.commands.load_omop",
+    "load-vocab": "blina_study.adapter.commands.load_vocab",
+    "ingest": "blina_study.adapter.commands.ingest",
+    "check": "blina_study.adapter.commands.check",
+    "build": "blina_study.adapter.commands.build",
+    "extract": "blina_study.adapter.commands.extract",
+    "analyze": "blina_study.adapter.commands.analyze",
+    "report": "blina_study.adapter.commands.report",
+    "site-key": "blina_study.adapter.commands.site_key",
+    "site-run": "blina_study.adapter.commands.site_run",
+    "pool": "blina_study.adapter.commands.pool",
 }
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -88,16 +88,15 @@ def _configure_logging(debug: bool) -> None:
     """Log records of the library to stderr: warnings and errors, everything with ``--debug``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for name in ("adapter", "analysis"):
-        log = logging.getLogger(name)
-        log.handlers[:] = [handler]
-        log.setLevel(logging.DEBUG if debug else logging.WARNING)
-        log.propagate = False
+    log = logging.getLogger("blina_study")  # the library's modules log under their own names below it
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if debug else logging.WARNING)
+    log.propagate = False
 
 
 def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     # a warning is not for the user's terminal: the command's own output says what matters
-    logging.getLogger("adapter.warnings").debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+    logging.getLogger("blina_study.warnings").debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
-        from adapter.commands.common import check_identifiers
+        from blina_study.adapter.commands.common import check_identifiers
 
         check_identifiers(args)
         return int(args._run(args) or 0)

@@ -24,14 +24,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from adapter.db import Database
-from adapter.errors import DataFindings
-from adapter.study import SiteOverlay, StudyDefinition
+from blina_study.adapter.db import Database
+from blina_study.adapter.errors import DataFindings
+from blina_study.adapter.study import SiteOverlay, StudyDefinition
 
 __all__ = ["SameMrnFinding", "empty_cohort_reason", "require_one_site_per_person", "require_study_patients",
            "same_person_under_two_sites"]
 
-PERSON_MAP_TABLE = "blina_person_map"  # adapter.fhir.ingest_sql.PERSON_MAP_TABLE (not imported: no FHIR deps)
+# = blina_study.adapter.fhir.ingest_sql.PERSON_MAP_TABLE (not imported: no FHIR deps)
+PERSON_MAP_TABLE = "blina_person_map"
 
 _VOCAB_FIX = ("a database whose vocabulary lacks blinatumomab has no patient treated with it under a standard "
               "code: load the full OHDSI vocabulary (blina load-vocab ATHENA_FOLDER) or map the local drug code "
@@ -50,7 +51,7 @@ def _ancestor_empty(db: Database) -> bool | None:
 def empty_cohort_reason(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = None, *,
                         site_id: str | None = None) -> str:
     """One sentence (with the fix) saying why no person has a blinatumomab exposure."""
-    from adapter.views import render_query
+    from blina_study.adapter.views import render_query
 
     sql, params = render_query(study, overlay, db, """
 select

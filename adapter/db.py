@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeVar
 
 import pandas as pd
 
-from adapter.errors import BlinaError
+from blina_study.adapter.errors import BlinaError
 
 __all__ = [
     "DEFAULT_DB",

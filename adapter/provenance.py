@@ -18,7 +18,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from adapter.db import Database
+from blina_study.adapter.db import Database
 
 __all__ = [
     "HTEST_TAG",

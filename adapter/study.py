@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from adapter.errors import BlinaError
-from adapter.resources import mappings_dir
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.resources import mappings_dir
 
 __all__ = [
     "Code",
@@ -168,7 +168,7 @@ class OverlayCode(_Strict):
     - ``source_value`` (optionally with ``system``): the OMOP ``*_source_value`` column; for FHIR input
       the Coding's ``code`` (and ``system`` when given). ``system`` is a FHIR Coding.system: it is
       applied by ``blina ingest``; on an OMOP CDM not written by ``blina ingest`` it is refused
-      (:func:`adapter.views.require_overlay_fits`), because OMOP rows carry no code system.
+      (:func:`blina_study.adapter.views.require_overlay_fits`), because OMOP rows carry no code system.
     - ``vocabulary_id`` + ``concept_code``: a local source concept, matched on the row's
       ``*_source_concept_id`` after resolving the pair through CONCEPT at run time (OMOP input only).
 

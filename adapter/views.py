@@ -30,10 +30,10 @@ from typing import Any
 
 import pandas as pd
 
-from adapter.db import Database, quote_ident, validate_ident, validate_site_id
-from adapter.errors import BlinaError
-from adapter.resources import sql_dir
-from adapter.study import SiteOverlay, StudyDefinition
+from blina_study.adapter.db import Database, quote_ident, validate_ident, validate_site_id
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.resources import sql_dir
+from blina_study.adapter.study import SiteOverlay, StudyDefinition
 
 __all__ = [
     "COURSE_COLUMNS",
@@ -120,7 +120,7 @@ _LOCAL_CTE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s+as\s+(?:not\s+)?(?:materi
 _COMMENT = re.compile(r"--[^\n]*")
 _IN_COHORT = re.compile(r"\{in_cohort\(([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)\)\}")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-# ``{v54(alias.column, type)}``: a column that exists only in CDM v5.4 (adapter.omop.version); read as
+# ``{v54(alias.column, type)}``: a column that exists only in CDM v5.4 (blina_study.adapter.omop.version); read as
 # ``cast(null as type)`` on a v5.3 database.
 _V54 = re.compile(r"\{v54\(([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*),\s*([a-z ]+)\)\}")
 
@@ -367,8 +367,8 @@ def require_overlay_fits(db: Database, overlay: SiteOverlay | None) -> None:
     paths = overlay.has_system()
     if not paths:
         return
-    from adapter.cohort import PERSON_MAP_TABLE
-    from adapter.study import StudyDefinitionError
+    from blina_study.adapter.cohort import PERSON_MAP_TABLE
+    from blina_study.adapter.study import StudyDefinitionError
 
     if db.table_exists(db.schemas.cdm, PERSON_MAP_TABLE):
         return
@@ -409,7 +409,7 @@ def _substitute(body: str, db: Database) -> str:
         return quote_ident(getattr(db.schemas, m.group(1)), f"{m.group(1)} schema name")
     body = _IN_COHORT.sub(lambda m: _DIALECT[db.dialect]["in_cohort"].format(col=m.group(1)), body)
     if _V54.search(body):
-        from adapter.omop.version import missing_v54_columns
+        from blina_study.adapter.omop.version import missing_v54_columns
 
         absent = {col for _, col in missing_v54_columns(db)}
         body = _V54.sub(lambda m: f"cast(null as {m.group(3)})" if m.group(2).lower() in absent
@@ -696,9 +696,9 @@ def extract(db: Database, study: StudyDefinition, overlay: SiteOverlay | None = 
     as CDM_SOURCE states it: ``data_source.synthetic``).
 
     Raises ``DataFindings`` (and writes nothing) when no person is a study patient."""
-    from adapter import __version__
-    from adapter.cohort import require_study_patients
-    from adapter.provenance import read_data_source
+    from blina_study.adapter import __version__
+    from blina_study.adapter.cohort import require_study_patients
+    from blina_study.adapter.provenance import read_data_source
 
     sid = _site_id(site_id, overlay)
     out = Path(out_dir)

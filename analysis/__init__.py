@@ -2,12 +2,12 @@
 
 Typical notebook use::
 
-    from analysis import read_course, read_patient, analyze
+    from blina_study.analysis import read_course, read_patient, analyze
     results = analyze(read_course("out/course.parquet"), read_patient("out/patient.parquet"))
     results.to_tidy()["response"]
 """
 
-from analysis.io import read_course, read_patient, write_results
-from analysis.tables import StudyResults, analyze
+from blina_study.analysis.io import read_course, read_patient, write_results
+from blina_study.analysis.tables import StudyResults, analyze
 
 __all__ = ["StudyResults", "analyze", "read_course", "read_patient", "write_results"]

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from adapter.errors import BlinaError
+from blina_study.adapter.errors import BlinaError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from analysis.tables import StudyResults
+    from blina_study.analysis.tables import StudyResults
 
 __all__ = [
     "COURSE_SCHEMA",

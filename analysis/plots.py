@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from analysis.survival import KaplanMeierResult
+from blina_study.analysis.survival import KaplanMeierResult
 
 __all__ = ["DAYS_PER_MONTH", "STATUS_COLORS", "km_plot_png"]
 

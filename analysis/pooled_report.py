@@ -1,11 +1,12 @@
 """The coordinator's pooled HTML report: the central report's contents, from pooled statistics.
 
-Input: :class:`analysis.federated.package.PooledResults` (``blina pool``, ``exact`` packages). Output:
+Input: :class:`blina_study.analysis.federated.package.PooledResults` (``blina pool``, ``exact`` packages). Output:
 one self-contained HTML file (inline CSS, plots as PNG data URIs).
 
-How it reuses the central report (``analysis.report``, ``analysis.plots``, ``analysis.published``)
+How it reuses the central report (``blina_study.analysis.report``, ``blina_study.analysis.plots``,
+``blina_study.analysis.published``)
 instead of copying it: :func:`pooled_scope` turns the pooled block into the same result objects
-the central analysis produces (``analysis.tables``), computed by the same functions wherever the
+the central analysis produces (``blina_study.analysis.tables``), computed by the same functions wherever the
 pooled statistics determine the patient-level input up to what that function reads:
 
 * KM curves, 95% limits, numbers at risk, log-rank, pairwise log-rank and the reverse-KM median
@@ -51,11 +52,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import binomtest
 
-from analysis import report as central
-from analysis.published import PUBLISHED
-from analysis.stats import MedianRange, WilcoxonResult, fisher_exact_2x2, format_p, proportion
-from analysis.survival import CoxResult, CoxTerm
-from analysis.tables import (
+from blina_study.analysis import report as central
+from blina_study.analysis.published import PUBLISHED
+from blina_study.analysis.stats import MedianRange, WilcoxonResult, fisher_exact_2x2, format_p, proportion
+from blina_study.analysis.survival import CoxResult, CoxTerm
+from blina_study.analysis.tables import (
     DEFAULT_SETTINGS,
     OVERALL,
     PREDICTORS,
@@ -102,7 +103,7 @@ _COX_MODEL = {
 
 @dataclass(frozen=True)
 class PooledScope:
-    """The pooled results in the shape of ``analysis.tables.SiteResults`` (the attributes the
+    """The pooled results in the shape of ``blina_study.analysis.tables.SiteResults`` (the attributes the
     central report's sections read). ``cox_model``: the Cox model shown. In ``tcells`` the pooled
     statistics give courses with one value only as a total: it is in ``n_pre_only`` and
     ``n_post_only`` is 0 (the pooled report labels the column "one value only"); ``p_exact`` is

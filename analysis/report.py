@@ -1,7 +1,7 @@
 """The study report: one self-contained HTML file (inline CSS, plots embedded as base64 PNG).
 
 :func:`render_report` lays out every analysis of protocol section 5 from a
-:class:`analysis.tables.StudyResults`, in the paper's style, with the method and the n of every
+:class:`blina_study.analysis.tables.StudyResults`, in the paper's style, with the method and the n of every
 statistic, the published figures of protocol section 6 beside this run's, a per-center breakdown,
 and (when given) the data-quality summary of the extract. The file references nothing outside
 itself (no scripts, fonts, stylesheets or links to other hosts), so it can be mailed or archived.
@@ -23,10 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.plots import DAYS_PER_MONTH, km_plot_png
-from analysis.published import PUBLISHED, PublishedFigure
-from analysis.stats import format_p
-from analysis.tables import POOLED, SiteResults, StudyResults, SurvivalResult
+from blina_study.analysis.plots import DAYS_PER_MONTH, km_plot_png
+from blina_study.analysis.published import PUBLISHED, PublishedFigure
+from blina_study.analysis.stats import format_p
+from blina_study.analysis.tables import POOLED, SiteResults, StudyResults, SurvivalResult
 
 __all__ = ["RunFigure", "run_figures", "render_report", "input_digest"]
 
@@ -68,7 +68,7 @@ def _pathway_total(site: SiteResults, prefix: str) -> int:
 
 
 def run_figures(site: SiteResults) -> dict[str, RunFigure]:
-    """This scope's value for every key of :data:`analysis.published.PUBLISHED` (same keys)."""
+    """This scope's value for every key of :data:`blina_study.analysis.published.PUBLISHED` (same keys)."""
     out: dict[str, RunFigure] = {}
     f = site.flow
     count = "count of patients"
@@ -870,7 +870,7 @@ def _stamp(params: Mapping[str, Any], fingerprint: Mapping[str, Any], results: S
 
         pkg = version("blina-study")
     except Exception:  # noqa: BLE001 - a source checkout without metadata still gets a report
-        from adapter import __version__ as pkg
+        from blina_study.adapter import __version__ as pkg
     items: list[tuple[str, str]] = [
         ("Package", f"blina-study {_e(pkg)}"),
         ("Generated", _e(generated)),
@@ -961,7 +961,7 @@ def render_report(
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(doc, encoding="utf-8")
     except OSError as exc:
-        from adapter.errors import BlinaError
+        from blina_study.adapter.errors import BlinaError
 
         raise BlinaError(f"{out_path}: cannot write the report ({exc})", hint="choose a writable path") from exc
     return out_path

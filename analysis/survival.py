@@ -9,7 +9,7 @@
   :func:`reverse_kaplan_meier` for the median follow-up; equal to R to 1e-6 on
   tests/fixtures/r_reference/km_ci.R. A few lines of numpy, so no library is needed for them.
 * :func:`logrank_test`: k-group log-rank test (R ``survdiff(Surv(time, event) ~ group)``, rho = 0).
-* :func:`cox_ph`: Cox proportional hazards fitted by :func:`analysis.cox.cox_fit` (a port of R's
+* :func:`cox_ph`: Cox proportional hazards fitted by :func:`blina_study.analysis.cox.cox_fit` (a port of R's
   ``coxph.fit``: Efron or Breslow ties, step halving, R's convergence rule; equal to R to 1e-6
   on the reference suite tests/fixtures/r_cox: 41 cohorts, both tie methods, tested on the report's
   and the tidy output's path), Wald P per covariate, and the Schoenfeld-residual test of
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.cox import Ties, cox_fit
+from blina_study.analysis.cox import Ties, cox_fit
 
 __all__ = [
     "KaplanMeierResult",
@@ -446,7 +446,7 @@ class CoxResult:
 
 
 _COX_METHOD = (
-    "Cox proportional hazards (analysis.cox: R coxph's Newton-Raphson, Efron ties), Wald 95% CI and P; "
+    "Cox proportional hazards (blina_study.analysis.cox: R coxph's Newton-Raphson, Efron ties), Wald 95% CI and P; "
     "PH check: scaled Schoenfeld residuals vs KM-transformed time"
 )
 

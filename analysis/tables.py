@@ -1,7 +1,7 @@
 """The analyses of protocol section 5, computed from the ``course`` and ``patient`` tables.
 
 Inputs are pandas DataFrames with the contract columns of protocol section 4 (``site_id`` included;
-:func:`analysis.io.coerce_table` types them). :func:`analyze` runs every analysis on the pooled
+:func:`blina_study.analysis.io.coerce_table` types them). :func:`analyze` runs every analysis on the pooled
 data (all sites together, as one cohort) and, with ``by_center=True``, on each site alone, and
 returns a :class:`StudyResults` whose :meth:`StudyResults.to_tidy` gives one tidy DataFrame per
 output (every row starts with ``scope`` = ``"pooled"`` or the site id).
@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.io import ENUMS, StudyTableError, coerce_table
-from analysis.stats import (
+from blina_study.analysis.io import ENUMS, StudyTableError, coerce_table
+from blina_study.analysis.stats import (
     FisherResult,
     MedianRange,
     Proportion,
@@ -65,7 +65,7 @@ from analysis.stats import (
     proportion,
     wilcoxon_signed_rank,
 )
-from analysis.survival import (
+from blina_study.analysis.survival import (
     CONF_TYPES,
     CoxResult,
     KaplanMeierResult,
@@ -1296,8 +1296,8 @@ def analyze(
     ``age_group_cut_years`` are taken from it when present (defaults 365 and 10).
     ``km_conf_type``: transform of the Kaplan-Meier 95% limits, ``"log"`` (R survfit's default)
     or ``"log-log"``; recorded in the settings and in every row that carries a limit.
-    Inputs are typed with :func:`analysis.io.coerce_table`; a table that breaks the contract, or
-    courses and patients that do not match, raise :class:`analysis.io.StudyTableError`.
+    Inputs are typed with :func:`blina_study.analysis.io.coerce_table`; a table that breaks the contract, or
+    courses and patients that do not match, raise :class:`blina_study.analysis.io.StudyTableError`.
     """
     course = coerce_table(course, "course")
     patient = coerce_table(patient, "patient")

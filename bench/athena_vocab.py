@@ -1,4 +1,4 @@
-"""Benchmark of ``blina load-vocab`` (adapter.omop.athena) on PostgreSQL, not a test.
+"""Benchmark of ``blina load-vocab`` (blina_study.adapter.omop.athena) on PostgreSQL, not a test.
 
 Writes an Athena-format folder (``CONCEPT.csv``: tab-separated, unquoted, upper-case name, dates
 ``YYYYMMDD``) of ``--rows`` synthetic concepts (names with quotes and non-ASCII letters, every
@@ -84,7 +84,7 @@ def copy_limit(url: str, path: Path) -> tuple[float, int]:
 
 def load_vocab(url: str, folder: Path) -> tuple[float, int, str]:
     """Seconds and peak RSS (KB) of ``blina load-vocab`` in a child process, and its last output line."""
-    cmd = [sys.executable, "-c", "import sys; from adapter.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-c", "import sys; from blina_study.adapter.cli import main; sys.exit(main())",
            "load-vocab", str(folder), "--db", url, "--vocab-schema", "vocab", "--cdm-schema", "cdm", "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

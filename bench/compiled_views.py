@@ -7,7 +7,7 @@ per relevant one), in one process each, paired (the three measures alternate per
 
 * ``parse``: the limit of bench/fhir_ingest.py: every line ``orjson.loads``-ed on one core;
 * ``runner``: orjson + every view's ``ViewDefinition.rows`` on the resources of its type (one core);
-* ``compiled``: every view's compiled query (``adapter.fhir.compile_sql``) over
+* ``compiled``: every view's compiled query (``blina_study.adapter.fhir.compile_sql``) over
   ``read_ndjson_objects`` of the type's file, rows fetched as Arrow (DuckDB, all cores).
 
 Only the flattening is measured: no validation, no study-code filter, no OMOP mapping; so this is
@@ -58,7 +58,7 @@ def _runner(folder: Path, views: dict) -> tuple[float, int]:
 def _compiled(folder: Path, views: dict) -> tuple[float, int]:
     import duckdb
 
-    from adapter.fhir.compile_sql import compile_view
+    from blina_study.adapter.fhir.compile_sql import compile_view
 
     con = duckdb.connect()
     t0 = time.perf_counter()
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/blina-bench-fhir"))
     args = ap.parse_args(argv)
-    from adapter.fhir.mapper import load_views
+    from blina_study.adapter.fhir.mapper import load_views
 
     views = load_views()
     print(f"load (uptime): {os.getloadavg()}")

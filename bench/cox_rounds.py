@@ -1,11 +1,11 @@
-"""Benchmark of the multi-round federated Cox (analysis.federated.cox_rounds), not a test.
+"""Benchmark of the multi-round federated Cox (blina_study.analysis.federated.cox_rounds), not a test.
 
-Four simulated sites (``analysis.federated.simulate.simulate_site``, sizes in the ratio 6:4.5:3:2)
+Four simulated sites (``blina_study.analysis.federated.simulate.simulate_site``, sizes in the ratio 6:4.5:3:2)
 at several total sizes; the sites are answered in-process (no vantage6, no network), so the time is
 the computation of every round at every site plus the centre's update. Measured per size (best of
 ``--repeat`` runs):
 
-* limit        = ``analysis.cox.cox_fit`` of the concatenated complete cases (the centralized fit of the
+* limit        = ``blina_study.analysis.cox.cox_fit`` of the concatenated complete cases (the centralized fit of the
   same model, R's iteration), stratified by site and unstratified;
 * federated    = ``federated_cox_fit`` with site-stratified rounds / unstratified rounds (setup + risk-set
   sums at the union event grid);
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.cox import cox_fit
-from analysis.federated.cox_rounds import (
+from blina_study.analysis.cox import cox_fit
+from blina_study.analysis.federated.cox_rounds import (
     cox_design,
     federated_cox_fit,
     site_cox_derivatives,
     site_cox_setup,
     site_risk_set_sums,
 )
-from analysis.federated.simulate import simulate_site
+from blina_study.analysis.federated.simulate import simulate_site
 
 COVS = ("high_mrd", "bcr_abl1", "poor_cytogenetics", "age_at_index_years")
 SHARES = (6.0, 4.5, 3.0, 2.0)

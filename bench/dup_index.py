@@ -1,4 +1,4 @@
-"""Memory of the ingest's duplicate-id check (``adapter.fhir.dupes.DuplicateIndex``) as the input grows
+"""Memory of the ingest's duplicate-id check (``blina_study.adapter.fhir.dupes.DuplicateIndex``) as the input grows
 (not a test: run by hand).
 
     .venv/bin/python bench/dup_index.py --sizes 1000000 10000000 --results bench/RESULTS.md
@@ -56,7 +56,7 @@ def child(kind: str, n: int) -> dict:
     elif kind in ("ingest", "ingest-nop"):  # the check's cost in a real ingest: with it, and with a no-op index
         return _ingest_child(kind, n)
     elif kind == "sql":  # the index filled by SQL (fast), to measure groups() at sizes add() takes long to fill
-        from adapter.fhir.dupes import DuplicateIndex
+        from blina_study.adapter.fhir.dupes import DuplicateIndex
 
         with DuplicateIndex() as index:
             index.con.execute(
@@ -68,7 +68,7 @@ def child(kind: str, n: int) -> dict:
             groups = sum(1 for _ in index.groups())
             disk = max(disk, _disk(index.dir))
     else:
-        from adapter.fhir.dupes import DuplicateIndex
+        from blina_study.adapter.fhir.dupes import DuplicateIndex
 
         with DuplicateIndex() as index:
             for j, (rtype, rid, digest) in enumerate(_ids(n, 1 if kind == "index-all" else 100)):
@@ -88,9 +88,9 @@ def _ingest_child(kind: str, n: int) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     import fhir_ingest as fb
 
-    import adapter.fhir.ingest as ing
-    from adapter.db import connect
-    from adapter.omop import create_cdm, load_study_vocabulary
+    import blina_study.adapter.fhir.ingest as ing
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
     class _Nop:
         n = 0

@@ -3,7 +3,7 @@
     .venv/bin/python bench/fhir_ingest.py --sizes 100000 1000000 --noise 9 99 \\
         --pg postgresql://postgres@127.0.0.1:5432/postgres --results bench/RESULTS.md
 
-For each size it writes a center2-style Bulk NDJSON export with the generator (``adapter.synth``:
+For each size it writes a center2-style Bulk NDJSON export with the generator (``blina_study.adapter.synth``:
 ``--noise K`` irrelevant records per study-relevant record, so K = 9 gives <= 10 % relevant), then
 measures, each in a fresh process (so peak RSS is that of the step alone):
 
@@ -36,9 +36,9 @@ _ROOT = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------------------------ generation
 def _render(out: Path, patients: int, noise: int, seed: int) -> dict[str, int]:
     """Write the center2 (Bulk NDJSON) part of a generated cohort; return resources per type."""
-    from adapter.synth import build_cohort
-    from adapter.synth.catalog import Catalog
-    from adapter.synth.render_fhir import patient_resources
+    from blina_study.adapter.synth import build_cohort
+    from blina_study.adapter.synth.catalog import Catalog
+    from blina_study.adapter.synth.render_fhir import patient_resources
 
     res = build_cohort(seed=seed, patients=patients, noise=noise)
     cat = Catalog(res.study)
@@ -108,12 +108,12 @@ def _measure_split(folder: Path) -> dict:
     study-relevant resources alone (the same code paths the ingest uses)."""
     import orjson
 
-    from adapter.db import connect
-    from adapter.fhir.ingest import _study_mapper
-    from adapter.fhir.ingest_sql import SqlContext, StageDb
-    from adapter.fhir.mapper import _model, load_config, load_views
-    from adapter.omop import create_cdm, load_study_vocabulary
-    from adapter.study import load_study
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.fhir.ingest import _study_mapper
+    from blina_study.adapter.fhir.ingest_sql import SqlContext, StageDb
+    from blina_study.adapter.fhir.mapper import _model, load_config, load_views
+    from blina_study.adapter.omop import create_cdm, load_study_vocabulary
+    from blina_study.adapter.study import load_study
 
     db = connect(":memory:", cdm_schema="cdm", vocab_schema="vocab")
     create_cdm(db)
@@ -149,9 +149,9 @@ def _measure_split(folder: Path) -> dict:
 
 
 def _measure_ingest(folder: Path, url: str, workers: int | None) -> dict:
-    from adapter.db import connect
-    from adapter.fhir.ingest import _reading_workers, ingest_fhir
-    from adapter.omop import create_cdm, load_study_vocabulary
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.fhir.ingest import _reading_workers, ingest_fhir
+    from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
     db = connect(url, cdm_schema="cdm", vocab_schema="vocab")
     create_cdm(db)
@@ -255,7 +255,7 @@ def _section(rows: list[dict], noises: list[int], splits: list[dict], repeat: in
         "",
         f"`bench/fhir_ingest.py` on {platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Input: a generated center2 Bulk NDJSON export "
-        f"(`adapter.synth`, noise K = {' and '.join(map(str, noises))}: K irrelevant records per "
+        f"(`blina_study.adapter.synth`, noise K = {' and '.join(map(str, noises))}: K irrelevant records per "
         "study-relevant record, so 1/(K+1) of the resources are study-relevant). "
         f"Each figure is the best of several runs (parse: {repeat + 1}, ingest: {repeat}; peak RSS: the highest), "
         "every run in a "

@@ -6,7 +6,7 @@ On a generated center2-style Bulk export (``bench/fhir_ingest.py``'s generator, 
 study-relevant) it measures, in this one process and run:
 
 * ``parse``: ``orjson.loads`` of every line on one core (the limit every ratio is taken against);
-* per study-relevant resource: the generated compiled checks (``adapter.fhir.validate``, the default,
+* per study-relevant resource: the generated compiled checks (``blina_study.adapter.fhir.validate``, the default,
   ``--validate fast``), fhir.resources R4B ``model_validate`` (``--validate full``), and, when msgspec is
   installed, ``msgspec.convert`` into Structs generated from the same spec (the alternative the module
   weighs; choice exclusivity and calendar days are not in it, so it does less than the compiled checks);
@@ -89,8 +89,8 @@ def _msgspec_types(spec: dict[str, Any]) -> dict[str, Any] | None:
 def _per_resource(folder: Path, full_limit: int) -> dict[str, Any]:
     import orjson
 
-    from adapter.fhir.mapper import ResourceMapper, _model, load_config, load_views
-    from adapter.fhir.validate import load_validator
+    from blina_study.adapter.fhir.mapper import ResourceMapper, _model, load_config, load_views
+    from blina_study.adapter.fhir.validate import load_validator
 
     lines, parse_s = _load(folder)
     views, config = load_views(), load_config()
@@ -127,9 +127,9 @@ def _per_resource(folder: Path, full_limit: int) -> dict[str, Any]:
 
 
 def _ingest(folder: Path, validation: str, url: str | None) -> dict[str, Any]:
-    from adapter.db import connect
-    from adapter.fhir.ingest import ingest_fhir
-    from adapter.omop import create_cdm, load_study_vocabulary
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.fhir.ingest import ingest_fhir
+    from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
     if url is None:
         target = folder.parent / f"validate-{validation}.duckdb"

@@ -212,10 +212,10 @@ def make_run(root: Path, n: int, rng: random.Random, truncated_gz: bool) -> int:
 
 
 def one_run(work: Path, n: int, seed: int, truncated_gz: bool) -> dict:
-    from adapter.db import connect
-    from adapter.errors import BlinaError
-    from adapter.fhir.ingest import ingest_fhir
-    from adapter.omop import create_cdm, load_study_vocabulary
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.errors import BlinaError
+    from blina_study.adapter.fhir.ingest import ingest_fhir
+    from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
     rng = random.Random(seed)
     root = work / f"run{seed}"

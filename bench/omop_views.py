@@ -8,8 +8,8 @@ are looked up in the loaded vocabulary (none is written here); irrelevant facts 
 are not in it.
 
 Measured per engine and size (best of ``--repeat`` runs, warm cache):
-* build   = ``adapter.views.build`` (course + patient, read-only queries);
-* extract = ``adapter.views.extract`` (course, patient, lineage, fingerprint, CSV/Parquet/JSON);
+* build   = ``blina_study.adapter.views.build`` (course + patient, read-only queries);
+* extract = ``blina_study.adapter.views.extract`` (course, patient, lineage, fingerprint, CSV/Parquet/JSON);
 * limit   = one indexed scan selecting the study's measurement and drug concepts (the rows any
   implementation must read): ``count/sum/max`` over ``measurement`` and ``drug_exposure`` filtered
   on the resolved concept ids.
@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from adapter.db import Database, connect
-from adapter.omop import create_cdm, load_study_vocabulary
-from adapter.study import load_study
-from adapter.views import build, extract, render_query
+from blina_study.adapter.db import Database, connect
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.study import load_study
+from blina_study.adapter.views import build, extract, render_query
 
 MEAS_PER_PERSON = 200
 COHORT_EVERY = 50          # 2 % of persons receive blinatumomab

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from adapter.fhir.viewdef import ViewDefinition, run_view
+from blina_study.adapter.fhir.viewdef import ViewDefinition, run_view
 
 _BENCH_VIEW: dict[str, Any] = {
     "resourceType": "ViewDefinition",

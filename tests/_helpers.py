@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from adapter.db import Database
+from blina_study.adapter.db import Database
 
 
 def find_shared() -> Path:

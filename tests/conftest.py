@@ -17,8 +17,8 @@ import pytest
 from _helpers import find_shared
 from pytest_postgresql import factories
 
-from adapter.db import Database, connect
-from adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.db import Database, connect
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
 PG_HOST = os.environ.get("BLINA_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BLINA_TEST_PG_PORT", "5432"))
@@ -90,7 +90,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generator's four centers and truth (default settings), written once per test run; read only."""
-    from adapter.synth import generate
+    from blina_study.adapter.synth import generate
 
     out = tmp_path_factory.mktemp("synth")
     generate(out)

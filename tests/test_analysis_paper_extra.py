@@ -12,8 +12,8 @@ import pytest
 from lifelines.statistics import logrank_test as ll_logrank
 from test_analysis_tables import paper_cohort
 
-from analysis.io import coerce_table
-from analysis.tables import (
+from blina_study.analysis.io import coerce_table
+from blina_study.analysis.tables import (
     adverse_events,
     analyze,
     baseline_by_indication,
@@ -160,7 +160,7 @@ def test_new_tables_on_empty_input_do_not_crash():
 
 
 def test_efs_event_types_by_status_at_referral(typed):
-    from analysis.tables import efs_event_types
+    from blina_study.analysis.tables import efs_event_types
 
     _, patient = typed
     res = efs_event_types(patient)

@@ -17,7 +17,7 @@ import pytest
 from lifelines.statistics import multivariate_logrank_test
 from scipy.stats import fisher_exact, wilcoxon
 
-from analysis.io import (
+from blina_study.analysis.io import (
     COURSE_SCHEMA,
     PATIENT_SCHEMA,
     StudyTableError,
@@ -26,7 +26,7 @@ from analysis.io import (
     read_patient,
     write_results,
 )
-from analysis.tables import (
+from blina_study.analysis.tables import (
     analyze,
     cox_efs,
     cytokine_peaks,

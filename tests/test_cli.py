@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from adapter.cli import main
-from adapter.resources import mappings_dir, sql_dir
+from blina_study.adapter.cli import main
+from blina_study.adapter.resources import mappings_dir, sql_dir
 
 
 def test_packaged_data_folders_are_found():
@@ -27,7 +27,7 @@ def test_help_lists_commands(capsys):
 
 
 def test_every_command_help_has_an_example(capsys):
-    from adapter.cli import _available
+    from blina_study.adapter.cli import _available
 
     for name in _available():
         with pytest.raises(SystemExit):
@@ -65,7 +65,7 @@ def test_load_omop_exit_code_1_on_rejected_rows(tmp_path, capsys):
 
 
 def test_console_script_runs():
-    res = subprocess.run([sys.executable, "-m", "adapter.cli", "--version"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "blina_study.adapter.cli", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and "blina-study" in res.stdout
 
 

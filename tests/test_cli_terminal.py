@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from test_fhir_ingest import ingest, patient, quantity_obs, write_ndjson
 
-import adapter.commands.pool as pool_command
-from adapter.cli import main
-from adapter.db import Database
+import blina_study.adapter.commands.pool as pool_command
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import Database
 
 
 def _noisy_run(args: argparse.Namespace) -> int:
@@ -32,20 +32,21 @@ def test_numpy_warnings_do_not_reach_the_terminal(monkeypatch: pytest.MonkeyPatc
     # with --debug the warning is a debug log record on stderr
     assert main(["pool", "x.zip", "--out", str(tmp_path), "--debug"]) == 0
     err = capsys.readouterr().err
-    assert "DEBUG adapter.warnings" in err and "overflow encountered in exp" in err
+    assert "DEBUG blina_study.warnings" in err and "overflow encountered in exp" in err
 
 
 def test_ingest_logs_through_logging(db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_ndjson(tmp_path / "in.ndjson", [patient("P")])
-    with caplog.at_level(logging.INFO, logger="adapter"):
+    with caplog.at_level(logging.INFO, logger="blina_study"):
         ingest(db, path)
-    assert any(r.name == "adapter.fhir.ingest" and "read 1, loaded 1" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "blina_study.adapter.fhir.ingest" and "read 1, loaded 1" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_ingest_summary_is_one_line_and_paths_are_whole_when_not_a_terminal(
         engine_url: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from adapter.db import connect
-    from adapter.omop import create_cdm, load_study_vocabulary
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
     database = connect(engine_url, cdm_schema="cdm", vocab_schema="cdm")
     create_cdm(database)

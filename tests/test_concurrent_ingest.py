@@ -18,8 +18,8 @@ from test_fhir_ingest import blina_admin, patient, quantity_obs, write_ndjson
 from test_incremental_equals_fresh import _canonical, _differences
 from test_kill_safety import _connected
 
-from adapter.cli import main
-from adapter.db import connect
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import connect
 
 BLINA = str(Path(sys.executable).with_name("blina"))
 

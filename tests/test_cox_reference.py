@@ -2,7 +2,7 @@
 
 The cohorts (make_cohorts.py) and R's values (cox_reference.R -> reference.json, the R call in each
 block) are committed; R is not needed here. Three paths are checked to 1e-6 (relative, absolute
-below 1): the fitter ``analysis.cox.cox_fit``; the report's path (``cox_ph`` on a DataFrame: the
+below 1): the fitter ``blina_study.analysis.cox.cox_fit``; the report's path (``cox_ph`` on a DataFrame: the
 ``CoxResult`` that analysis/report.py renders); the tidy output's path (``cox_tidy_rows`` ->
 ``cox.csv`` as ``write_results`` writes it). The demo cohort goes the whole way: its course and
 patient CSVs through ``read_course`` / ``read_patient`` and ``analyze_tables`` (the function both
@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapter.commands.report import analyze_tables
-from analysis.cox import cox_fit
-from analysis.io import read_course, read_patient, write_results
-from analysis.report import render_report
-from analysis.survival import CoxResult, cox_ph
-from analysis.tables import COX_COVARIATES, cox_tidy_rows
+from blina_study.adapter.commands.report import analyze_tables
+from blina_study.analysis.cox import cox_fit
+from blina_study.analysis.io import read_course, read_patient, write_results
+from blina_study.analysis.report import render_report
+from blina_study.analysis.survival import CoxResult, cox_ph
+from blina_study.analysis.tables import COX_COVARIATES, cox_tidy_rows
 
 HERE = Path(__file__).parent / "fixtures" / "r_cox"
 REF = json.loads((HERE / "reference.json").read_text())["cohorts"]
@@ -151,7 +151,7 @@ def _expect_result(cx: CoxResult, name: str, ties: str, covs: list[str]) -> None
 
 def _tidy_frame(cx: CoxResult, tmp_path: Path) -> pd.DataFrame:
     """cox_tidy_rows through CSV exactly as write_results writes cox.csv."""
-    from analysis.tables import _TIDY_TABLES
+    from blina_study.analysis.tables import _TIDY_TABLES
 
     frame = pd.DataFrame(cox_tidy_rows(cx, "pooled", "EFS"), columns=_TIDY_TABLES["cox"])
     frame.to_csv(tmp_path / "cox.csv", index=False)

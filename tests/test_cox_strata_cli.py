@@ -9,13 +9,13 @@ import json
 import pandas as pd
 import pytest
 
-from adapter.cli import main
-from analysis.io import coerce_table
+from blina_study.adapter.cli import main
+from blina_study.analysis.io import coerce_table
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    from adapter.synth import build_cohort
+    from blina_study.adapter.synth import build_cohort
 
     res = build_cohort()
     course, patient = pd.DataFrame(res.courses), pd.DataFrame(res.patient_rows)

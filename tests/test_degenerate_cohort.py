@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from _helpers import concept_id, insert_row
 
-from adapter.cli import main
-from adapter.db import Database, connect
-from adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import Database, connect
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
 D0 = dt.date(2020, 5, 4)
 
@@ -84,7 +84,7 @@ def test_site_run_refuses_a_site_below_the_minimum_size(engine_url: str, tmp_pat
 
 
 def test_site_run_minimum_is_the_vantage6_node_default() -> None:
-    from adapter.commands.site_run import MIN_SITE_PATIENTS
+    from blina_study.adapter.commands.site_run import MIN_SITE_PATIENTS
 
     text = (Path(__file__).resolve().parents[1] / "vantage6" / "v6_blina" / "__init__.py").read_text()
     assert f"DEFAULT_MIN_PATIENTS = {MIN_SITE_PATIENTS}\n" in text
@@ -96,7 +96,7 @@ def test_analyze_and_report_with_no_patient_say_nothing_to_analyse(tmp_path: Pat
     (no Fisher "P = 1.000" on 0/0, no published figure "reproduced" from n = 0)."""
     import pandas as pd
 
-    from analysis.io import COURSE_SCHEMA, PATIENT_SCHEMA
+    from blina_study.analysis.io import COURSE_SCHEMA, PATIENT_SCHEMA
 
     files = []
     for name, schema in (("course", COURSE_SCHEMA), ("patient", PATIENT_SCHEMA)):

@@ -10,7 +10,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from adapter.cli import main
+from blina_study.adapter.cli import main
 
 
 @pytest.fixture(scope="module")

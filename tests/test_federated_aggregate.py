@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from adapter.cli import main
-from analysis.federated import pool_site_statistics, site_statistics
-from analysis.federated.meta import inverse_variance
-from analysis.federated.package import (
+from blina_study.adapter.cli import main
+from blina_study.analysis.federated import pool_site_statistics, site_statistics
+from blina_study.analysis.federated.meta import inverse_variance
+from blina_study.analysis.federated.package import (
     PackageError,
     aggregate_problems,
     build_site_package,
@@ -30,8 +30,8 @@ from analysis.federated.package import (
     read_package,
     scan_package,
 )
-from analysis.federated.pooling import pool_stratified_logrank
-from analysis.io import coerce_table
+from blina_study.analysis.federated.pooling import pool_stratified_logrank
+from blina_study.analysis.io import coerce_table
 
 MIN_CELL = 5
 INFO = {
@@ -52,7 +52,7 @@ COUNTS = {"n", "n_events", "n_at_risk", "n_zero"}
 
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory):
-    from adapter.synth import build_cohort
+    from blina_study.adapter.synth import build_cohort
 
     res = build_cohort()
     course, patient = pd.DataFrame(res.courses), pd.DataFrame(res.patient_rows)
@@ -272,7 +272,7 @@ def test_exact_pooling_is_unchanged_by_the_aggregate_level(sites):
 @pytest.fixture(scope="module")
 def large_sites(tmp_path_factory):
     """Four simulated sites large enough that most site estimates are published at min_cell 5."""
-    from analysis.federated.simulate import simulate_site
+    from blina_study.analysis.federated.simulate import simulate_site
 
     rng = np.random.default_rng(20261204)
     out = tmp_path_factory.mktemp("aggregate_large")
@@ -299,7 +299,7 @@ def test_stratified_tests_from_site_totals_equal_those_from_the_rows(large_sites
         assert lr["chi2"] == pytest.approx(ref["chi2"], rel=1e-12) and lr["df"] == ref["df"]
         checked += 1
     assert checked >= 1
-    from analysis.federated.pooling import pool_table2x2
+    from blina_study.analysis.federated.pooling import pool_table2x2
 
     n_cmh = 0
     for name, t in pooled["predictors"].items():

@@ -1,5 +1,5 @@
-"""Multi-round federated Cox (analysis.federated.cox_rounds) equals the centralized fit of the
-concatenated sites (analysis.cox.cox_fit, itself R coxph to 1e-6 in test_stats_reference), for the
+"""Multi-round federated Cox (blina_study.analysis.federated.cox_rounds) equals the centralized fit of the
+concatenated sites (blina_study.analysis.cox.cox_fit, itself R coxph to 1e-6 in test_stats_reference), for the
 site-stratified and the unstratified model, Efron and Breslow, in at most 25 rounds. The sites are
 answered in-process here; vantage6/tests/test_v6_cox.py runs the same through vantage6's mock."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.cox import cox_fit
-from analysis.federated.cox_rounds import (
+from blina_study.analysis.cox import cox_fit
+from blina_study.analysis.federated.cox_rounds import (
     cox_design,
     federated_cox_fit,
     pool_cox_setup,
@@ -19,8 +19,8 @@ from analysis.federated.cox_rounds import (
     site_cox_setup,
     site_risk_set_sums,
 )
-from analysis.federated.simulate import simulate_site
-from analysis.federated.sufficient import FederatedInputError
+from blina_study.analysis.federated.simulate import simulate_site
+from blina_study.analysis.federated.sufficient import FederatedInputError
 
 COVS = ("high_mrd", "bcr_abl1", "poor_cytogenetics")
 TOL = 1e-8
@@ -120,7 +120,7 @@ def test_per_site_derivatives_do_not_sum_to_the_unstratified_ones():
     t = np.concatenate([d.time for d in designs])
     e = np.concatenate([d.event for d in designs])
     x = np.concatenate([d.x for d in designs])
-    from analysis.cox import cox_derivatives
+    from blina_study.analysis.cox import cox_derivatives
 
     ref = cox_derivatives(t, e, x, beta)
     assert unstrat.loglik == pytest.approx(ref.loglik, abs=1e-10)
@@ -158,7 +158,7 @@ def test_monotone_likelihood_as_centralized(model):
     """A covariate equal to the event flag: R's "Loglik converged before variable 3 ...;
     coefficient may be infinite" in both fits, the same iterations, the finite coefficients equal
     to 1e-8; the diverging one agrees to 1e-6 relative (the likelihood is flat along it)."""
-    from analysis.federated.cox_rounds import CoxDesign
+    from blina_study.analysis.federated.cox_rounds import CoxDesign
 
     frames = _sites(11, {"A": 60, "B": 45, "C": 30})
     designs = []
@@ -179,7 +179,7 @@ def test_four_synth_centers_both_models(tmp_path):
     equal the centralized fit to 1e-8 in at most 25 rounds."""
     import pandas as pd
 
-    from adapter.cli import main
+    from blina_study.adapter.cli import main
 
     assert main(["synth", "--out", str(tmp_path / "syn")]) == 0
     tables = {}

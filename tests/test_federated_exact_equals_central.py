@@ -1,5 +1,5 @@
 """Issue 13 acceptance: at the ``exact`` sharing level, every pooled analysis of protocol section 5
-equals the centralized analysis (``analysis.tables.analyze``) of the concatenated sites to 1e-9.
+equals the centralized analysis (``blina_study.analysis.tables.analyze``) of the concatenated sites to 1e-9.
 
 Data: the ``blina synth`` cohort (105 patients, its four centers, lab values with 3 decimals, so a
 package that rounded to 2 decimals would fail the Wilcoxon checks), and 20 random site splits of the
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.federated import pool_site_statistics, site_statistics
-from analysis.io import coerce_table
-from analysis.tables import analyze
+from blina_study.analysis.federated import pool_site_statistics, site_statistics
+from blina_study.analysis.io import coerce_table
+from blina_study.analysis.tables import analyze
 
 TOL = 1e-9
 CYTOKINE_GROUPS = {"CR": "responder", "no CR": "poor_responder",
@@ -29,7 +29,7 @@ CYTOKINE_GROUPS = {"CR": "responder", "no CR": "poor_responder",
 
 @pytest.fixture(scope="module")
 def cohort() -> tuple[pd.DataFrame, pd.DataFrame]:
-    from adapter.synth import build_cohort
+    from blina_study.adapter.synth import build_cohort
 
     res = build_cohort()
     course, patient = pd.DataFrame(res.courses), pd.DataFrame(res.patient_rows)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.federated import pool_site_statistics, site_statistics
-from analysis.federated.package import (
+from blina_study.analysis.federated import pool_site_statistics, site_statistics
+from blina_study.analysis.federated.package import (
     PackageError,
     build_site_package,
     pool_packages,
@@ -21,8 +21,8 @@ from analysis.federated.package import (
     scan_package,
     suppress_counts,
 )
-from analysis.federated.simulate import simulate_site
-from analysis.federated.sufficient import FederatedParams
+from blina_study.analysis.federated.simulate import simulate_site
+from blina_study.analysis.federated.sufficient import FederatedParams
 
 SITES = {"A": 60, "B": 45, "C": 30, "D": 20}
 INFO = {

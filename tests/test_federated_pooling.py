@@ -21,7 +21,7 @@ from scipy import stats
 from statsmodels.duration.survfunc import survdiff
 from statsmodels.stats.contingency_tables import StratifiedTable
 
-from analysis.federated import (
+from blina_study.analysis.federated import (
     FederatedParams,
     cmh_exact_pvalue,
     pool_site_statistics,
@@ -29,9 +29,9 @@ from analysis.federated import (
     pool_wilcoxon,
     site_statistics,
 )
-from analysis.federated.simulate import simulate_site
-from analysis.federated.sufficient import paired_difference_histogram
-from analysis.stats import fisher_exact_2x2
+from blina_study.analysis.federated.simulate import simulate_site
+from blina_study.analysis.federated.sufficient import paired_difference_histogram
+from blina_study.analysis.stats import fisher_exact_2x2
 
 SITES = {"A": 60, "B": 45, "C": 30, "D": 20}
 PARAMS = FederatedParams()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from lifelines import KaplanMeierFitter
 
-from analysis.federated import (
+from blina_study.analysis.federated import (
     COORDINATOR_ONLY,
     FORMAT_VERSION,
     PUBLISHABLE,
@@ -22,8 +22,8 @@ from analysis.federated import (
     scan_statistics,
     site_statistics,
 )
-from analysis.federated.simulate import simulate_site
-from analysis.federated.sufficient import cox_pattern_counts
+from blina_study.analysis.federated.simulate import simulate_site
+from blina_study.analysis.federated.sufficient import cox_pattern_counts
 
 
 @pytest.fixture()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from test_fhir_ingest import ingest, patient, quantity_obs, write_ndjson
 
-from adapter.cli import main
-from adapter.db import Database
-from adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import Database
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
 SYNTHEA = Path("/work/shared/external/synthea-bulk-10")
 
@@ -107,7 +107,7 @@ def test_manifest_count_and_missing_file_are_findings(db: Database, tmp_path: Pa
 
 @pytest.fixture
 def cli_db(engine_url: str) -> str:
-    from adapter.db import connect
+    from blina_study.adapter.db import connect
 
     database = connect(engine_url, cdm_schema="cdm", vocab_schema="cdm")
     create_cdm(database)

@@ -1,4 +1,4 @@
-"""The SQL-compiled ViewDefinitions (adapter.fhir.compile_sql) against the Python runner.
+"""The SQL-compiled ViewDefinitions (blina_study.adapter.fhir.compile_sql) against the Python runner.
 
 Three checks: the official SQL-on-FHIR v2 suite (every case the compiler accepts passes, the rest
 are declined by name), the project's mappings/fhir views give the same rows as the runner on the
@@ -16,8 +16,14 @@ import orjson
 import pytest
 from _helpers import find_shared
 
-from adapter.fhir.compile_sql import CompileDeclined, compile_view, run_compiled
-from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, ViewEvaluationError, load_view, run_view
+from blina_study.adapter.fhir.compile_sql import CompileDeclined, compile_view, run_compiled
+from blina_study.adapter.fhir.viewdef import (
+    ViewDefinition,
+    ViewDefinitionError,
+    ViewEvaluationError,
+    load_view,
+    run_view,
+)
 from tests.test_sof_conformance import _canon
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_fhir_ingest import LOINC, ingest, patient, quantity_obs, write_ndjson
 
-from adapter.db import Database
+from blina_study.adapter.db import Database
 
 
 def vital(oid: str, date: str, value: float = 120) -> dict:
@@ -93,7 +93,7 @@ def test_duplicates_in_bundles_are_found(db: Database, tmp_path: Path) -> None:
 @pytest.mark.parametrize("join_max", [1_000_000, 0])
 def test_index_groups_by_join_and_by_sorted_stream_agree(monkeypatch: pytest.MonkeyPatch, join_max: int) -> None:
     """Few duplicate ids are joined back to their copies, many are found in one sorted pass: same groups."""
-    import adapter.fhir.dupes as dupes
+    import blina_study.adapter.fhir.dupes as dupes
 
     monkeypatch.setattr(dupes, "_JOIN_MAX", join_max)
     monkeypatch.setattr(dupes, "BATCH", 64)  # several batches

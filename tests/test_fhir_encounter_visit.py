@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adapter.db import Database
-from adapter.fhir.ingest import ingest_fhir
+from blina_study.adapter.db import Database
+from blina_study.adapter.fhir.ingest import ingest_fhir
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 ACT_STU3 = "http://hl7.org/fhir/v3/ActCode"

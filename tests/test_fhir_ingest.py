@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from adapter.db import Database
-from adapter.errors import BlinaError
-from adapter.fhir.ingest import IngestReport, ingest_fhir
+from blina_study.adapter.db import Database
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.fhir.ingest import IngestReport, ingest_fhir
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -389,7 +389,7 @@ def test_overlay_codes_mrd_not_detected_and_mrn_system(db: Database, tmp_path: P
         "site_id: s1\npatient_identifier_system: urn:hospital:mrn\n"
         "variables:\n  mrd: [{source_value: MRD-LOC, system: 'urn:lab', unit: '%'}]\n"
         "  cd3_abs: [{source_value: CD3L, unit: '/uL'}]\n")
-    from adapter.study import load_overlay
+    from blina_study.adapter.study import load_overlay
 
     overlay = load_overlay(overlay_file)
     nd = {"resourceType": "Observation", "id": "nd", "status": "final",
@@ -487,8 +487,8 @@ SHAPES: list[dict] = [
 
 def test_study_filter_key_walk_equals_the_fhirpath_evaluator() -> None:
     """The relevance test's plain key walk (the ingest's hot path) gives what the compiled FHIRPath gives."""
-    from adapter.fhir.fhirpath import Env
-    from adapter.fhir.mapper import _filter_path, _member_keys, _walk_keys, load_views
+    from blina_study.adapter.fhir.fhirpath import Env
+    from blina_study.adapter.fhir.mapper import _filter_path, _member_keys, _walk_keys, load_views
 
     checked = 0
     for view in load_views().values():
@@ -515,10 +515,10 @@ def test_parallel_reading_gives_the_serial_outcome(engine_url: str, tmp_path: Pa
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker processes reading NDJSON ranges (faults, noise, duplicates, a Bundle line, a .gz file and a
     Bundle file among them) give exactly what one process gives: report, quarantine and every row."""
-    import adapter.fhir.ingest as ingest_module
-    from adapter.db import connect
-    from adapter.fhir.reader import line_chunks
-    from adapter.omop import create_cdm, load_study_vocabulary
+    import blina_study.adapter.fhir.ingest as ingest_module
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.fhir.reader import line_chunks
+    from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
     def vital(oid: str, pid: str, date: str, status: str = "final") -> dict:
         return {"resourceType": "Observation", "id": oid, "status": status,
@@ -583,7 +583,7 @@ def test_parallel_reading_gives_the_serial_outcome(engine_url: str, tmp_path: Pa
 def test_line_ranges_cover_the_file_without_splitting_a_line(tmp_path: Path, chunk: int) -> None:
     """The byte ranges of parallel reading partition the file at line feeds, whatever the range size
     (a line longer than a range, no line feed at the end, blank lines, CRLF)."""
-    from adapter.fhir.reader import line_chunks, read_chunk
+    from blina_study.adapter.fhir.reader import line_chunks, read_chunk
 
     data = b'{"a": 1}\n\n' + b'{"long": "' + b"x" * 300 + b'"}\r\n' + b"[1]\n" + b'{"last": true}'
     path = tmp_path / "x.ndjson"

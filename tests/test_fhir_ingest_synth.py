@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from _helpers import same_text, truth_rows
 
-from adapter import views
-from adapter.db import Database
-from adapter.fhir.ingest import ingest_fhir
-from adapter.study import load_study
-from adapter.synth import oracle
-from adapter.synth.generate import _cell
-from adapter.synth.omop_events import timelines_from_omop
+from blina_study.adapter import views
+from blina_study.adapter.db import Database
+from blina_study.adapter.fhir.ingest import ingest_fhir
+from blina_study.adapter.study import load_study
+from blina_study.adapter.synth import oracle
+from blina_study.adapter.synth.generate import _cell
+from blina_study.adapter.synth.omop_events import timelines_from_omop
 
 CENTERS = [("center1", "center1_fhir_bundles"), ("center2", "center2_bulk_ndjson")]
 
@@ -84,7 +84,7 @@ def test_fhir_center_ingests_cleanly_and_rederives_the_truth(db: Database, synth
 def _not_done(folder: Path):
     import orjson
 
-    from adapter.fhir.reader import discover_files, iter_items
+    from blina_study.adapter.fhir.reader import discover_files, iter_items
 
     files, _ = discover_files([folder])
     for f in files:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from test_fhir_ingest import ingest, patient, quantity_obs, write_ndjson
 
-from adapter.db import Database
+from blina_study.adapter.db import Database
 
 GOOD = quantity_obs("ok", "P", "8122-4", 2, "10*9/L")
 

@@ -14,10 +14,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter.fhir.ingest import _RECORD_ERRORS
-from adapter.fhir.mapper import ResourceMapper, load_config, load_views
-from adapter.fhir.reader import iter_items
-from adapter.fhir.shape import malformed_element
+from blina_study.adapter.fhir.ingest import _RECORD_ERRORS
+from blina_study.adapter.fhir.mapper import ResourceMapper, load_config, load_views
+from blina_study.adapter.fhir.reader import iter_items
+from blina_study.adapter.fhir.shape import malformed_element
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                           HealthCheck.too_slow])
@@ -115,7 +115,7 @@ def test_mapper_and_validator_answer_or_raise_only_record_errors(res: dict) -> N
                 assert result.reason
     except _RECORD_ERRORS as exc:
         # caught per record by the ingest: the rejection names the element when it is one of the known kinds
-        from adapter.fhir.shape import reason_for
+        from blina_study.adapter.fhir.shape import reason_for
 
         assert reason_for(res, exc)
 

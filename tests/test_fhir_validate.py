@@ -1,5 +1,5 @@
-"""The generated FHIR validation (adapter.fhir.validate): each invalid variant is rejected naming the element
-and the rule, the committed spec equals a fresh generation, and on valid inputs it accepts exactly what
+"""The generated FHIR validation (blina_study.adapter.fhir.validate): each invalid variant is rejected naming the
+element and the rule, the committed spec equals a fresh generation, and on valid inputs it accepts exactly what
 fhir.resources R4B accepts (synthetic generator, the ingest tests' fixtures, the Synthea bulk export)."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from conftest import SHARED
 from test_fhir_ingest import blina_admin, ingest, patient, quantity_obs, transaction_bundle, write_ndjson
 
-from adapter.db import Database
-from adapter.fhir.mapper import ResourceMapper, load_config, load_views
-from adapter.fhir.validate import SPEC_PATH, Validator, generate_spec, load_validator
-from adapter.resources import mappings_dir
+from blina_study.adapter.db import Database
+from blina_study.adapter.fhir.mapper import ResourceMapper, load_config, load_views
+from blina_study.adapter.fhir.validate import SPEC_PATH, Validator, generate_spec, load_validator
+from blina_study.adapter.resources import mappings_dir
 
 SYNTHEA = SHARED / "external" / "synthea-bulk-10"
 VIEWS, CONFIG = load_views(), load_config()
@@ -158,9 +158,9 @@ def test_spec_covers_every_view_and_a_validator_pickles() -> None:
 
 # ------------------------------------------------------------------------------------ differential
 def _synth_resources() -> Iterator[tuple[str, dict[str, Any]]]:
-    from adapter.synth.catalog import Catalog
-    from adapter.synth.generate import build_cohort
-    from adapter.synth.render_fhir import patient_resources
+    from blina_study.adapter.synth.catalog import Catalog
+    from blina_study.adapter.synth.generate import build_cohort
+    from blina_study.adapter.synth.render_fhir import patient_resources
 
     res = build_cohort(seed=7, patients=40, noise=3)
     cat = Catalog(res.study)
@@ -228,7 +228,7 @@ def test_cli_validate_switch(engine_url: str, tmp_path: Path, capsys: pytest.Cap
     with `--validate full` fhir.resources finds none of them invalid (later rules may still reject)."""
     from test_fhir_bulk_export import cli_db
 
-    from adapter.cli import main
+    from blina_study.adapter.cli import main
 
     url = cli_db.__wrapped__(engine_url)
     bad = []

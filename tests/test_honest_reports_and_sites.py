@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from adapter.cli import main
-from adapter.resources import mappings_dir
+from blina_study.adapter.cli import main
+from blina_study.adapter.resources import mappings_dir
 
 
 def _common(url: str, schema: str) -> list[str]:
@@ -244,9 +244,9 @@ def test_a_real_synthetic_cdm_is_recognised(shared_dir: Path, tmp_path: Path) ->
     import io
     import zipfile
 
-    from adapter.db import connect
-    from adapter.omop import create_cdm
-    from adapter.provenance import read_data_source
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.omop import create_cdm
+    from blina_study.adapter.provenance import read_data_source
 
     with zipfile.ZipFile(shared_dir / "external" / "eunomia-synthea27nj-5.4" / "Synthea27Nj_5.4.zip") as zf:
         name = next(n for n in zf.namelist() if n.endswith("CDM_SOURCE.csv"))

@@ -30,13 +30,13 @@ import pandas as pd
 import pytest
 from test_fhir_ingest import ICD10CM, LOINC, RXNORM, blina_admin, patient, quantity_obs, write_ndjson
 
-from adapter.db import Database, connect
-from adapter.fhir.ingest import ingest_fhir
-from adapter.fhir.ingest_sql import OMOP_TARGETS
-from adapter.fhir.mapper import load_config, load_views
-from adapter.omop import create_cdm
-from adapter.study import load_study
-from adapter.views import build
+from blina_study.adapter.db import Database, connect
+from blina_study.adapter.fhir.ingest import ingest_fhir
+from blina_study.adapter.fhir.ingest_sql import OMOP_TARGETS
+from blina_study.adapter.fhir.mapper import load_config, load_views
+from blina_study.adapter.omop import create_cdm
+from blina_study.adapter.study import load_study
+from blina_study.adapter.views import build
 
 SEQUENCES = {"duckdb": 150, "postgresql": 50}
 ROUNDS = 3  # exports after the first: every sequence makes 0-3 edits per round

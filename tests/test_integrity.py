@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from adapter.cli import main
-from adapter.db import Database, connect, mask_url, validate_schema, validate_site_id
-from adapter.errors import BlinaError
-from adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import Database, connect, mask_url, validate_schema, validate_site_id
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
 
 SECRET = "hunter2"
 

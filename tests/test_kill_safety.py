@@ -23,8 +23,8 @@ from pathlib import Path
 
 from test_fhir_ingest import blina_admin, patient, quantity_obs, write_ndjson
 
-from adapter.cli import main
-from adapter.db import connect
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import connect
 
 KILLS = {"ingest": 12, "load-omop": 8}
 BLINA = str(Path(sys.executable).with_name("blina"))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.survival import kaplan_meier, reverse_kaplan_meier
+from blina_study.analysis.survival import kaplan_meier, reverse_kaplan_meier
 
 REF = Path(__file__).parent / "fixtures" / "r_reference"
 DATA = pd.read_csv(REF / "survival_data.csv")

@@ -7,7 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from adapter.cli import main
+from blina_study.adapter.cli import main
 
 EUNOMIA = "eunomia-synthea27nj-5.4/Synthea27Nj_5.4.zip"
 HEADER = ("person_id,gender_concept_id,year_of_birth,month_of_birth,day_of_birth,birth_datetime,race_concept_id,"

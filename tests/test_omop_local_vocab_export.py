@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from adapter.cli import main
-from adapter.omop.vocabulary import study_concepts
+from blina_study.adapter.cli import main
+from blina_study.adapter.omop.vocabulary import study_concepts
 
 LOCAL_DRUG = 2100000001  # the hospital's own concept: above 2,000,000,000
 LOCAL_MRD = 2100000002  # the hospital lab's MRD test (a source concept, not standard)

@@ -16,8 +16,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from adapter.cli import main
-from adapter.omop.vocabulary import study_concepts
+from blina_study.adapter.cli import main
+from blina_study.adapter.omop.vocabulary import study_concepts
 from tests.conftest import PG_EXTERNAL, PG_HOST, PG_PORT, PG_USER
 
 pytestmark = pytest.mark.skipif(not PG_EXTERNAL, reason="needs the PostgreSQL server at 127.0.0.1:5432")

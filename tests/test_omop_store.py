@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapter.db import connect, quote_ident
-from adapter.errors import BlinaError
-from adapter.omop import create_cdm, field_spec, load_omop_csv, load_study_vocabulary, render_ddl
+from blina_study.adapter.db import connect, quote_ident
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.omop import create_cdm, field_spec, load_omop_csv, load_study_vocabulary, render_ddl
 
 
 def test_ddl_creates_every_table_with_the_spec_columns(db):

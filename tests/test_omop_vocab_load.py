@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from adapter.cli import main
-from adapter.db import connect
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import connect
 
 EUNOMIA = "eunomia-synthea27nj-5.4/Synthea27Nj_5.4.zip"
 VOCAB_FILES = ("CONCEPT", "CONCEPT_ANCESTOR", "CONCEPT_RELATIONSHIP", "VOCABULARY", "DOMAIN", "CONCEPT_CLASS",

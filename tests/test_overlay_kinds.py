@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from test_views_rules import CD3, NOT_DETECTED, Cdm, run
 
-from adapter.db import Database
-from adapter.study import StudyDefinition, StudyDefinitionError, load_overlay, load_study
-from adapter.views import extract
+from blina_study.adapter.db import Database
+from blina_study.adapter.study import StudyDefinition, StudyDefinitionError, load_overlay, load_study
+from blina_study.adapter.views import extract
 
 # The hospital's local vocabulary (written into CONCEPT by the test, as a hospital's own vocabulary is).
 LOCAL = [  # (concept_id, vocabulary_id, concept_code, domain_id, concept_class_id)
@@ -167,7 +167,7 @@ def test_system_on_an_omop_cdm_is_refused_before_any_query(db: Database, cdm: Cd
                        r"matched on this OMOP CDM") as err:
         run(db, study, overlay)
     assert "vocabulary_id" in err.value.hint and "drop system" in err.value.hint
-    from adapter.check import run_check
+    from blina_study.adapter.check import run_check
 
     with pytest.raises(StudyDefinitionError, match="FHIR code system"):
         run_check(db, study, overlay)
@@ -191,7 +191,7 @@ def test_system_and_source_concept_entries_are_malformed_together(tmp_path: Path
 
 def test_source_concept_entry_is_refused_for_fhir_input(db: Database, study: StudyDefinition,
                                                         tmp_path: Path) -> None:
-    from adapter.fhir.ingest import ingest_fhir
+    from blina_study.adapter.fhir.ingest import ingest_fhir
 
     overlay = load_overlay(_write(tmp_path, (
         "site_id: test\nvariables:\n  mrd: [{vocabulary_id: xyz_lab, concept_code: MRD_FLOW, unit: '%'}]\n")),
@@ -276,7 +276,7 @@ def test_system_is_applied_by_the_ingest_and_accepted_on_its_cdm(db: Database, s
     system as MRD and left the same code of another system out."""
     from test_fhir_ingest import blina_admin, patient, quantity_obs, write_ndjson
 
-    from adapter.fhir.ingest import ingest_fhir
+    from blina_study.adapter.fhir.ingest import ingest_fhir
 
     overlay = load_overlay(_write(tmp_path, (
         "site_id: test\nvariables:\n  mrd: [{source_value: MRD-LOC, system: 'urn:lab', unit: '%'}]\n")), study)
@@ -295,7 +295,7 @@ def test_system_is_applied_by_the_ingest_and_accepted_on_its_cdm(db: Database, s
 
 
 def test_report_run_info_shows_the_site_unit_factors() -> None:
-    from adapter.commands.report import run_info_parts
+    from blina_study.adapter.commands.report import run_info_parts
 
     info = {"parameters": {"course_gap_days": 7}, "site_unit_factors": [
         {"unit_family": "cells_per_litre", "unit": "cells/uL", "factor": 0.001, "canonical": "10*9/L"}]}

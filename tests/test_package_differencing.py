@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.federated.package import build_site_package
-from analysis.federated.simulate import simulate_site
-from analysis.io import read_course, read_patient
+from blina_study.analysis.federated.package import build_site_package
+from blina_study.analysis.federated.simulate import simulate_site
+from blina_study.analysis.io import read_course, read_patient
 
 INFO = {
     "package_version": "0.1.0",
@@ -94,7 +94,7 @@ def _sites(demo_dir: Path, tmp: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-    from adapter.cli import main
+    from blina_study.adapter.cli import main
 
     out = tmp_path_factory.mktemp("demo") / "demo-output"
     assert main(["demo", "--out", str(out)]) == 0
@@ -118,8 +118,8 @@ def test_no_suppressed_km_count_or_day_is_recovered(site_packages):
 
 def test_the_attack_works_on_unprotected_estimates(site_packages):
     """The attack is real: on the coordinator's unsuppressed per-site estimates it recovers cells."""
-    from analysis.federated import pool_site_statistics
-    from analysis.federated.package import _estimate_rows
+    from blina_study.analysis.federated import pool_site_statistics
+    from blina_study.analysis.federated.package import _estimate_rows
 
     hits = 0
     for path in site_packages:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapter.cli import main
-from analysis.federated.package import PackageError, build_site_package, pool_packages, read_package
-from analysis.federated.signing import SIGNATURE, generate_site_key, load_registry
-from analysis.federated.simulate import simulate_site
+from blina_study.adapter.cli import main
+from blina_study.analysis.federated.package import PackageError, build_site_package, pool_packages, read_package
+from blina_study.analysis.federated.signing import SIGNATURE, generate_site_key, load_registry
+from blina_study.analysis.federated.simulate import simulate_site
 
 INFO = {
     "package_version": "0.1.0",
@@ -103,7 +103,7 @@ def test_a_forger_who_re_signs_with_another_key_is_refused(signed, tmp_path):
     forged = _forged(pkgs["B"], tmp_path / "B-forged.zip")
     mallory, _ = generate_site_key("B", tmp_path / "mallory")
     members = _members(forged)
-    from analysis.federated.signing import sign_manifest
+    from blina_study.analysis.federated.signing import sign_manifest
 
     members[SIGNATURE] = sign_manifest(members["manifest.json"], "B", mallory)
     resigned = _write(tmp_path / "B-resigned.zip", members, fix_checksums=False)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from test_fhir_ingest import blina_admin, ingest, patient, quantity_obs, write_ndjson
 
-from adapter.db import Database
-from adapter.study import load_study
+from blina_study.adapter.db import Database
+from blina_study.adapter.study import load_study
 
 TODAY = dt.date.today()
 GOOD = quantity_obs("good", "P", "8122-4", 2, "10*9/L")
@@ -59,7 +59,7 @@ FINDINGS: dict[str, tuple[list, str]] = {
     "nul_in_a_study_string": ([patient("P", identifier=[{"system": "urn:mrn", "value": "M\u0000X"}])],
                               "NUL character in identifier_value"),
 }
-# With the default validation (adapter.fhir.validate, generated from the R4B models) these are already
+# With the default validation (blina_study.adapter.fhir.validate, generated from the R4B models) these are already
 # invalid FHIR R4 and rejected as such; the plausibility rule's reason is that of --validate full
 # (fhir.resources coerces them).
 FAST_REASONS = {
@@ -126,7 +126,7 @@ def test_followup_ignores_implausible_dates_of_records_not_loaded(db: Database, 
 
 
 def test_rules_file_is_validated(tmp_path: Path) -> None:
-    from adapter.fhir.plausibility import PlausibilityError, Rules, check_ranges, load_plausibility
+    from blina_study.adapter.fhir.plausibility import PlausibilityError, Rules, check_ranges, load_plausibility
 
     bad = tmp_path / "p.yaml"
     bad.write_text("dates: {earliest: '1900-01-01', latest_after_today_days: 366, death_grace_days: 30}\n"

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapter.cli import main
-from analysis.federated.package import build_site_package
-from analysis.federated.simulate import simulate_site
+from blina_study.adapter.cli import main
+from blina_study.analysis.federated.package import build_site_package
+from blina_study.analysis.federated.simulate import simulate_site
 
 INFO = {
     "package_version": "0.1.0",

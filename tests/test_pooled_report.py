@@ -1,4 +1,4 @@
-"""The pooled report (analysis.pooled_report) shows the central report's contents computed from
+"""The pooled report (blina_study.analysis.pooled_report) shows the central report's contents computed from
 pooled statistics: every published-vs-this-run figure, the KM curves, 95% limits and numbers at
 risk, equal to the central analysis of the concatenated centers (with the site-stratified Cox model
 that pool fits); response with exact Clopper-Pearson intervals; per-center values only as the
@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.federated import build_site_package, pool_packages
-from analysis.federated.simulate import simulate_site
-from analysis.pooled_report import (
+from blina_study.analysis.federated import build_site_package, pool_packages
+from blina_study.analysis.federated.simulate import simulate_site
+from blina_study.analysis.pooled_report import (
     NOT_POOLED_PREFIXES,
     clopper_pearson,
     forest_rows,
@@ -23,8 +23,8 @@ from analysis.pooled_report import (
     pooled_scope,
     render_pooled_report,
 )
-from analysis.report import run_figures
-from analysis.tables import analyze
+from blina_study.analysis.report import run_figures
+from blina_study.analysis.tables import analyze
 
 INFO = {
     "package_version": "0.1.0",
@@ -171,7 +171,7 @@ def test_per_center_values_are_the_published_ones(federation):
     pooled one the KM interval, unclipped."""
     pooled, _ = federation
     sc = pooled_scope(pooled.results)
-    from analysis.pooled_report import _log_ci, _published_values
+    from blina_study.analysis.pooled_report import _log_ci, _published_values
 
     est = _published_values(pooled)
     seen_suppressed = seen_point = False
@@ -198,8 +198,8 @@ def test_per_center_values_are_the_published_ones(federation):
 def test_log_ci_is_r_survfit_log():
     # R: summary(survfit(Surv(c(1,2,3,4,5,6,7,8,9,10), c(1,0,1,0,0,1,0,0,0,0)) ~ 1), times = 5)
     # survival 0.778, std.err 0.139, lower 0.5485, upper 1 (capped)
-    from analysis.pooled_report import _log_ci
-    from analysis.survival import kaplan_meier
+    from blina_study.analysis.pooled_report import _log_ci
+    from blina_study.analysis.survival import kaplan_meier
 
     km = kaplan_meier(list(range(1, 11)), [1, 0, 1, 0, 0, 1, 0, 0, 0, 0])
     s, se = km.survival_at(5)
@@ -212,7 +212,7 @@ def test_cox_block_names_its_model(federation):
     else the number of strata; a dropped covariate is listed as dropped, not estimated."""
     import copy
 
-    from analysis.pooled_report import _cox
+    from blina_study.analysis.pooled_report import _cox
 
     pooled, _ = federation
     cx = pooled.results["pooled"]["cox"]["efs"]
@@ -235,7 +235,7 @@ def test_aggregate_level_report(federation, tmp_path):
     is a meta-analysis or a stratified test, not the centralized analysis; no KM curve and no
     published comparison (no per-day counts); the forest plots show the centers' published estimates
     and the fixed-effect meta-analysis as the pooled row; per-center published values."""
-    from analysis.federated import build_site_package as build
+    from blina_study.analysis.federated import build_site_package as build
 
     rng = np.random.default_rng(20261204)
     frames = {s: simulate_site(rng, s, n) for s, n in SITES.items()}
@@ -248,7 +248,7 @@ def test_aggregate_level_report(federation, tmp_path):
     assert "Kaplan-Meier plot, pooled" not in text and "Table 9." not in text
     assert text.count('alt="forest plot') == 2 and "Table 10. Per-center values as each center published them" in text
     assert "coordinator-only statistics are used" not in text  # none were received at this level
-    from analysis.pooled_report import _published_values, aggregate_forest_rows
+    from blina_study.analysis.pooled_report import _published_values, aggregate_forest_rows
 
     block = pooled.results["pooled"]["survival"]["efs"]
     rows = aggregate_forest_rows(block, _published_values(pooled), "efs")

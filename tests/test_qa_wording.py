@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from adapter.cli import main
-from analysis.survival import cox_ph
+from blina_study.adapter.cli import main
+from blina_study.analysis.survival import cox_ph
 
 
 def test_cox_messages_name_covariates_without_a_python_list() -> None:
@@ -39,11 +39,11 @@ def test_results_schema_named_like_the_duckdb_file_is_one_clear_error(tmp_path: 
     Ambiguous reference to catalog or schema'; another schema name in the same file works."""
     import pytest
 
-    from adapter.db import connect
-    from adapter.errors import BlinaError
-    from adapter.omop import create_cdm, load_study_vocabulary
-    from adapter.study import load_study
-    from adapter.views import persist
+    from blina_study.adapter.db import connect
+    from blina_study.adapter.errors import BlinaError
+    from blina_study.adapter.omop import create_cdm, load_study_vocabulary
+    from blina_study.adapter.study import load_study
+    from blina_study.adapter.views import persist
 
     db = connect(str(tmp_path / "blina.duckdb"))
     create_cdm(db)
@@ -62,7 +62,7 @@ def test_every_overlay_file_named_in_the_help_examples_exists() -> None:
     import importlib
     import re
 
-    from adapter.cli import COMMANDS
+    from blina_study.adapter.cli import COMMANDS
 
     repo = Path(__file__).resolve().parents[1]
     named = {m for mod in COMMANDS.values()
@@ -77,7 +77,7 @@ def test_help_examples_on_site_duckdb_use_the_schemas_init_db_created() -> None:
     import importlib
     import re
 
-    from adapter.cli import COMMANDS
+    from blina_study.adapter.cli import COMMANDS
 
     examples = [ex for mod in COMMANDS.values() for ex in getattr(importlib.import_module(mod), "EXAMPLES", ())
                 if "--db site.duckdb" in ex]
@@ -92,9 +92,9 @@ def test_a_cox_p_of_an_infinite_estimate_is_marked() -> None:
 
     from test_report import make_tables
 
-    from analysis.published import PUBLISHED
-    from analysis.report import _agreement, run_figures
-    from analysis.tables import analyze
+    from blina_study.analysis.published import PUBLISHED
+    from blina_study.analysis.report import _agreement, run_figures
+    from blina_study.analysis.tables import analyze
 
     course, patient = make_tables()
     site = analyze(course, patient, parameters={"landmark_days": 365, "age_group_cut_years": 10}).pooled
@@ -114,8 +114,8 @@ def test_table_9_says_synthetic_beside_its_reproduced_count(tmp_path: Path) -> N
 
     from test_report import make_tables
 
-    from analysis.report import render_report
-    from analysis.tables import analyze
+    from blina_study.analysis.report import render_report
+    from blina_study.analysis.tables import analyze
 
     course, patient = make_tables()
     results = analyze(course, patient, by_center=False, parameters={"landmark_days": 365, "age_group_cut_years": 10})
@@ -144,7 +144,7 @@ def test_forest_plot_texts_are_not_cut_at_the_right_edge() -> None:
     import numpy as np
     from PIL import Image
 
-    from analysis.pooled_report import _forest_png
+    from blina_study.analysis.pooled_report import _forest_png
 
     rows = [("all: center1", 0.9, 0.8, 0.97, "90.0% (80.0-97.0%); n 30"),
             ("all: Pooled", None, None, None, "not estimable (no center published an estimate)")]

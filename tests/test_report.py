@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from adapter.cli import main
-from analysis.plots import km_plot_png
-from analysis.published import PUBLISHED, published_by_key
-from analysis.report import render_report, run_figures
-from analysis.survival import kaplan_meier
-from analysis.tables import analyze
+from blina_study.adapter.cli import main
+from blina_study.analysis.plots import km_plot_png
+from blina_study.analysis.published import PUBLISHED, published_by_key
+from blina_study.analysis.report import render_report, run_figures
+from blina_study.analysis.survival import kaplan_meier
+from blina_study.analysis.tables import analyze
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from test_report import make_tables
 
-from analysis.plots import km_plot_png
-from analysis.published import PUBLISHED, PublishedFigure, published_by_key
-from analysis.report import RunFigure, _agreement, render_report, run_figures
-from analysis.survival import kaplan_meier
-from analysis.tables import analyze
+from blina_study.analysis.plots import km_plot_png
+from blina_study.analysis.published import PUBLISHED, PublishedFigure, published_by_key
+from blina_study.analysis.report import RunFigure, _agreement, render_report, run_figures
+from blina_study.analysis.survival import kaplan_meier
+from blina_study.analysis.tables import analyze
 
 NEW_KEYS = (
     "flow.chemo_delay_by_referral", "courses.pre_status.CR-MRDneg", "courses.per_patient", "baseline.age",
@@ -90,7 +90,7 @@ def test_km_plot_draws_the_confidence_band():
 
 
 def test_cli_analyze_offers_log_log_limits_and_states_the_transform(tmp_path):
-    from adapter.cli import main
+    from blina_study.adapter.cli import main
 
     course, patient = make_tables()
     c, p = tmp_path / "course.csv", tmp_path / "patient.csv"

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from test_fhir_ingest import blina_admin, patient, quantity_obs, write_ndjson
 
-from adapter.check import run_check
-from adapter.cli import main
-from adapter.db import connect
-from adapter.fhir.ingest import ingest_fhir
-from adapter.omop import create_cdm, load_study_vocabulary
-from adapter.study import load_study
+from blina_study.adapter.check import run_check
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import connect
+from blina_study.adapter.fhir.ingest import ingest_fhir
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.study import load_study
 
 
 def _export(tmp_path: Path, n: int = 3) -> Path:

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from _helpers import find_shared
 
-from adapter.fhir.fhirpath import (
+from blina_study.adapter.fhir.fhirpath import (
     NOT_SCALAR,
     Env,
     FhirPathError,
     FhirPathEvaluationError,
     compile_path,
 )
-from adapter.fhir.viewdef import (
+from blina_study.adapter.fhir.viewdef import (
     NOT_SUPPORTED,
     ViewDefinition,
     ViewDefinitionError,
@@ -118,7 +118,7 @@ def test_committed_report_is_current(tmp_path: Path) -> None:
     fresh = write_conformance_report(run_conformance(SUITE), tmp_path / "r.md", SUITE)
     assert REPORT.read_text(encoding="utf-8") == fresh, (
         "docs/sof-conformance.md is stale: run "
-        "`python -m adapter.fhir.viewdef --conformance-report docs/sof-conformance.md`"
+        "`python -m blina_study.adapter.fhir.viewdef --conformance-report docs/sof-conformance.md`"
     )
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from scipy.stats import fisher_exact, nchypergeom_fisher
 
-from analysis.stats import fisher_exact_2x2, median_range, proportion, wilcoxon_signed_rank
-from analysis.survival import cox_ph, format_surv_se, kaplan_meier, logrank_test
+from blina_study.analysis.stats import fisher_exact_2x2, median_range, proportion, wilcoxon_signed_rank
+from blina_study.analysis.survival import cox_ph, format_surv_se, kaplan_meier, logrank_test
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "r_reference"
 REF = json.loads((HERE / "reference_values.json").read_text())

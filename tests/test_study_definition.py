@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapter.resources import mappings_dir
-from adapter.study import StudyDefinitionError, load_overlay, load_study
+from blina_study.adapter.resources import mappings_dir
+from blina_study.adapter.study import StudyDefinitionError, load_overlay, load_study
 
 PROTOCOL_PARAMS = {
     "course_gap_days": 7, "status_lookback_days": 30, "blast_cr_threshold_pct": 5.0,

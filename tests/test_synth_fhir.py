@@ -15,12 +15,12 @@ import pytest
 import yaml
 from _helpers import same_text
 
-from adapter.resources import mappings_dir
-from adapter.study import load_study
-from adapter.synth import oracle
-from adapter.synth.catalog import Catalog
-from adapter.synth.generate import _cell
-from adapter.synth.timeline import (
+from blina_study.adapter.resources import mappings_dir
+from blina_study.adapter.study import load_study
+from blina_study.adapter.synth import oracle
+from blina_study.adapter.synth.catalog import Catalog
+from blina_study.adapter.synth.generate import _cell
+from blina_study.adapter.synth.timeline import (
     Administration,
     ConditionRecord,
     Measurement,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from adapter.cli import main
-from adapter.synth import build_cohort, generate
-from adapter.synth.oracle import COURSE_COLUMNS, PATIENT_COLUMNS
+from blina_study.adapter.cli import main
+from blina_study.adapter.synth import build_cohort, generate
+from blina_study.adapter.synth.oracle import COURSE_COLUMNS, PATIENT_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from _helpers import same_text, truth_rows
 
-from adapter.omop import load_omop_csv
-from adapter.resources import mappings_dir
-from adapter.study import load_overlay, load_study
-from adapter.synth import oracle
-from adapter.synth.generate import _cell
-from adapter.synth.omop_events import timelines_from_omop
+from blina_study.adapter.omop import load_omop_csv
+from blina_study.adapter.resources import mappings_dir
+from blina_study.adapter.study import load_overlay, load_study
+from blina_study.adapter.synth import oracle
+from blina_study.adapter.synth.generate import _cell
+from blina_study.adapter.synth.omop_events import timelines_from_omop
 
 
 @pytest.mark.parametrize("site,folder,overlay", [

@@ -6,9 +6,9 @@ from datetime import date, timedelta
 
 import pytest
 
-from adapter.study import load_study
-from adapter.synth.oracle import derive, find_courses, status_at
-from adapter.synth.timeline import (
+from blina_study.adapter.study import load_study
+from blina_study.adapter.synth.oracle import derive, find_courses, status_at
+from blina_study.adapter.synth.timeline import (
     Administration,
     ConditionRecord,
     Measurement,

@@ -15,12 +15,12 @@ from pathlib import Path
 import pandas as pd
 from _helpers import concept_id
 
-from adapter.db import Database, connect
-from adapter.omop import create_cdm, load_omop_csv, load_study_vocabulary
-from adapter.study import load_study
-from adapter.views import build
-from analysis.io import coerce_table
-from analysis.tables import tcell_change
+from blina_study.adapter.db import Database, connect
+from blina_study.adapter.omop import create_cdm, load_omop_csv, load_study_vocabulary
+from blina_study.adapter.study import load_study
+from blina_study.adapter.views import build
+from blina_study.analysis.io import coerce_table
+from blina_study.analysis.tables import tcell_change
 
 
 def _rewrite_in_per_microlitre(src: Path, dst: Path, per_litre_ids: set[str], per_ul_id: str) -> int:
@@ -108,7 +108,7 @@ def test_conversion_is_the_exact_decimal_product(db: Database, synth_dir: Path) 
     """The SQL rule value by value, on both engines (the same double on each)."""
     from _helpers import insert_row
 
-    from adapter.views import render_query
+    from blina_study.adapter.views import render_query
 
     assert load_omop_csv(db, synth_dir / "center3_omop_standard").rejected == []
     person = db.query(f"select min(person_id) from {db.qualified('cdm', 'person')}")[0][0]

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from _helpers import concept_id, insert_row
 
-from adapter.check import run_check
-from adapter.cli import main
-from adapter.db import Database, connect
-from adapter.omop import create_cdm, load_study_vocabulary
-from adapter.study import load_study
+from blina_study.adapter.check import run_check
+from blina_study.adapter.cli import main
+from blina_study.adapter.db import Database, connect
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.study import load_study
 
 D0 = dt.date(2020, 5, 4)
 
@@ -111,7 +111,7 @@ def test_cli_check_exit_1_when_required_variable_missing(tmp_path: Path, capsys:
 def test_check_gives_the_fix_for_unusable_units_and_unresolved_overlay_codes(db: Database, tmp_path: Path) -> None:
     """Issue 11, Deliver 4: units check cannot convert, rows with no unit, and overlay source concepts
     missing from CONCEPT: each is one message with its fix (the overlay's unit_factor where it helps)."""
-    from adapter.study import load_overlay
+    from blina_study.adapter.study import load_overlay
 
     _site(db)
     # CD3 with a number and no unit at all

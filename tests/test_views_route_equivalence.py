@@ -18,15 +18,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from adapter.db import Database
-from adapter.fhir.ingest import ingest_fhir
-from adapter.omop import load_omop_csv
-from adapter.resources import mappings_dir
-from adapter.study import load_overlay, load_study
-from adapter.synth.catalog import Catalog
-from adapter.synth.cohort import CENTERS
-from adapter.synth.generate import build_cohort, render_timelines
-from adapter.views import COURSE_COLUMNS, PATIENT_COLUMNS, build
+from blina_study.adapter.db import Database
+from blina_study.adapter.fhir.ingest import ingest_fhir
+from blina_study.adapter.omop import load_omop_csv
+from blina_study.adapter.resources import mappings_dir
+from blina_study.adapter.study import load_overlay, load_study
+from blina_study.adapter.synth.catalog import Catalog
+from blina_study.adapter.synth.cohort import CENTERS
+from blina_study.adapter.synth.generate import build_cohort, render_timelines
+from blina_study.adapter.views import COURSE_COLUMNS, PATIENT_COLUMNS, build
 
 FHIR_ROUTES = ("fhir_ndjson", "fhir_bundle")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from adapter.db import Database
-from adapter.study import SiteOverlay, StudyDefinition, load_study
-from adapter.views import COURSE_COLUMNS, PATIENT_COLUMNS, build
+from blina_study.adapter.db import Database
+from blina_study.adapter.study import SiteOverlay, StudyDefinition, load_study
+from blina_study.adapter.views import COURSE_COLUMNS, PATIENT_COLUMNS, build
 
 D0 = dt.date(2021, 3, 1)
 BLINA = ("RxNorm", "1597262")        # blinatumomab 0.035 MG Injection (a product: ingredient roll-up)
@@ -713,7 +713,7 @@ def _clinical_story(cdm: Cdm, pid: int, *, local: bool) -> None:
 
 def test_overlay_local_codes_give_same_result_as_standard_codes(db: Database, cdm: Cdm, study: StudyDefinition,
                                                                 tmp_path: Path) -> None:
-    from adapter.study import load_overlay
+    from blina_study.adapter.study import load_overlay
 
     path = tmp_path / "site.yaml"
     path.write_text(

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from _helpers import concept_id, insert_row
 
-from adapter.db import Database, connect
-from adapter.omop import create_cdm, load_study_vocabulary
-from adapter.resources import sql_dir
-from adapter.study import SiteOverlay, StudyDefinition, load_overlay, load_study
-from adapter.views import (
+from blina_study.adapter.db import Database, connect
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.resources import sql_dir
+from blina_study.adapter.study import SiteOverlay, StudyDefinition, load_overlay, load_study
+from blina_study.adapter.views import (
     COURSE_COLUMNS,
     INPUT_RELATIONS,
     PATIENT_COLUMNS,
@@ -172,7 +172,7 @@ def test_overlay_rows_counted_only_with_overlay(db: Database, study: StudyDefini
 
 
 def test_site_id_required_and_validated(db: Database, study: StudyDefinition) -> None:
-    from adapter.errors import BlinaError
+    from blina_study.adapter.errors import BlinaError
 
     with pytest.raises(BlinaError, match="no site id"):
         render(study, None, db)
@@ -181,7 +181,7 @@ def test_site_id_required_and_validated(db: Database, study: StudyDefinition) ->
 
 
 def test_missing_table_is_a_clear_error(study: StudyDefinition, tmp_path: Path) -> None:
-    from adapter.errors import BlinaError
+    from blina_study.adapter.errors import BlinaError
 
     db = connect(str(tmp_path / "empty.duckdb"))
     with pytest.raises(BlinaError, match="building course and patient failed") as err:
@@ -240,7 +240,7 @@ def _pg_counts(db: Database) -> tuple[int, int]:
 
 def test_build_as_select_only_role_creates_nothing(request: pytest.FixtureRequest, study: StudyDefinition,
                                                   tmp_path: Path) -> None:
-    from adapter.errors import BlinaError
+    from blina_study.adapter.errors import BlinaError
 
     pg = request.getfixturevalue("postgresql").info
     admin_url = f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.dbname}"

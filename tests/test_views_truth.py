@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from _helpers import truth_rows
 
-from adapter.db import Database
-from adapter.omop import load_omop_csv
-from adapter.resources import mappings_dir
-from adapter.study import load_overlay, load_study
-from adapter.synth import generate
-from adapter.views import COURSE_COLUMNS, PATIENT_COLUMNS, build
+from blina_study.adapter.db import Database
+from blina_study.adapter.omop import load_omop_csv
+from blina_study.adapter.resources import mappings_dir
+from blina_study.adapter.study import load_overlay, load_study
+from blina_study.adapter.synth import generate
+from blina_study.adapter.views import COURSE_COLUMNS, PATIENT_COLUMNS, build
 
 
 @pytest.fixture(scope="module")

@@ -1,1 +1,1 @@
-"""One module per ``blina`` command (see adapter.cli)."""
+"""One module per ``blina`` command (see blina_study.adapter.cli)."""

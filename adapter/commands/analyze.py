@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from adapter.commands.inputs import add_input_arguments, describe, read_inputs
-from adapter.commands.report import add_km_conf_type, analyze_tables, run_info_parts
+from blina_study.adapter.commands.inputs import add_input_arguments, describe, read_inputs
+from blina_study.adapter.commands.report import add_km_conf_type, analyze_tables, run_info_parts
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run"]
 
@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.io import write_results
-    from analysis.stats import format_p
+    from blina_study.analysis.io import write_results
+    from blina_study.analysis.stats import format_p
 
     inputs = read_inputs(args)
     course, patient, info = inputs.course, inputs.patient, inputs.run_info

@@ -11,9 +11,9 @@ import argparse
 import re
 from pathlib import Path
 
-from adapter.commands.common import add_db_arguments, add_study_arguments, open_db, study_from_args
-from adapter.db import Database, Schemas
-from adapter.errors import BlinaError
+from blina_study.adapter.commands.common import add_db_arguments, add_study_arguments, open_db, study_from_args
+from blina_study.adapter.db import Database, Schemas
+from blina_study.adapter.errors import BlinaError
 
 HELP = "build the course and patient tables from OMOP CDM (read-only unless --results-schema)"
 EXAMPLES = [
@@ -48,8 +48,8 @@ def offline_db(args: argparse.Namespace) -> Database:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.cohort import require_one_site_per_person, require_study_patients
-    from adapter.views import build, persist, render
+    from blina_study.adapter.cohort import require_one_site_per_person, require_study_patients
+    from blina_study.adapter.views import build, persist, render
 
     study, overlay = study_from_args(args)
     if args.sql_only:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     pre = course.pre_status.value_counts().to_dict() if len(course) else {}
     print(f"built {len(course)} courses of {len(patient)} patients "
           f"(pre-course status: {', '.join(f'{k} {v}' for k, v in sorted(pre.items())) or 'none'})")
-    from adapter.views import site_unit_stamp
+    from blina_study.adapter.views import site_unit_stamp
 
     for u in site_unit_stamp(study, overlay):  # the site's own factors, stated beside the result
         print(f"site unit: {u['unit']} = {u['factor']:g} {u['canonical']} ({u['unit_family']}, from the overlay)")

@@ -7,8 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from adapter.commands.common import add_db_arguments, add_study_arguments, open_db, study_from_args
-from adapter.errors import DataFindings
+from blina_study.adapter.commands.common import add_db_arguments, add_study_arguments, open_db, study_from_args
+from blina_study.adapter.errors import DataFindings
 
 HELP = "pre-flight: CDM version, tables, rows per study variable, unmapped codes, unusable units"
 EXAMPLES = [
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.check import run_check
+    from blina_study.adapter.check import run_check
 
     study, overlay = study_from_args(args)
     with open_db(args, read_only=True) as db:

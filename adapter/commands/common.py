@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from adapter.db import DEFAULT_DB, Database, connect, validate_schema, validate_site_id
-from adapter.study import SiteOverlay, StudyDefinition, load_overlay, load_study
+from blina_study.adapter.db import DEFAULT_DB, Database, connect, validate_schema, validate_site_id
+from blina_study.adapter.study import SiteOverlay, StudyDefinition, load_overlay, load_study
 
 __all__ = ["add_db_arguments", "add_study_arguments", "add_table_arguments", "check_identifiers", "open_db",
            "study_from_args"]
@@ -14,7 +14,8 @@ __all__ = ["add_db_arguments", "add_study_arguments", "add_table_arguments", "ch
 def check_identifiers(args: argparse.Namespace) -> None:
     """Validate every site id and schema name given on the command line, before any work.
 
-    One pattern each (adapter.db.SITE_ID_PATTERN, adapter.db.IDENT_PATTERN); raises BlinaError (exit 2).
+    One pattern each (blina_study.adapter.db.SITE_ID_PATTERN, blina_study.adapter.db.IDENT_PATTERN);
+    raises BlinaError (exit 2).
     """
     for attr in ("site", "site_id"):
         if getattr(args, attr, None) is not None:
@@ -53,8 +54,8 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def study_from_args(args: argparse.Namespace) -> tuple[StudyDefinition, SiteOverlay | None]:
-    from adapter.errors import BlinaError
-    from adapter.study import Params
+    from blina_study.adapter.errors import BlinaError
+    from blina_study.adapter.study import Params
 
     study = load_study(args.study)
     overrides = {}

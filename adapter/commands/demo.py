@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from adapter.errors import BlinaError
-from adapter.resources import mappings_dir
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.resources import mappings_dir
 
 HELP = "run the whole pipeline on synthetic data in embedded DuckDB and write the study report"
 EXAMPLES = ["blina demo", "blina demo --out demo-output --seed 7 --patients 210"]
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _step(log: io.TextIOBase, argv: list[str]) -> int:
-    from adapter.cli import main
+    from blina_study.adapter.cli import main
 
     log.write(f"\n$ blina {' '.join(argv)}\n")
     buf_out, buf_err = io.StringIO(), io.StringIO()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adapter.commands.build import add_common
-from adapter.commands.common import open_db, study_from_args
+from blina_study.adapter.commands.build import add_common
+from blina_study.adapter.commands.common import open_db, study_from_args
 
 HELP = "write course/patient CSV + Parquet, lineage.csv (stays at the site) and extract.json"
 EXAMPLES = [
@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.cohort import require_one_site_per_person
-    from adapter.views import extract
+    from blina_study.adapter.cohort import require_one_site_per_person
+    from blina_study.adapter.views import extract
 
     study, overlay = study_from_args(args)
     with open_db(args, read_only=True) as db:

@@ -1,4 +1,4 @@
-"""``blina ingest``: load FHIR R4 Bundles / Bulk Data NDJSON into the OMOP CDM (see adapter.fhir.ingest)."""
+"""``blina ingest``: load FHIR R4 Bundles / Bulk Data NDJSON into the OMOP CDM (see blina_study.adapter.fhir.ingest)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from adapter.commands.common import add_db_arguments, open_db
-from adapter.errors import BlinaError, DataFindings
-from adapter.fhir.reader import discover_files
-from adapter.omop import create_cdm
+from blina_study.adapter.commands.common import add_db_arguments, open_db
+from blina_study.adapter.errors import BlinaError, DataFindings
+from blina_study.adapter.fhir.reader import discover_files
+from blina_study.adapter.omop import create_cdm
 
 HELP = "ingest FHIR R4 Bundles and Bulk Data NDJSON (.ndjson, .ndjson.gz, folders) into OMOP CDM v5.4"
 EXAMPLES = [
@@ -109,8 +109,8 @@ def _schema_exists(db, schema: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.fhir.ingest import ingest_fhir
-    from adapter.study import load_overlay, load_study
+    from blina_study.adapter.fhir.ingest import ingest_fhir
+    from blina_study.adapter.study import load_overlay, load_study
 
     study = load_study(args.study)
     overlay = load_overlay(args.overlay, study) if args.overlay else None

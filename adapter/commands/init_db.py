@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from adapter.commands.common import add_db_arguments, open_db
-from adapter.omop import create_cdm, load_study_vocabulary
-from adapter.omop.vocabulary import foreign_concept_count
+from blina_study.adapter.commands.common import add_db_arguments, open_db
+from blina_study.adapter.omop import create_cdm, load_study_vocabulary
+from blina_study.adapter.omop.vocabulary import foreign_concept_count
 
 HELP = "create OMOP CDM v5.4 tables (and load the study vocabulary subset) in a new database"
 EXAMPLES = [

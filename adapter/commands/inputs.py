@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from adapter.errors import BlinaError
+from blina_study.adapter.errors import BlinaError
 
 __all__ = ["StudyInputs", "add_input_arguments", "describe", "read_inputs"]
 
@@ -78,7 +78,7 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 
 def _read_info(path: Path) -> dict[str, Any] | None:
-    from adapter.commands.report import read_json_object
+    from blina_study.adapter.commands.report import read_json_object
 
     return read_json_object(path, "run-info") if path.is_file() else None
 
@@ -92,8 +92,8 @@ def _params(info: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def read_inputs(args: argparse.Namespace) -> StudyInputs:
     """Read every input, check it and combine the tables by site_id (see the module doc)."""
-    from adapter.commands.report import read_json_object, require_patients
-    from analysis.io import read_course, read_patient
+    from blina_study.adapter.commands.report import read_json_object, require_patients
+    from blina_study.analysis.io import read_course, read_patient
 
     pairs = _pairs(args)
     courses, patients, infos = [], [], []
@@ -166,7 +166,7 @@ def _combined_info(infos: list[tuple[Path, dict[str, Any] | None]]) -> dict[str,
 
 def describe(inputs: StudyInputs) -> str:
     """The data-source sentence of :func:`adapter.provenance.describe_sources`."""
-    from adapter.provenance import describe_sources
+    from blina_study.adapter.provenance import describe_sources
 
     return describe_sources(inputs.sources)
 

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from adapter.commands.common import add_db_arguments, open_db
-from adapter.errors import BlinaError, DataFindings
-from adapter.omop import create_cdm, load_omop_csv
+from blina_study.adapter.commands.common import add_db_arguments, open_db
+from blina_study.adapter.errors import BlinaError, DataFindings
+from blina_study.adapter.omop import create_cdm, load_omop_csv
 
 HELP = ("load a folder of OMOP CDM v5.4 CSV files, with the export's own vocabulary tables, into the database "
         "(rows that do not parse are rejected)")
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ... {len(report.rejected) - 20} more (see --report)")
     if report.skipped_files:
         print(f"skipped files that are not CDM tables the study reads: {', '.join(report.skipped_files)}")
-    from adapter.omop.ddl import field_spec
+    from blina_study.adapter.omop.ddl import field_spec
 
     spec = field_spec()
     if not any(spec[t][0].schema_role == "vocab" for t in report.loaded):

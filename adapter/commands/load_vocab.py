@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from adapter.commands.common import add_db_arguments, open_db
-from adapter.omop import create_cdm
+from blina_study.adapter.commands.common import add_db_arguments, open_db
+from blina_study.adapter.omop import create_cdm
 
 HELP = "load an OHDSI Athena vocabulary download (tab-separated CONCEPT.csv ...) into the vocabulary schema"
 EXAMPLES = [
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.omop.athena import _stderr_progress, load_athena
+    from blina_study.adapter.omop.athena import _stderr_progress, load_athena
 
     with open_db(args) as db:
         create_cdm(db)

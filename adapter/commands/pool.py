@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.federated.package import pool_packages
-    from analysis.pooled_report import render_pooled_report
+    from blina_study.analysis.federated.package import pool_packages
+    from blina_study.analysis.pooled_report import render_pooled_report
 
     pooled = pool_packages(args.packages, cox_strata=args.cox_strata, keys=args.keys)
     if args.keys is None:

@@ -3,7 +3,7 @@
 The extract step writes ``extract.json`` beside ``course`` / ``patient`` with the study parameters,
 fingerprints and data source of the run; it is read from there (``--run-info`` gives another file), so
 the report states what produced the tables and says so when the data are synthetic. Several sites'
-extracts are combined by site_id (:mod:`adapter.commands.inputs`).
+extracts are combined by site_id (:mod:`blina_study.adapter.commands.inputs`).
 Accepted run-info keys: ``params`` (or ``parameters``): the study parameters; ``fingerprint`` (or
 ``fingerprints``): named fingerprints; any other scalar top-level value (e.g. ``site_id``,
 ``extracted_at``) is shown with the fingerprints; an embedded ``data_quality`` object is used when
@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapter.errors import BlinaError
+from blina_study.adapter.errors import BlinaError
 
 __all__ = ["HELP", "EXAMPLES", "add_arguments", "run", "read_json_object", "run_info_parts", "analyze_tables",
            "require_patients"]
@@ -31,7 +31,7 @@ EXAMPLES = [
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from adapter.commands.inputs import add_input_arguments
+    from blina_study.adapter.commands.inputs import add_input_arguments
 
     add_input_arguments(p)
     p.add_argument("--out", required=True, metavar="FILE", help="HTML file to write, e.g. report.html")
@@ -76,7 +76,7 @@ def run_info_parts(info: dict[str, Any] | None) -> tuple[dict[str, Any], dict[st
     Without run-info, the parameters shown are the packaged study definition's, labelled as assumed.
     """
     if info is None:
-        from adapter.study import load_study
+        from blina_study.adapter.study import load_study
 
         study = load_study(None)
         fp = {"study_definition": f"{study.fingerprint()} (assumed: packaged {study.study_id} "
@@ -105,7 +105,7 @@ def _cox_not_estimable(orig: Any) -> Any:
     into an unestimated model with the reason, instead of aborting the whole analysis."""
     import math
 
-    from analysis.survival import CoxResult
+    from blina_study.analysis.survival import CoxResult
 
     def safe(data: Any, duration_col: str, event_col: str, covariates: Any, **kw: Any) -> Any:
         try:
@@ -118,7 +118,7 @@ def _cox_not_estimable(orig: Any) -> Any:
             why = ("no model: the fit diverged (quasi-complete separation; a hazard ratio tends to "
                    "0 or infinity)")
             return CoxResult((), (), n, n_ev, int((~complete).sum()), math.nan, False,
-                             "Cox proportional hazards (analysis.cox, Efron ties)", (why,))
+                             "Cox proportional hazards (blina_study.analysis.cox, Efron ties)", (why,))
 
     return safe
 
@@ -126,7 +126,7 @@ def _cox_not_estimable(orig: Any) -> Any:
 def require_patients(course: Any, patient: Any, source: str) -> None:
     """No patient is a data finding (exit 1), never an analysis of n = 0 (a Fisher "P = 1.000" on 0/0,
     a published figure "reproduced" from nothing)."""
-    from adapter.errors import DataFindings
+    from blina_study.adapter.errors import DataFindings
 
     if len(patient) == 0:
         raise DataFindings(
@@ -138,11 +138,11 @@ def require_patients(course: Any, patient: Any, source: str) -> None:
 def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[str, Any],
                    source: str = "the patient table", km_conf_type: str = "log",
                    cox_strata_by_site: bool = False) -> Any:
-    """``analysis.tables.analyze``, but a Cox fit that diverges at one center (analysis/survival.py
+    """``blina_study.analysis.tables.analyze``, but a Cox fit that diverges at one center (analysis/survival.py
     ``cox_ph`` raises OverflowError on quasi-separated data) is reported as not estimable rather
     than stopping the run. Only on that failure is the analysis repeated with the guard. No patient
-    raises :class:`adapter.errors.DataFindings` (``source`` names the input in the sentence)."""
-    import analysis.tables as tables
+    raises :class:`blina_study.adapter.errors.DataFindings` (``source`` names the input in the sentence)."""
+    import blina_study.analysis.tables as tables
 
     require_patients(course, patient, source)
     kw = {"by_center": by_center, "parameters": params, "km_conf_type": km_conf_type,
@@ -159,8 +159,8 @@ def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[s
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.commands.inputs import describe, read_inputs
-    from analysis.report import render_report
+    from blina_study.adapter.commands.inputs import describe, read_inputs
+    from blina_study.analysis.report import render_report
 
     inputs = read_inputs(args)
     course, patient = inputs.course, inputs.patient

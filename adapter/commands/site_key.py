@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.federated.signing import generate_site_key, load_registry
+    from blina_study.analysis.federated.signing import generate_site_key, load_registry
 
     private, public = generate_site_key(args.site_id, args.out_dir)
     (kid,) = load_registry(public)[args.site_id]

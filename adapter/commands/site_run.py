@@ -7,10 +7,10 @@ import json
 import zipfile
 from pathlib import Path
 
-from adapter import __version__
-from adapter.commands.common import add_db_arguments, add_study_arguments, open_db, study_from_args
-from adapter.db import Database
-from adapter.errors import BlinaError, DataFindings
+from blina_study.adapter import __version__
+from blina_study.adapter.commands.common import add_db_arguments, add_study_arguments, open_db, study_from_args
+from blina_study.adapter.db import Database
+from blina_study.adapter.errors import BlinaError, DataFindings
 
 # The smallest site a package is written for: the vantage6 node's default (vantage6/v6_blina
 # DEFAULT_MIN_PATIENTS, BLINA_MIN_PATIENTS), so both federated routes refuse the same small sites.
@@ -67,9 +67,9 @@ def vocabulary_version(db: Database) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.views import site_unit_stamp
-    from analysis.federated.package import build_site_package
-    from analysis.io import read_course, read_patient
+    from blina_study.adapter.views import site_unit_stamp
+    from blina_study.analysis.federated.package import build_site_package
+    from blina_study.analysis.io import read_course, read_patient
 
     if args.out.is_dir():  # checked before any work: a folder cannot become the package file
         raise BlinaError(f"--out {args.out} is a folder", hint="name the package file, e.g. --out center1.zip")
@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, AttributeError):
             synthetic = None
     else:
-        from adapter.cohort import require_one_site_per_person, require_study_patients
-        from adapter.provenance import read_data_source
-        from adapter.views import build, input_fingerprint
+        from blina_study.adapter.cohort import require_one_site_per_person, require_study_patients
+        from blina_study.adapter.provenance import read_data_source
+        from blina_study.adapter.views import build, input_fingerprint
 
         with open_db(args, read_only=args.db.endswith(".duckdb")) as db:
             require_one_site_per_person(db)

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from adapter.synth import generate
+    from blina_study.adapter.synth import generate
 
     m = generate(args.out, seed=args.seed, patients=args.patients, noise=args.noise)
     per_center = ", ".join(f"{k} {v['patients']}" for k, v in m["centers"].items())

@@ -1,6 +1,6 @@
 """FHIR side of the adapter: a FHIRPath subset compiler and a SQL-on-FHIR v2 view runner.
 
-Exports are resolved lazily so that ``python -m adapter.fhir.viewdef`` does not import the
+Exports are resolved lazily so that ``python -m blina_study.adapter.fhir.viewdef`` does not import the
 module twice.
 """
 
@@ -39,5 +39,5 @@ _HOME = {
 def __getattr__(name: str) -> Any:
     module = _HOME.get(name)
     if module is None:
-        raise AttributeError(f"module 'adapter.fhir' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"adapter.fhir.{module}"), name)
+        raise AttributeError(f"module 'blina_study.adapter.fhir' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"blina_study.adapter.fhir.{module}"), name)

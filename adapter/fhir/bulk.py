@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from adapter.errors import BlinaError
-from adapter.fhir.reader import BOM, discover_files, is_ndjson
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.fhir.reader import BOM, discover_files, is_ndjson
 
 __all__ = ["BulkInput", "Manifest", "ServerError", "count_findings", "prepare"]
 

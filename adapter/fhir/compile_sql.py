@@ -1,7 +1,7 @@
 """SQL-on-FHIR v2 ViewDefinitions compiled to one DuckDB query over NDJSON.
 
 ``compile_view(view, source_sql)`` turns a validated ``ViewDefinition`` (the Python runner in
-``adapter.fhir.viewdef`` stays the reference and the fallback) into one SELECT over a relation with
+``blina_study.adapter.fhir.viewdef`` stays the reference and the fallback) into one SELECT over a relation with
 a single ``JSON`` column ``json`` (e.g. ``read_ndjson_objects('x.ndjson.gz')``), so parsing,
 filtering and flattening run inside DuckDB. Unsupported features raise ``CompileDeclined`` naming
 the feature; the caller then uses the runner for that view.
@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from adapter.fhir.fhirpath import (
+from blina_study.adapter.fhir.fhirpath import (
     _CHOICE_BASES,
     _CHOICE_SUFFIXES,
     _DATETIME_RE,
@@ -52,7 +52,7 @@ from adapter.fhir.fhirpath import (
     _cap,
     _Parser,
 )
-from adapter.fhir.viewdef import ViewDefinition, ViewEvaluationError
+from blina_study.adapter.fhir.viewdef import ViewDefinition, ViewEvaluationError
 
 __all__ = ["CompileDeclined", "CompiledView", "compile_view", "conformance_lines", "run_compiled"]
 
@@ -452,7 +452,7 @@ def conformance_lines(suite_dir: Path) -> list[str]:
     A case passes when its rows (order-insensitive) and counts match and the compiled rows equal the
     runner's; ``expectError`` cases pass when the view or the query is rejected.
     """
-    from adapter.fhir.viewdef import ViewDefinitionError, run_view
+    from blina_study.adapter.fhir.viewdef import ViewDefinitionError, run_view
 
     def canon(value: Any) -> Any:
         if value is None or isinstance(value, (bool, str)):
@@ -486,7 +486,7 @@ def conformance_lines(suite_dir: Path) -> list[str]:
             ok = ok and got == sorted(canon(r) for r in run_view(view, data["resources"]))
             (passed if ok else failed).append(f"- `{case_id}`")
     return [
-        "## Compiled to DuckDB SQL (`adapter.fhir.compile_sql`)",
+        "## Compiled to DuckDB SQL (`blina_study.adapter.fhir.compile_sql`)",
         "",
         "The same cases on the SQL compiler; a view it cannot compile is declined by name and the runner",
         "takes it. Accepted cases must also give the runner's rows (`tests/test_fhir_compile_sql.py`).",

@@ -8,13 +8,13 @@ Every input resource ends as exactly one of (the accounting identity, checked by
   whose codings is a study code: only parsed and counted, its dates still extend the patient's
   observation period, protocol 3b.10), ``status`` (``entered-in-error``/``not-done``/``cancelled``,
   protocol 3b.3), ``duplicate`` (an identical copy of a resource already read in this run, study-relevant
-  or not; found by a disk-backed index of every type/id, ``adapter.fhir.dupes``), ``filtered``
+  or not; found by a disk-backed index of every type/id, ``blina_study.adapter.fhir.dupes``), ``filtered``
   (dropped by a view's ``where``), ``incomplete`` (a resource mapped only for context, Encounter, without a
   usable date: nothing of the study depends on it);
 * **rejected**: with file, line or Bundle entry, resource key and reason (malformed JSON, not an object,
   no resourceType/id, invalid FHIR, missing or dangling subject, duplicate id with different content,
   partial or invalid dates, no date, unconvertible values of study variables, implausible values:
-  ``mappings/fhir/plausibility.yaml``, see ``adapter.fhir.plausibility``); a duplicate id with
+  ``mappings/fhir/plausibility.yaml``, see ``blina_study.adapter.fhir.plausibility``); a duplicate id with
   different content rejects every copy, study-relevant or not, each naming the other locations, and their
   dates do not count for follow-up.
 
@@ -57,12 +57,12 @@ from typing import Any, TextIO
 import orjson
 import pandas as pd
 
-from adapter.db import Database, validate_site_id
-from adapter.errors import BlinaError
-from adapter.fhir.bulk import count_findings
-from adapter.fhir.bulk import prepare as prepare_input
-from adapter.fhir.dupes import DuplicateIndex
-from adapter.fhir.ingest_sql import (
+from blina_study.adapter.db import Database, validate_site_id
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.fhir.bulk import count_findings
+from blina_study.adapter.fhir.bulk import prepare as prepare_input
+from blina_study.adapter.fhir.dupes import DuplicateIndex
+from blina_study.adapter.fhir.ingest_sql import (
     FOLLOWUP_TABLE,
     INCOMPLETE,
     LINEAGE_TABLE,
@@ -75,9 +75,9 @@ from adapter.fhir.ingest_sql import (
     ddl_create_support,
     study_codes,
 )
-from adapter.fhir.mapper import NOT_CHECKED, FhirConfig, ResourceMapper, load_config, load_views, valid_day
-from adapter.fhir.plausibility import Rules, check_ranges, underflowing_numbers
-from adapter.fhir.reader import (
+from blina_study.adapter.fhir.mapper import NOT_CHECKED, FhirConfig, ResourceMapper, load_config, load_views, valid_day
+from blina_study.adapter.fhir.plausibility import Rules, check_ranges, underflowing_numbers
+from blina_study.adapter.fhir.reader import (
     Item,
     is_ndjson,
     iter_items,
@@ -86,10 +86,10 @@ from adapter.fhir.reader import (
     read_chunk,
     read_raw,
 )
-from adapter.fhir.shape import reason_for
-from adapter.fhir.viewdef import ViewDefinition
-from adapter.provenance import record_fhir_ingest
-from adapter.study import SiteOverlay, StudyDefinition, load_study
+from blina_study.adapter.fhir.shape import reason_for
+from blina_study.adapter.fhir.viewdef import ViewDefinition
+from blina_study.adapter.provenance import record_fhir_ingest
+from blina_study.adapter.study import SiteOverlay, StudyDefinition, load_study
 
 __all__ = ["IngestReport", "Rejection", "ingest_fhir"]
 
@@ -131,7 +131,7 @@ class IngestReport:
     site_id: str
     files: list[str] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
-    manifests: list[dict[str, Any]] = field(default_factory=list)  # Bulk Data manifests (adapter.fhir.bulk)
+    manifests: list[dict[str, Any]] = field(default_factory=list)  # Bulk Data manifests (blina_study.adapter.fhir.bulk)
     not_fhir_files: list[dict[str, str]] = field(default_factory=list)  # ignored: no FHIR resource in them
     n_server_errors: int = 0  # OperationOutcome issues in the export's error files (the server's, not data)
     server_errors: list[dict[str, Any]] = field(default_factory=list)
@@ -345,7 +345,7 @@ def ingest_fhir(
     ``workers``: processes that parse NDJSON ranges side by side (Linux; the outcome is the same as with
     one): None takes the CPU count (at most 4) when the NDJSON input is 16 MB or more, else 1.
     ``rules``: the plausibility rules (default: ``mappings/fhir/plausibility.yaml`` with today's date).
-    ``validation``: ``fast`` (the generated checks of the elements the study reads, adapter.fhir.validate)
+    ``validation``: ``fast`` (the generated checks of the elements the study reads, blina_study.adapter.fhir.validate)
     or ``full`` (every element through fhir.resources R4B, 16-24x the cost per study resource).
     """
     t0 = time.perf_counter()
@@ -364,7 +364,7 @@ def ingest_fhir(
                        for i, c in enumerate(codes) if c.source_value is None]
     if overlay is not None and concept_entries:
         # A source concept entry matches OMOP *_source_concept_id; a FHIR Coding has a system and a code.
-        from adapter.study import StudyDefinitionError
+        from blina_study.adapter.study import StudyDefinitionError
 
         raise StudyDefinitionError(
             f"{overlay.source}: {concept_entries[0]}: vocabulary_id + concept_code match an OMOP source "
@@ -658,7 +658,7 @@ class _NoiseSink:
 
 
 # What a malformed record raises in the (pure) reading, classifying and mapping code: caught per record,
-# which is then rejected with its element and reason (adapter.fhir.shape). orjson's JSONEncodeError (too
+# which is then rejected with its element and reason (blina_study.adapter.fhir.shape). orjson's JSONEncodeError (too
 # deep to serialise) is a TypeError.
 _RECORD_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
 

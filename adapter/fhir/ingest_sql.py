@@ -3,7 +3,7 @@
 :func:`compute` (steps 1-4) writes work tables only; :func:`apply` (step 5) writes the CDM and must run
 in one transaction.
 
-Input (temporary tables, filled by ``adapter.fhir.ingest``): ``_bl_s_<view>`` (one per ViewDefinition:
+Input (temporary tables, filled by ``blina_study.adapter.fhir.ingest``): ``_bl_s_<view>`` (one per ViewDefinition:
 ``sid``, ``ord`` + the view's columns), ``_bl_res`` (one row per staged resource: ``sid``, ``rtype``,
 ``source_key``, ``subject_key``, file and location) and small configuration tables ``_bl_cfg_*``.
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from adapter.db import Database
+from blina_study.adapter.db import Database
 
 __all__ = ["FOLLOWUP_TABLE", "INCOMPLETE", "LINEAGE_TABLE", "OMOP_TARGETS", "PERSON_MAP_TABLE", "WORK_CATALOG",
            "SqlContext", "StageDb",

@@ -3,7 +3,7 @@
 Grain: :meth:`ResourceMapper.map` takes one parsed resource of a study-relevant type and returns either
 the flat rows of its ViewDefinition (ready to stage, one tuple per view row) or the reason it is skipped
 or rejected. Nothing here touches the database: resolution of codes, persons and cross-resource
-references happens later in SQL over the staged rows (``adapter.fhir.ingest_sql``).
+references happens later in SQL over the staged rows (``blina_study.adapter.fhir.ingest_sql``).
 
 What is declarative lives in ``mappings/fhir/``: the ViewDefinitions (which elements; one per resource
 type; the set of their ``resource`` types *is* the set of study-relevant types) and ``systems.yaml``
@@ -31,13 +31,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from adapter.errors import BlinaError
-from adapter.fhir.fhirpath import _CHOICE_BASES, CompiledPath, Env, compile_path
-from adapter.fhir.plausibility import RULES_FILE, Rules
-from adapter.fhir.reader import normalize_reference
-from adapter.fhir.validate import load_validator
-from adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, load_view
-from adapter.resources import mappings_dir
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.fhir.fhirpath import _CHOICE_BASES, CompiledPath, Env, compile_path
+from blina_study.adapter.fhir.plausibility import RULES_FILE, Rules
+from blina_study.adapter.fhir.reader import normalize_reference
+from blina_study.adapter.fhir.validate import load_validator
+from blina_study.adapter.fhir.viewdef import ViewDefinition, ViewDefinitionError, load_view
+from blina_study.adapter.resources import mappings_dir
 
 __all__ = [
     "NOT_CHECKED",
@@ -198,7 +198,7 @@ class MapResult:
     subject: str | None = None
     kind: str | None = None  # for ``skipped``: the report's skip kind (None: ``filtered``)
     # a numeric element holds a float 0.0: the caller checks the record's text for a literal that
-    # underflowed (adapter.fhir.plausibility.underflowing_numbers)
+    # underflowed (blina_study.adapter.fhir.plausibility.underflowing_numbers)
     zero_float: bool = False
 
 
@@ -280,7 +280,7 @@ class ResourceMapper:
         self.rules = rules or Rules.for_today()
         self.validate = validate
         self.validation = validation
-        # fast: the compiled checks of the elements the views read (adapter.fhir.validate); full: the whole
+        # fast: the compiled checks of the elements the views read (blina_study.adapter.fhir.validate); full: the whole
         # resource through fhir.resources R4B (16-24x slower per resource, bench/RESULTS.md)
         self._fast = load_validator(views, config) if validation == "fast" else None
         self.view_of_type: dict[str, str] = {v.resource: n for n, v in views.items()}
@@ -458,7 +458,7 @@ class ResourceMapper:
 
     def validation_problem(self, resource: dict[str, Any]) -> str | None:
         """Why ``resource`` is not valid FHIR R4, or None when it is (or when this mapper does not validate):
-        ``fast``, the generated checks of the elements the study reads (:mod:`adapter.fhir.validate`), for a
+        ``fast``, the generated checks of the elements the study reads (:mod:`blina_study.adapter.fhir.validate`), for a
         type they cover; ``full`` (or a type they do not cover), the ``fhir.resources`` R4B model."""
         if not self.validate:
             return None

@@ -1,9 +1,9 @@
 """Plausibility rules for study-relevant FHIR values (``mappings/fhir/plausibility.yaml``), validated at load.
 
 The rules that need one resource only (JSON types, dates in the window, start <= end, value sets, NUL
-characters, leap seconds) are applied by ``adapter.fhir.mapper.ResourceMapper.map``; the ones that need
+characters, leap seconds) are applied by ``blina_study.adapter.fhir.mapper.ResourceMapper.map``; the ones that need
 two resources (an event against its patient's birth and death) or the vocabulary (a value's range in the
-variable's canonical unit) by the SQL step (``adapter.fhir.ingest_sql``). Every violation rejects the
+variable's canonical unit) by the SQL step (``blina_study.adapter.fhir.ingest_sql``). Every violation rejects the
 resource with the element and the rule; nothing is coerced.
 
 Number literals: orjson (the reader's parser) already refuses a literal that overflows a double (1e400)
@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from adapter.errors import BlinaError
-from adapter.resources import mappings_dir
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.resources import mappings_dir
 
 __all__ = ["Plausibility", "PlausibilityError", "Rules", "check_ranges", "load_plausibility", "underflowing_numbers"]
 

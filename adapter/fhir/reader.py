@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from adapter.errors import BlinaError
+from blina_study.adapter.errors import BlinaError
 
 __all__ = [
     "BOM",

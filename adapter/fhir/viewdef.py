@@ -10,13 +10,13 @@ selects repeat their parent's values, ``forEach`` ~ inner join, ``forEachOrNull`
 ``unionAll`` concatenates branches with identical column lists, ``repeat`` walks a tree depth-first
 (pre-order), ``%rowIndex`` is the 0-based position in the nearest enclosing iteration.
 ``getResourceKey()`` returns ``"<ResourceType>/<id>"``; ``getReferenceKey()`` returns the same
-form from a reference (see ``adapter.fhir.fhirpath``).
+form from a reference (see ``blina_study.adapter.fhir.fhirpath``).
 
 Structure problems raise ``ViewDefinitionError`` when the view is built. Data that violates the
 view (several values in a non-collection column, a ``where`` path that is not boolean) raises
 ``ViewEvaluationError`` (a subclass) naming the resource and the column.
 
-``python -m adapter.fhir.viewdef --conformance-report docs/sof-conformance.md`` regenerates the
+``python -m blina_study.adapter.fhir.viewdef --conformance-report docs/sof-conformance.md`` regenerates the
 report of the official conformance suite (the runner's own speed: ``bench/viewdef_runner.py``).
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from adapter.fhir.fhirpath import (
+from blina_study.adapter.fhir.fhirpath import (
     _TEMPORAL_CLASSES,
     FHIR_COMPLEX_TYPES,
     FHIR_PRIMITIVE_TYPES,
@@ -764,8 +764,8 @@ def write_conformance_report(results: Sequence[ConformanceResult], out: Path, su
     lines = [
         "# SQL-on-FHIR v2 conformance report",
         "",
-        "Runner: `adapter.fhir.viewdef` (pure Python). Suite: " + _suite_origin(suite_dir) + ".",
-        "Regenerate with `python -m adapter.fhir.viewdef --conformance-report "
+        "Runner: `blina_study.adapter.fhir.viewdef` (pure Python). Suite: " + _suite_origin(suite_dir) + ".",
+        "Regenerate with `python -m blina_study.adapter.fhir.viewdef --conformance-report "
         "docs/sof-conformance.md`; the same cases run as `tests/test_sof_conformance.py`.",
         "Rows are compared order-insensitively, `expectColumns` in order; `expectError` cases pass",
         "only when the view is rejected with `ViewDefinitionError`.",
@@ -788,7 +788,7 @@ def write_conformance_report(results: Sequence[ConformanceResult], out: Path, su
     lines += ["", "## Failed", ""]
     failed = [r for r in results if r.status == "failed"]
     lines += [f"- `{r.case_id}`: {r.detail[:300]}" for r in failed] or ["None."]
-    from adapter.fhir.compile_sql import conformance_lines  # late: compile_sql builds on this module
+    from blina_study.adapter.fhir.compile_sql import conformance_lines  # late: compile_sql builds on this module
 
     lines += ["", *conformance_lines(suite_dir)]
     text = "\n".join(lines) + "\n"
@@ -821,7 +821,7 @@ def _iter_resources(path: Path) -> Iterator[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: conformance report, or run a view over JSON/NDJSON files."""
     parser = argparse.ArgumentParser(
-        prog="python -m adapter.fhir.viewdef", description=__doc__ and __doc__.splitlines()[0]
+        prog="python -m blina_study.adapter.fhir.viewdef", description=__doc__ and __doc__.splitlines()[0]
     )
     parser.add_argument(
         "--conformance-report", type=Path, metavar="OUT.md", help="run the official suite and write the markdown report"

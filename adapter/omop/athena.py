@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adapter.db import Database, quote_ident
-from adapter.errors import BlinaError
-from adapter.omop.csv_loader import LoadReport, Rejection, _parse_column, _reason
-from adapter.omop.ddl import Field, field_spec
+from blina_study.adapter.db import Database, quote_ident
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.omop.csv_loader import LoadReport, Rejection, _parse_column, _reason
+from blina_study.adapter.omop.ddl import Field, field_spec
 
 __all__ = ["CHUNK_ROWS", "VOCABULARY_TABLES", "load_athena"]
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adapter.db import Database
-from adapter.errors import BlinaError
-from adapter.omop.ddl import Field, field_spec
+from blina_study.adapter.db import Database
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.omop.ddl import Field, field_spec
 
 __all__ = ["LoadReport", "Rejection", "load_omop_csv"]
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from adapter.db import Database, quote_ident
-from adapter.resources import sql_dir
+from blina_study.adapter.db import Database, quote_ident
+from blina_study.adapter.resources import sql_dir
 
 __all__ = ["CDM_TABLES", "Field", "create_cdm", "field_spec", "render_ddl"]
 

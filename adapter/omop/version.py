@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from adapter.db import Database
+from blina_study.adapter.db import Database
 
 __all__ = ["V54_ONLY_COLUMNS", "CdmVersion", "detect_cdm_version", "missing_v54_columns"]
 

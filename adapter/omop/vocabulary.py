@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from adapter.db import Database
-from adapter.omop.ddl import field_spec
-from adapter.resources import mappings_dir
+from blina_study.adapter.db import Database
+from blina_study.adapter.omop.ddl import field_spec
+from blina_study.adapter.resources import mappings_dir
 
 __all__ = ["foreign_concept_count", "load_study_vocabulary", "study_concepts"]
 

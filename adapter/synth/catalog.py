@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from adapter.errors import BlinaError
-from adapter.resources import mappings_dir
-from adapter.study import SiteOverlay, StudyDefinition, load_overlay
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.resources import mappings_dir
+from blina_study.adapter.study import SiteOverlay, StudyDefinition, load_overlay
 
 __all__ = ["Catalog", "Concept", "OVERLAY_FILE"]
 

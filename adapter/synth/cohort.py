@@ -4,7 +4,7 @@ seeded builder that turns a spec into a dated event timeline at one center.
 A :class:`Spec` fixes the categories (group in the flow, course outcomes, EFS/OS events, next
 therapy, risk markers, rule-edge cases); the builder draws the dates and values from a per-patient
 random stream. The truth is never taken from the spec: it is derived from the built timeline by
-:mod:`adapter.synth.oracle`, and :func:`check_design` asserts that it lands in the designed
+:mod:`blina_study.adapter.synth.oracle`, and :func:`check_design` asserts that it lands in the designed
 categories.
 
 Groups (protocol section 1): A R/R direct (8), B R/R burden-reduction still R/R (3), C R/R
@@ -19,9 +19,9 @@ import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from adapter.errors import BlinaError
-from adapter.synth.catalog import Catalog
-from adapter.synth.timeline import (
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.synth.catalog import Catalog
+from blina_study.adapter.synth.timeline import (
     Administration,
     ConditionRecord,
     Measurement,

@@ -2,8 +2,8 @@
 
 Writes ``truth/course.csv`` + ``truth/patient.csv`` (protocol section 4 columns, all centers), one
 folder per center (FHIR transaction Bundles, Bulk NDJSON, OMOP CSV standard, OMOP CSV site-local)
-and ``manifest.json``. The truth is derived by :mod:`adapter.synth.oracle` from the very timelines
-that are rendered; the designed categories are asserted (:func:`adapter.synth.cohort.check_design`).
+and ``manifest.json``. The truth is derived by :mod:`blina_study.adapter.synth.oracle` from the very timelines
+that are rendered; the designed categories are asserted (:func:`blina_study.adapter.synth.cohort.check_design`).
 Same seed and arguments -> byte-identical files.
 """
 
@@ -20,16 +20,16 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapter.errors import BlinaError
-from adapter.omop.ddl import field_spec
-from adapter.provenance import SYNTH_ETL_REFERENCE
-from adapter.study import StudyDefinition, load_study
-from adapter.synth import oracle
-from adapter.synth.catalog import Catalog
-from adapter.synth.cohort import CENTERS, Spec, build_timeline, check_design, specs_for
-from adapter.synth.render_fhir import bundle, patient_resources
-from adapter.synth.render_omop import OMOP_TABLES, OmopRenderer
-from adapter.synth.timeline import (
+from blina_study.adapter.errors import BlinaError
+from blina_study.adapter.omop.ddl import field_spec
+from blina_study.adapter.provenance import SYNTH_ETL_REFERENCE
+from blina_study.adapter.study import StudyDefinition, load_study
+from blina_study.adapter.synth import oracle
+from blina_study.adapter.synth.catalog import Catalog
+from blina_study.adapter.synth.cohort import CENTERS, Spec, build_timeline, check_design, specs_for
+from blina_study.adapter.synth.render_fhir import bundle, patient_resources
+from blina_study.adapter.synth.render_omop import OMOP_TABLES, OmopRenderer
+from blina_study.adapter.synth.timeline import (
     Administration,
     ConditionRecord,
     Measurement,

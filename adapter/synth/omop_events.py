@@ -1,7 +1,7 @@
 """Read OMOP CDM rows back into oracle timelines (a Python re-implementation of the code-set
 matching of ``docs/omop-conventions.md``), so the truth can be re-derived from loaded data.
 
-Grain: one :class:`~adapter.synth.timeline.PatientTimeline` per ``person`` row. Codes are resolved
+Grain: one :class:`~blina_study.adapter.synth.timeline.PatientTimeline` per ``person`` row. Codes are resolved
 through the database's own CONCEPT / CONCEPT_ANCESTOR by (vocabulary_id, code) of the study
 definition, plus the site overlay's ``source_value``s; values are converted to canonical units with
 the study's unit factors (the overlay's unit for overlay codes, else the UCUM code of
@@ -13,9 +13,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from adapter.db import Database
-from adapter.study import SiteOverlay, StudyDefinition
-from adapter.synth.timeline import (
+from blina_study.adapter.db import Database
+from blina_study.adapter.study import SiteOverlay, StudyDefinition
+from blina_study.adapter.synth.timeline import (
     Administration,
     ConditionRecord,
     Measurement,

@@ -1,7 +1,7 @@
 """Reference implementation of the protocol's derivation rules in plain Python (the test oracle).
 
-Input: one :class:`~adapter.synth.timeline.PatientTimeline` (values already in canonical units via
-``Measurement.canonical``) and the study :class:`~adapter.study.Params`. Output: the patient's rows
+Input: one :class:`~blina_study.adapter.synth.timeline.PatientTimeline` (values already in canonical units via
+``Measurement.canonical``) and the study :class:`~blina_study.adapter.study.Params`. Output: the patient's rows
 of the ``course`` and ``patient`` contract tables (protocol section 4), as dicts keyed by column,
 with ``None`` for NULL, :class:`datetime.date` for dates and Python bool/int/float otherwise.
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from adapter.study import Params
-from adapter.synth.timeline import Measurement, PatientTimeline
+from blina_study.adapter.study import Params
+from blina_study.adapter.synth.timeline import Measurement, PatientTimeline
 
 __all__ = [
     "COURSE_COLUMNS",

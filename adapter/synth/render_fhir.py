@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from adapter.provenance import HTEST_TAG
-from adapter.synth.catalog import Catalog
-from adapter.synth.timeline import (
+from blina_study.adapter.provenance import HTEST_TAG
+from blina_study.adapter.synth.catalog import Catalog
+from blina_study.adapter.synth.timeline import (
     Administration,
     ConditionRecord,
     Measurement,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from adapter.omop.ddl import field_spec
-from adapter.synth.catalog import Catalog
-from adapter.synth.timeline import PatientTimeline
+from blina_study.adapter.omop.ddl import field_spec
+from blina_study.adapter.synth.catalog import Catalog
+from blina_study.adapter.synth.timeline import PatientTimeline
 
 __all__ = ["OMOP_TABLES", "OmopRenderer"]
 

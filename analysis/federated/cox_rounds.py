@@ -1,6 +1,6 @@
 """Multi-round federated Cox PH: what a site computes per round, and the central Newton fit.
 
-The central fit is R's ``coxph.fit`` iteration (:func:`analysis.cox.cox_fit_derivatives`: start
+The central fit is R's ``coxph.fit`` iteration (:func:`blina_study.analysis.cox.cox_fit_derivatives`: start
 at 0, step halving, ``|1 - L_old / L_new| <= 1e-9``, iter.max 20, Cholesky tolerance, R's
 warnings) run on derivatives summed from the sites; one *round* is one request to every site at
 one proposed beta. Two models, each equal to the centralized fit of the concatenated complete
@@ -53,7 +53,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from analysis.cox import CoxDerivatives, CoxFit, Ties, cox_derivatives, cox_fit_derivatives
+from blina_study.analysis.cox import CoxDerivatives, CoxFit, Ties, cox_derivatives, cox_fit_derivatives
 
 from .sufficient import FederatedInputError, _bool_column, _days_column, _float_column
 
@@ -370,7 +370,7 @@ def _exp(x: float) -> float | None:
 
 
 def fit_to_dict(fit: CoxFit) -> dict[str, Any]:
-    """JSON form of a :class:`analysis.cox.CoxFit` (NaN and infinity become None)."""
+    """JSON form of a :class:`blina_study.analysis.cox.CoxFit` (NaN and infinity become None)."""
     z975 = 1.959963984540054
     coef = [float(c) for c in fit.coef]
     se = [float(s) for s in fit.se]

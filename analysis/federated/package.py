@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linprog
 
-from adapter.errors import BlinaError
+from blina_study.adapter.errors import BlinaError
 
 from .pooling import pool_site_statistics
 from .schema import statistics_problems

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from adapter.errors import BlinaError
-from analysis.stats import EXACT_WILCOXON_MAX_N, fisher_exact_2x2
+from blina_study.adapter.errors import BlinaError
+from blina_study.analysis.stats import EXACT_WILCOXON_MAX_N, fisher_exact_2x2
 
 from .sufficient import FORMAT_VERSION, MISSING
 
@@ -157,7 +157,7 @@ def pool_km(
         "ci_upper": [_f(x) for x in upper],
         "median_days": int(ts[below[0]]) if len(below) else None,
         # R survfit's default (conf.type "log") limits and median with its limits, computed by the
-        # centralized analysis.survival code on the pooled counts.
+        # centralized blina_study.analysis.survival code on the pooled counts.
         "ci_log_lower": [_f(x) for x in log_lo],
         "ci_log_upper": [_f(x) for x in log_hi],
         "median_log": {"median": _f(med.median), "ci_lower": _f(med.ci_low), "ci_upper": _f(med.ci_high)},
@@ -169,9 +169,9 @@ def pool_km(
 
 
 def _central_km(ts: np.ndarray, d: np.ndarray, c: np.ndarray, *, reverse: bool = False) -> Any:
-    """``analysis.survival.kaplan_meier`` (or its reverse) of the pooled (time, events, censored)
+    """``blina_study.analysis.survival.kaplan_meier`` (or its reverse) of the pooled (time, events, censored)
     counts: the centralized estimator on the same multiset of (time, event) rows."""
-    from analysis.survival import kaplan_meier, reverse_kaplan_meier
+    from blina_study.analysis.survival import kaplan_meier, reverse_kaplan_meier
 
     times = np.repeat(ts, d + c).astype(float)
     events = np.concatenate([np.r_[np.ones(int(di)), np.zeros(int(ci))] for di, ci in zip(d, c, strict=True)]) \
@@ -181,7 +181,7 @@ def _central_km(ts: np.ndarray, d: np.ndarray, c: np.ndarray, *, reverse: bool =
 
 def pool_follow_up(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Median follow-up by reverse Kaplan-Meier (OS time, death censors) from per-site OS
-    ``km_table`` dicts, as the centralized ``analysis.tables.follow_up``."""
+    ``km_table`` dicts, as the centralized ``blina_study.analysis.tables.follow_up``."""
     ts, d, c = _merge_km(tables)
     km = _central_km(ts, d, c, reverse=True)
     med = km.median("log")
@@ -309,7 +309,7 @@ def cmh_exact_pvalue(tables: Sequence[Sequence[Sequence[int]]]) -> float | None:
 def pool_table2x2(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Pool per-site 2x2 tables [[a, b], [c, d]] (rows exposure yes/no, cols outcome yes/no).
 
-    ``fisher``: ``analysis.stats.fisher_exact_2x2`` on the summed table (R's two-sided P,
+    ``fisher``: ``blina_study.analysis.stats.fisher_exact_2x2`` on the summed table (R's two-sided P,
     conditional-MLE odds ratio and its exact CI: the centralized test). ``cmh``: site-stratified
     Mantel-Haenszel chi2 (1 df, no continuity correction), OR_MH with the Robins-Breslow-Greenland
     SE and 95 % CI, and the exact conditional P. Strata with fewer than 2 courses carry no information and are skipped.
@@ -413,13 +413,13 @@ def pool_cox(
     ``strata="site"``: a baseline hazard per site (the centralized ``cox_efs(...,
     strata_by_site=True)``); ``"none"``: one baseline over the pooled risk sets (the centralized
     unstratified ``cox_efs``). The sites' (time, event, pattern) multisets are the model's
-    sufficient statistic, so the fit is ``analysis.survival.cox_ph`` on them: R coxph's
+    sufficient statistic, so the fit is ``blina_study.analysis.survival.cox_ph`` on them: R coxph's
     Newton-Raphson, Efron ties, the same constant-covariate and monotone-likelihood handling as
     the centralized analysis. Returns per covariate (in the study's order; None for a dropped one)
     ``coef``, ``se``, ``hr``, 95 % Wald ``ci_lower``/``ci_upper``, ``z``, ``p``; plus ``n``,
     ``n_events``, ``loglik``, ``converged`` (= estimated), ``warning`` and ``model``.
     """
-    from analysis.survival import cox_ph  # the centralized fitter, so both places fit one model
+    from blina_study.analysis.survival import cox_ph  # the centralized fitter, so both places fit one model
 
     if strata not in COX_STRATA:
         raise PoolingError(f"Cox strata {strata!r}: use one of {list(COX_STRATA)}")
@@ -450,13 +450,13 @@ def pool_cox(
     try:
         fit = cox_ph(data, "time", "event", covs, strata="site_id" if stratified else None)
     except ArithmeticError as exc:
-        # analysis.cox divides by a log-likelihood that reaches 0 under perfect separation (a small
+        # blina_study.analysis.cox divides by a log-likelihood that reaches 0 under perfect separation (a small
         # site where every event is in one pattern): not estimable, as the report's guard says.
         return {**base, "n": int(len(data)), "n_events": int(data["event"].sum()),
                 **{k: [None] * p for k in ("coef", "se", "hr", "ci_lower", "ci_upper", "z", "p")},
                 "infinite": [], "dropped": [], "loglik": None, "converged": False,
                 "warning": f"no model: the fit failed ({type(exc).__name__}: {exc}); the likelihood is "
-                "monotone (separation)", "method": "Cox proportional hazards (analysis.cox)"}  # fmt: skip
+                "monotone (separation)", "method": "Cox proportional hazards (blina_study.analysis.cox)"}  # fmt: skip
     terms = {t.covariate: t for t in fit.terms}
 
     infinite: list[str] = []

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from adapter.errors import BlinaError
+from blina_study.adapter.errors import BlinaError
 
 __all__ = [
     "SIGNATURE",

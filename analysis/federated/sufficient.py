@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adapter.errors import BlinaError
+from blina_study.adapter.errors import BlinaError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -88,7 +88,7 @@ class FederatedParams:
 
     km_groups: tuple[str, ...] = ("CR-MRDneg", "CR-MRDpos", "R/R")
     landmark_days: tuple[int, ...] = (365,)
-    # The centralized report's risk-table days (analysis.tables.DEFAULT_SETTINGS["risk_times_days"]).
+    # The centralized report's risk-table days (blina_study.analysis.tables.DEFAULT_SETTINGS["risk_times_days"]).
     risk_table_days: tuple[int, ...] = (0, 90, 180, 270, 365, 545, 730)
     cox_covariates: tuple[str, ...] = ("high_mrd", "bcr_abl1", "poor_cytogenetics")
     predictors: tuple[str, ...] = (

@@ -1,6 +1,6 @@
 """The multi-round Cox of the vantage6 algorithm (``central_cox`` / ``partial_cox``) through
 vantage6's in-process MockAlgorithmClient equals the centralized fit of the concatenated sites
-(analysis.cox.cox_fit, R coxph's iteration; checked against R in the main test suite) to 1e-8, for
+(blina_study.analysis.cox.cox_fit, R coxph's iteration; checked against R in the main test suite) to 1e-8, for
 the site-stratified and the unstratified model, in at most 25 rounds; the rounds are counted as
 the ``partial_cox`` subtasks the central function creates."""
 
@@ -13,9 +13,9 @@ import pytest
 from vantage6.algorithm.tools.exceptions import AlgorithmError, PrivacyThresholdViolation
 from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 
-from analysis.cox import cox_fit
-from analysis.federated.cox_rounds import cox_design
-from analysis.federated.simulate import simulate_site
+from blina_study.analysis.cox import cox_fit
+from blina_study.analysis.federated.cox_rounds import cox_design
+from blina_study.analysis.federated.simulate import simulate_site
 
 COVS = ["high_mrd", "bcr_abl1", "poor_cytogenetics"]
 TOL = 1e-8

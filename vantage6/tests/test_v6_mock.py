@@ -15,8 +15,8 @@ from scipy import stats
 from vantage6.algorithm.tools.exceptions import PrivacyThresholdViolation
 from vantage6.algorithm.tools.mock_client import MockAlgorithmClient
 
-from analysis.federated import pool_site_statistics, site_statistics
-from analysis.federated.simulate import simulate_site
+from blina_study.analysis.federated import pool_site_statistics, site_statistics
+from blina_study.analysis.federated.simulate import simulate_site
 
 SITES = {"A": 60, "B": 45, "C": 30, "D": 20}
 

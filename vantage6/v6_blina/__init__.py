@@ -3,19 +3,19 @@ as a multi-round Newton iteration.
 
 * ``partial`` runs at each node on two databases, the site's ``course`` and ``patient`` tables
   (study-protocol section 4, in that order), and returns that site's sufficient statistics
-  (``analysis.federated.site_statistics``). They are the *coordinator-only* pooling inputs:
+  (``blina_study.analysis.federated.site_statistics``). They are the *coordinator-only* pooling inputs:
   unsuppressed, so the pooled result is exact. Before returning, the node scans them for
   person-level field names, dates and its own source ids, and refuses to return them if any
   is found, or if the site has fewer than ``BLINA_MIN_PATIENTS`` patients (node setting via
   ``algorithm_env``, default 5).
 * ``central`` sends ``partial`` to every organization of the collaboration, waits for the
-  statistics and pools them (``analysis.federated.pool_site_statistics``): KM, log-rank and
+  statistics and pools them (``blina_study.analysis.federated.pool_site_statistics``): KM, log-rank and
   site-stratified log-rank, Fisher + CMH, site-stratified Cox (Efron), pooled Wilcoxon and the
   count tables. It refuses to pool fewer than ``min_organizations`` sites (default 3), so no
   site can difference the pooled result against its own data.
 * ``central_cox`` fits the Cox model over the organizations by R's Newton iteration (start 0,
   step halving, ``|1 - L_old/L_new| <= 1e-9``, iter.max 20), one subtask (``partial_cox``) per
-  round at the proposed coefficients (``analysis.federated.cox_rounds``). ``model="stratified"``
+  round at the proposed coefficients (``blina_study.analysis.federated.cox_rounds``). ``model="stratified"``
   (default, site as stratum): each node returns only its log-likelihood, score vector and
   information matrix. ``model="unstratified"`` (one baseline hazard): a setup round of event
   days, then per round each node's risk-set sums at the union grid of event days (per-site
@@ -30,7 +30,7 @@ csv tested). An OMOP database type is not supported: vantage6 4.15 connects to i
 which cannot be installed beside vantage6-algorithm-tools' SQLAlchemy 1.4 pin; run
 ``blina extract`` on the node's OMOP database and give the node its two CSV files.
 
-The math lives in blina-study (``analysis.federated``), installed next to this package; this
+The math lives in blina-study (``blina_study.analysis.federated``), installed next to this package; this
 module only adapts it to vantage6's decorators.
 """
 
@@ -43,13 +43,13 @@ from vantage6.algorithm.tools.decorators import algorithm_client, data
 from vantage6.algorithm.tools.exceptions import AlgorithmError, PrivacyThresholdViolation
 from vantage6.algorithm.tools.util import get_env_var, info
 
-from analysis.federated import (
+from blina_study.analysis.federated import (
     FederatedParams,
     pool_site_statistics,
     scan_statistics,
     site_statistics,
 )
-from analysis.federated.cox_rounds import (
+from blina_study.analysis.federated.cox_rounds import (
     cox_design,
     federated_cox_fit,
     site_cox_derivatives,
@@ -166,7 +166,7 @@ def partial_cox(
         "BLINA_COX_UNSTRATIFIED", "false", as_type="bool"
     ):
         # The unstratified rounds share event days and per-day risk-set sums (see
-        # analysis.federated.cox_rounds): the node administrator opts in, the default is no.
+        # blina_study.analysis.federated.cox_rounds): the node administrator opts in, the default is no.
         raise PrivacyThresholdViolation(
             f"site {site}: this node does not take part in the unstratified Cox model (it reveals "
             "event days and per-day risk-set sums); set BLINA_COX_UNSTRATIFIED=true in the node's "
