@@ -76,7 +76,7 @@ from blina_study.adapter.fhir.ingest_sql import (
     study_codes,
 )
 from blina_study.adapter.fhir.mapper import NOT_CHECKED, FhirConfig, ResourceMapper, load_config, load_views, valid_day
-from blina_study.adapter.fhir.plausibility import Rules, check_ranges, underflowing_numbers
+from blina_study.adapter.fhir.plausibility import Rules, UnitTexts, check_ranges, underflowing_numbers
 from blina_study.adapter.fhir.reader import (
     Item,
     is_ndjson,
@@ -533,7 +533,10 @@ def _stage_input(sdb: StageDb, ctx: SqlContext, files: list[Path], views: dict[s
     index = DuplicateIndex()
     try:
         run = _Run(mapper, report, quarantine, on_progress, stage, index)
-        _read_input(run, stage, views, sdb.dialect, files, workers)
+        try:
+            _read_input(run, stage, views, sdb.dialect, files, workers)
+        finally:
+            run.unit_texts.close()
         log.debug("duplicate index: %d resources with a type and id", index.n)
         run.resolve_duplicates(files)
     finally:
@@ -762,6 +765,7 @@ class _Run:
         self.errors: dict[int, str] = {}  # line -> malformed element, found by a worker (this range)
         self.index = index
         self.file_idx = 0  # the file being read (for note)
+        self.unit_texts = UnitTexts()  # raw lines read again (rare: a zero that may have underflowed)
 
     def reject(self, file: str, line: int | None, entry: str | None, key: str | None, reason: str,
                resource: Any = None) -> None:
@@ -998,7 +1002,7 @@ class _Run:
             report.skipped[result.kind or "filtered"][rtype] += 1
             return
         if result.zero_float:  # rare: was the 0 read from a literal that underflowed (1e-400)?
-            bad = underflowing_numbers(item.file, item.line, item.entry)
+            bad = underflowing_numbers(item.file, item.line, item.entry, self.unit_texts)
             if bad:
                 self.seen[key] = digest << 2 | _REJECTED
                 if rtype == "Patient":
