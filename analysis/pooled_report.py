@@ -866,6 +866,30 @@ def _used(block: Mapping[str, Any], key: str = "sites") -> str:
     return f"{len(used)} of {block.get('k_total', '?')}" + (f" ({', '.join(used)})" if used else "")
 
 
+# What a reader sees for the package's count tables and their codes (analysis/federated/sufficient.py
+# names them for machines).
+_COUNT_TABLE_TITLES = {
+    "indication": "Indication for blinatumomab",
+    "referral_by_course1": "Status at referral by status before the first course",
+    "burden_reduction": "Burden-reduction chemotherapy by status at referral",
+    "pathway": "Pathway from referral to the first course",
+    "rr_burden_by_course1": "R/R at referral: burden reduction by status before the first course",
+    "next_therapy": "Next therapy by status at referral",
+    "response/course1": "Response of the first course by status before it",
+    "response/all": "Response of every course by status before it",
+}
+_COUNT_LABELS = {
+    "chemo_delay": "chemotherapy delay", "not_evaluable": "not evaluable", "no_response": "no response",
+    "status_at_referral": "status at referral", "pre_status_course1": "status before course 1",
+    "pre_status": "status before the course", "burden_reduction": "burden reduction",
+    "next_therapy": "next therapy",
+}
+
+
+def _label(code: object) -> str:
+    return _COUNT_LABELS.get(str(code), str(code))
+
+
 def _aggregate_flow(b: Mapping[str, Any]) -> str:
     out = ""
     for name, t in (b.get("counts") or {}).items():
@@ -878,9 +902,11 @@ def _aggregate_flow(b: Mapping[str, Any]) -> str:
                 text = "suppressed at a center" + ("" if low is None else f"; at least {low}")
             else:
                 text = str(n)
-            rows.append([" / ".join(str(x) for x in labels), text])
-        out += central._table([" × ".join(t.get("dims", [])), "Sum of the centers' published counts"], rows,
-                              caption=f"Count table {name}", note=t.get("method"), cls="num")  # fmt: skip
+            rows.append([" / ".join(_label(x) for x in labels), text])
+        dims = " × ".join(_label(d) for d in t.get("dims", []))
+        out += central._table([dims, "Sum of the centers' published counts"], rows,
+                              caption=_COUNT_TABLE_TITLES.get(name, f"Count table {name}"), note=t.get("method"),
+                              cls="num")  # fmt: skip
     return out or "<p>No count tables.</p>"
 
 

@@ -256,6 +256,9 @@ def test_site_run_defaults_to_aggregate_and_pool_says_so(sites, tmp_path, capsys
     assert "aggregate level" in capsys.readouterr().out
     html = (tmp_path / "pooled" / "pooled.html").read_text()
     assert "not the centralized analysis" in html and "van Elteren" in html
+    # count tables read as words, not as the package's machine names
+    assert "Status at referral by status before the first course" in html and "chemotherapy delay" in html
+    assert "Count table" not in html and "referral_by_course1" not in html and "chemo_delay" not in html
     pooled = json.loads((tmp_path / "pooled" / "pooled.json").read_text())
     assert pooled["results"]["sharing_level"] == "aggregate"
 
