@@ -100,29 +100,6 @@ def run_info_parts(info: dict[str, Any] | None) -> tuple[dict[str, Any], dict[st
     return params, fp, dq if isinstance(dq, dict) else None
 
 
-def _cox_not_estimable(orig: Any) -> Any:
-    """``cox_ph`` that turns an OverflowError (a diverging fit: quasi-complete separation, HR -> inf)
-    into an unestimated model with the reason, instead of aborting the whole analysis."""
-    import math
-
-    from blina_study.analysis.survival import CoxResult
-
-    def safe(data: Any, duration_col: str, event_col: str, covariates: Any, **kw: Any) -> Any:
-        try:
-            return orig(data, duration_col, event_col, covariates, **kw)
-        except OverflowError:
-            cols = [duration_col, event_col, *covariates]
-            complete = data[cols].notna().all(axis=1)
-            n = int(complete.sum())
-            n_ev = int(data.loc[complete, event_col].astype(float).sum())
-            why = ("no model: the fit diverged (quasi-complete separation; a hazard ratio tends to "
-                   "0 or infinity)")
-            return CoxResult((), (), n, n_ev, int((~complete).sum()), math.nan, False,
-                             "Cox proportional hazards (blina_study.analysis.cox, Efron ties)", (why,))
-
-    return safe
-
-
 def require_patients(course: Any, patient: Any, source: str) -> None:
     """No patient is a data finding (exit 1), never an analysis of n = 0 (a Fisher "P = 1.000" on 0/0,
     a published figure "reproduced" from nothing)."""
@@ -138,24 +115,14 @@ def require_patients(course: Any, patient: Any, source: str) -> None:
 def analyze_tables(course: Any, patient: Any, *, by_center: bool, params: dict[str, Any],
                    source: str = "the patient table", km_conf_type: str = "log",
                    cox_strata_by_site: bool = False) -> Any:
-    """``blina_study.analysis.tables.analyze``, but a Cox fit that diverges at one center (analysis/survival.py
-    ``cox_ph`` raises OverflowError on quasi-separated data) is reported as not estimable rather
-    than stopping the run. Only on that failure is the analysis repeated with the guard. No patient
+    """``blina_study.analysis.tables.analyze`` with the CLI's settings. A Cox fit that diverges is
+    reported by ``cox_ph`` itself (R's warnings, "no model"), so no guard is needed here. No patient
     raises :class:`blina_study.adapter.errors.DataFindings` (``source`` names the input in the sentence)."""
     import blina_study.analysis.tables as tables
 
     require_patients(course, patient, source)
-    kw = {"by_center": by_center, "parameters": params, "km_conf_type": km_conf_type,
-          "cox_strata_by_site": cox_strata_by_site}
-    try:
-        return tables.analyze(course, patient, **kw)
-    except OverflowError:
-        orig = tables.cox_ph
-        tables.cox_ph = _cox_not_estimable(orig)
-        try:
-            return tables.analyze(course, patient, **kw)
-        finally:
-            tables.cox_ph = orig
+    return tables.analyze(course, patient, by_center=by_center, parameters=params, km_conf_type=km_conf_type,
+                          cox_strata_by_site=cox_strata_by_site)
 
 
 def run(args: argparse.Namespace) -> int:
