@@ -628,23 +628,22 @@ class _NoiseSink:
     def _take(self, res: dict, rtype: str) -> bool:
         if rtype in self.relevant and self.is_study(res):
             return False
+        found = self.candidate(res)
+        # the status of every dated record: checked only when the dates moved an extreme, a malformed status
+        # (a coding code that is a list) rejected the record or not depending on the records read before it
+        if found is not None and not self.status_skip(res):
+            patient, first, last = found
+            cur = self.followup.get(patient)
+            if cur is None:
+                cur = self.followup[patient] = [None, None]
+            # the calendar checks only when the dates would move an extreme (most noise does not)
+            if (cur[0] is None or first < cur[0]) and valid_day(first):
+                cur[0] = first
+            if (cur[1] is None or last > cur[1]) and valid_day(last):
+                cur[1] = last
+        # counted once taken: a record whose classification raised is rejected, not also counted here
         self.not_relevant[rtype] += 1
         self.n += 1
-        found = self.candidate(res)
-        if found is None:
-            return True
-        patient, first, last = found
-        cur = self.followup.get(patient)
-        if cur is None:
-            cur = self.followup[patient] = [None, None]
-        move_lo = cur[0] is None or first < cur[0]
-        move_hi = cur[1] is None or last > cur[1]
-        # the status and date checks only when the dates would move an extreme (most noise does not)
-        if (move_lo or move_hi) and not self.status_skip(res):
-            if move_lo and valid_day(first):
-                cur[0] = first
-            if move_hi and valid_day(last):
-                cur[1] = last
         return True
 
     def merge(self, followup: dict[str, list[str | None]]) -> None:
