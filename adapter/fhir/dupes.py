@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 
 __all__ = ["BATCH", "Copy", "DuplicateIndex"]
 
 BATCH = 50_000  # rows held in Python between appends: 200k took ~40 MB more peak RSS at 1e6 resources
 _JOIN_MAX = 100_000  # duplicate ids joined back to their copies; more: the whole index streamed in key order
-_COLUMNS = ("rtype", "rid", "digest", "study", "file_idx", "line", "entry", "seq")
+_COLUMNS = ("rtype", "rid", "digest", "study", "file_idx", "line", "entry", "seq", "lazy")
+_TYPES = (pa.string(), pa.string(), pa.int64(), pa.bool_(), pa.int32(), pa.int64(), pa.string(), pa.int64(),
+          pa.bool_())
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ class DuplicateIndex:
         self.con.execute("SET threads = 1")  # the machine's cores belong to the ingest
         self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("CREATE TABLE idx (rtype VARCHAR, rid VARCHAR, digest BIGINT, study BOOLEAN, "
-                         "file_idx INTEGER, line BIGINT, entry VARCHAR, seq BIGINT)")
+                         "file_idx INTEGER, line BIGINT, entry VARCHAR, seq BIGINT, lazy BOOLEAN)")
         self._cols: tuple[list, ...] = tuple([] for _ in _COLUMNS)
         self.n = 0
 
@@ -75,23 +77,86 @@ class DuplicateIndex:
         c[5].append(line)
         c[6].append(entry)
         c[7].append(self.n)  # input order, for "first" and "later" copies
+        c[8].append(False)
         self.n += 1
+        if len(c[0]) >= BATCH:
+            self.flush()
+
+    def add_lazy(self, rtypes: list[str], rids: list[str], file_idx: int, lines: list[int]) -> None:
+        """Add NDJSON resources that are not study-relevant, one column each, without their digest: it is
+        taken from the line only when the id is read more than once (:meth:`fill_lazy_digests`), which
+        spares a sorted serialisation and a hash per resource in the common case."""
+        c = self._cols
+        k = len(rtypes)
+        c[0].extend(rtypes)
+        c[1].extend(rids)
+        c[2].extend([None] * k)
+        c[3].extend([False] * k)
+        c[4].extend([file_idx] * k)
+        c[5].extend(lines)
+        c[6].extend([None] * k)
+        c[7].extend(range(self.n, self.n + k))
+        c[8].extend([True] * k)
+        self.n += k
         if len(c[0]) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
         if not self._cols[0]:
             return
-        df = pd.DataFrame({
-            "rtype": self._cols[0], "rid": self._cols[1], "digest": pd.array(self._cols[2], dtype="Int64"),
-            "study": self._cols[3], "file_idx": self._cols[4], "line": pd.array(self._cols[5], dtype="Int64"),
-            "entry": self._cols[6], "seq": self._cols[7],
-        })
-        self.con.register("_batch", df)
-        self.con.execute("INSERT INTO idx SELECT * FROM _batch")
+        # Arrow arrays from the lists (C loops); pandas object columns took most of the ingest's main process
+        batch = pa.table([pa.array(col, type=t) for col, t in zip(self._cols, _TYPES, strict=True)],
+                         names=list(_COLUMNS))
+        self.con.register("_batch", batch)
+        self.con.execute(f"INSERT INTO idx SELECT {', '.join(_COLUMNS)} FROM _batch")
         self.con.unregister("_batch")
         for col in self._cols:
             col.clear()
+
+    def fill_lazy_digests(self, digests: Callable[[Iterator[tuple[int, int]]], Iterator[int | None]]) -> int:
+        """Give a content digest to the copies added by :meth:`add_lazy` whose (type, id) another copy shares.
+        ``digests(places)`` gets their (file, line) in file order and yields one digest each. Returns how
+        many were digested."""
+        self.flush()
+        con = self.con
+        con.execute("CREATE OR REPLACE TABLE dup AS SELECT hash(rtype, rid) AS h FROM idx GROUP BY h "
+                    "HAVING COUNT(*) > 1")
+        con.execute("CREATE OR REPLACE TABLE lazy_digest (file_idx INTEGER, line BIGINT, digest BIGINT)")
+        cur = con.cursor()  # read while this connection writes
+        cur.execute("SELECT DISTINCT file_idx, line FROM idx WHERE lazy AND hash(rtype, rid) IN (SELECT h FROM dup) "
+                    "ORDER BY file_idx, line")
+        places: list[tuple[int, int]] = []
+
+        def stream() -> Iterator[tuple[int, int]]:
+            while rows := cur.fetchmany(10_000):
+                for file_idx, line in rows:
+                    places.append((int(file_idx), int(line)))
+                    yield places[-1]
+
+        done: list[int | None] = []
+        n = 0
+        for digest in digests(stream()):
+            done.append(digest)
+            if len(done) >= BATCH:
+                n += self._store_digests(places[: len(done)], done)
+                del places[: len(done)]
+                done.clear()
+        n += self._store_digests(places[: len(done)], done)
+        cur.close()
+        con.execute("UPDATE idx SET digest = d.digest, lazy = false FROM lazy_digest d "
+                    "WHERE idx.lazy AND idx.file_idx = d.file_idx AND idx.line = d.line")
+        con.execute("DROP TABLE lazy_digest")
+        return n
+
+    def _store_digests(self, places: list[tuple[int, int]], digests: list[int | None]) -> int:
+        if not digests:
+            return 0
+        batch = pa.table([pa.array([p[0] for p in places], pa.int32()), pa.array([p[1] for p in places], pa.int64()),
+                          pa.array(digests, pa.int64())], names=["file_idx", "line", "digest"])
+        self.con.register("_digests", batch)
+        self.con.execute("INSERT INTO lazy_digest SELECT * FROM _digests")
+        self.con.unregister("_digests")
+        return len(digests)
 
     def groups(self) -> Iterator[tuple[str, str, list[Copy]]]:
         """(type, id, copies in input order) for every id read more than once within its type.

@@ -48,7 +48,7 @@ import sys
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,7 @@ from blina_study.adapter.fhir.ingest_sql import (
 from blina_study.adapter.fhir.mapper import NOT_CHECKED, FhirConfig, ResourceMapper, load_config, load_views, valid_day
 from blina_study.adapter.fhir.plausibility import Rules, UnitTexts, check_ranges, underflowing_numbers
 from blina_study.adapter.fhir.reader import (
+    BOM,
     Item,
     is_ndjson,
     iter_items,
@@ -516,6 +517,37 @@ def _digest(res: dict) -> int | None:
         return None
 
 
+def _line_digests(files: list[Path]) -> Callable[[Iterator[tuple[int, int]]], Iterator[int | None]]:
+    """The content digests (:func:`_digest`) of NDJSON lines given as (file, line) in file order, read forward
+    in one pass per file (for :meth:`DuplicateIndex.fill_lazy_digests`)."""
+
+    def digests(places: Iterator[tuple[int, int]]) -> Iterator[int | None]:
+        fh, current, pos = None, -1, 0
+        try:
+            for file_idx, line in places:
+                if file_idx != current or line <= pos:
+                    if fh is not None:
+                        fh.close()
+                    path = files[file_idx]
+                    fh = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+                    current, pos = file_idx, 0
+                raw = b""
+                while pos < line:
+                    raw = fh.readline()
+                    pos += 1
+                if raw.startswith(BOM):
+                    raw = raw[3:]
+                try:
+                    yield _digest(orjson.loads(raw))
+                except orjson.JSONDecodeError:  # cannot happen for a line a worker parsed: never identical
+                    yield None
+        finally:
+            if fh is not None:
+                fh.close()
+
+    return digests
+
+
 def _where(file: str, line: int | None, entry: str | None) -> str:
     return Rejection(file, line, entry, None, "").where
 _STAGED, _SKIPPED, _REJECTED = 0, 1, 2  # outcome of the first copy of a key (low bits of _Run.seen)
@@ -674,7 +706,7 @@ class _RangeScan:
     not_relevant: Counter  # by type: the noise and the types no view maps and follow-up does not read
     followup: dict[str, list[str | None]]
     kept: list[tuple[int, int, bytes]]
-    noted: list[tuple[str, str, int | None, int]]  # (type, id, digest, line) of the resources taken here
+    noted: tuple[list[str], list[str], list[int]]  # (types, ids, lines) of the resources taken here
     checked: dict[int, str | None]  # line -> validation problem (None: valid) of the study-relevant lines
     errors: dict[int, str]  # line -> why the line's resource could not be read (a malformed element)
 
@@ -699,7 +731,10 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     sink = _NoiseSink(mapper, not_relevant)
     wanted, loads, decode_error = mapper.wanted, orjson.loads, orjson.JSONDecodeError
     kept: list[tuple[int, int, bytes]] = []
-    noted: list[tuple[str, str, int | None, int]] = []
+    # the duplicate check's rows, a column each; the digest is taken later, only for ids read twice
+    noted_types: list[str] = []
+    noted_ids: list[str] = []
+    noted_lines: list[int] = []
     checked: dict[int, str | None] = {}
     errors: dict[int, str] = {}
     validation_problem = mapper.validation_problem
@@ -721,12 +756,16 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
                     not_relevant[rtype] += 1
                     rid = res.get("id")
                     if rid.__class__ is str and rid:
-                        noted.append((rtype, rid, _digest(res), n_lines))
+                        noted_types.append(rtype)
+                        noted_ids.append(rid)
+                        noted_lines.append(n_lines)
                     continue
                 if sink(res, rtype):
                     rid = res.get("id")
                     if rid.__class__ is str and rid:
-                        noted.append((rtype, rid, _digest(res), n_lines))
+                        noted_types.append(rtype)
+                        noted_ids.append(rid)
+                        noted_lines.append(n_lines)
                     continue
                 if sink.error is not None:
                     errors[n_lines], sink.error = sink.error, None
@@ -738,7 +777,8 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
                     except _RECORD_ERRORS as exc:
                         errors[n_lines] = reason_for(res, exc)
         kept.append((n_lines, offset, raw))
-    return _RangeScan(n_lines, not_relevant, sink.followup, kept, noted, checked, errors)
+    return _RangeScan(n_lines, not_relevant, sink.followup, kept, (noted_types, noted_ids, noted_lines), checked,
+                      errors)
 
 
 class _Run:
@@ -800,6 +840,7 @@ class _Run:
         report = self.report
         dup = report.duplicate_ids
         noise_conflicts: set[str] = set()
+        self.index.fill_lazy_digests(_line_digests(files))
         for rtype, rid, copies in self.index.groups():
             key = f"{rtype}/{rid}"
             same = copies[0].digest is not None and all(c.digest == copies[0].digest for c in copies)
@@ -893,8 +934,8 @@ class _Run:
                 self.report.read_by_file[file_idx] += sum(scan.not_relevant.values())
                 self.not_relevant.update(scan.not_relevant)
                 self.sink.merge(scan.followup)
-                for rtype, rid, digest, n in scan.noted:
-                    self.index.add(rtype, rid, digest, False, file_idx, first + n, None)
+                types, ids, lines_read = scan.noted
+                self.index.add_lazy(types, ids, file_idx, [first + n for n in lines_read])
                 self.file_idx = file_idx
                 skipped_counts: dict[str, int] = {}
                 lines = [(first + n, offset, raw) for n, offset, raw in scan.kept]
