@@ -28,6 +28,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["BATCH", "Copy", "DuplicateIndex"]
 
@@ -82,24 +83,23 @@ class DuplicateIndex:
         if len(c[0]) >= BATCH:
             self.flush()
 
-    def add_lazy(self, rtypes: list[str], rids: list[str], file_idx: int, lines: list[int]) -> None:
-        """Add NDJSON resources that are not study-relevant, one column each, without their digest: it is
-        taken from the line only when the id is read more than once (:meth:`fill_lazy_digests`), which
-        spares a sorted serialisation and a hash per resource in the common case."""
-        c = self._cols
-        k = len(rtypes)
-        c[0].extend(rtypes)
-        c[1].extend(rids)
-        c[2].extend([None] * k)
-        c[3].extend([False] * k)
-        c[4].extend([file_idx] * k)
-        c[5].extend(lines)
-        c[6].extend([None] * k)
-        c[7].extend(range(self.n, self.n + k))
-        c[8].extend([True] * k)
+    def add_lazy(self, noted: pa.Table, file_idx: int, first_line: int) -> None:
+        """Add NDJSON resources that are not study-relevant, as a table of ``rtype``, ``rid`` and ``line``
+        (within a range that starts after line ``first_line``), built by the reading worker, without their
+        digest: it is taken from the line only when the id is read more than once
+        (:meth:`fill_lazy_digests`), which spares a sorted serialisation and a hash per resource."""
+        k = noted.num_rows
+        if not k:
+            return
+        line = pc.add(noted.column("line").cast(pa.int64()), first_line)
+        batch = pa.table([noted.column("rtype"), noted.column("rid"), pa.nulls(k, pa.int64()),
+                          pa.repeat(False, k), pa.repeat(pa.scalar(file_idx, pa.int32()), k), line,
+                          pa.nulls(k, pa.string()), pa.array(range(self.n, self.n + k), pa.int64()),
+                          pa.repeat(True, k)], names=list(_COLUMNS))
         self.n += k
-        if len(c[0]) >= BATCH:
-            self.flush()
+        self.con.register("_batch", batch)
+        self.con.execute(f"INSERT INTO idx SELECT {', '.join(_COLUMNS)} FROM _batch")
+        self.con.unregister("_batch")
 
     def flush(self) -> None:
         if not self._cols[0]:
