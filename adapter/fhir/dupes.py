@@ -60,7 +60,7 @@ class Copy:
 class DuplicateIndex:
     """Disk-backed record of every (type, id) read (see module doc). Use as a context manager."""
 
-    def __init__(self, memory_limit: str = "256MB", folder: str | Path | None = None) -> None:
+    def __init__(self, memory_limit: str = "128MB", folder: str | Path | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="blina-dup-", dir=folder))
         self.con = duckdb.connect(str(self.dir / "index.duckdb"))
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
