@@ -27,10 +27,11 @@ process's VmHWM), the order reversed every other repetition:
   (The compiled SQL of every view, ``compile_sql.compile_view`` over ``read_ndjson_objects`` with the same
   study-code filter, took 1.6 s against a 0.15 s parse at 1e5 resources, 10 % relevant: not a limit.)
 * ``ingest``: ``ingest_fhir`` end to end for each engine (``--engines``: duckdb, postgresql with ``--pg``)
-  and each NDJSON reader (``--readers``: ``python``, ``duckdb``) into a fresh database that already holds the
-  CDM tables and the study vocabulary (their creation is not timed); the outcome (resources read, loaded,
-  skipped, rejected, CDM rows) must be the same for both readers: a difference is printed as an ERROR and
-  marked in the table.
+  into a fresh database that already holds the CDM tables and the study vocabulary (their creation is not
+  timed). ``--readers`` is for an ``ingest_fhir`` that takes ``reader=`` (none does today: a DuckDB line
+  classifier was measured and not adopted, bench/duckdb_line_scan.py); with two readers the outcome
+  (resources read, loaded, skipped, rejected, CDM rows) must be the same: a difference is printed as an
+  ERROR and marked in the table.
 
 It reports per step the median seconds, resources/s, and two ratios to the limits of the same repetition:
 ``x parse`` = parse seconds / step seconds and ``x DuckDB scan`` = scan seconds / step seconds (median over
@@ -539,8 +540,7 @@ def _section(args: argparse.Namespace, exports: list[dict], meta: dict) -> str:
         "- ingest: `ingest_fhir` end to end (validation of the study-relevant resources, ViewDefinitions, staging, "
         "SQL resolution, OMOP rows, lineage) into a fresh database holding the CDM and the study vocabulary "
         "(not timed). Reader `python`: every line parsed in Python (forked reading processes for large files, "
-        "their number in brackets); `duckdb`: DuckDB classifies the lines and only the study-relevant or odd ones "
-        "reach Python (`ingest_fhir(reader=\"duckdb\")`).",
+        "their number in brackets).",
         "",
         "| noise K | resources | step | engine | reader | seconds | resources/s | x parse | x DuckDB scan "
         "| peak RSS MB | largest worker MB | loaded / skipped / rejected |",
@@ -580,8 +580,8 @@ def _section(args: argparse.Namespace, exports: list[dict], meta: dict) -> str:
               "one-core parse at 10 % study-relevant (K = 9) and >= 1.0x at 1 % (K = 99); PostgreSQL >= 0.5x. "
               "Peak RSS < 400 MB at 1e6 and 1e7 resources.", ""]
     if not args.with_reader:
-        lines += ["This checkout's `ingest_fhir` has no `reader` argument: the ingest rows are its only reader "
-                  "(`python`).", ""]
+        lines += ["The ingest has one NDJSON reader (`python`); a DuckDB line classifier was measured and not "
+                  "adopted (bench/duckdb_line_scan.py, section below).", ""]
     splits = [ex for ex in exports if ex["split"]]
     if splits:
         lines += ["Where the time goes (separate runs, `--split`):", "",
