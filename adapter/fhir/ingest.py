@@ -744,8 +744,8 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     for raw in read_chunk(Path(path), start, end):
         n_lines += 1
         offset, next_offset = next_offset, next_offset + len(raw)
-        try:
-            res = loads(raw)
+        try:  # without a leading BOM, as the one-process reader parses (a non-study line with one was loaded)
+            res = loads(raw[3:] if raw.startswith(BOM) else raw)
         except decode_error:
             if raw.strip():
                 kept.append((n_lines, offset, raw))
