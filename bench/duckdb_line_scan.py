@@ -12,7 +12,7 @@ its JSON functions and classifies each line on all cores, in one query:
 * Python (kind 2): everything else (study records, Patients, Encounters, Bundles, odd lines) would go to
   the unchanged Python path with its line number; blank lines (kind 0) are not resources.
 
-Exactness needs guards, because DuckDB's JSON parser and orjson differ: DuckDB accepts ``NaN``,
+Exactness needs guards, because DuckDB's JSON parser and orjson differ: DuckDB accepts ``NaN``, ``nan``, ``inf``,
 ``Infinity``, numbers beyond a double, trailing commas and nesting deeper than 1024, and it reads the
 *first* of duplicate keys where orjson reads the last. So such texts go to Python, every object the
 classification reads must have distinct keys, the study-code test is textual (no study code as a JSON
@@ -51,9 +51,9 @@ _DATE_SHAPE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"  # a GLOB
 # Texts DuckDB parses and orjson rejects or reads otherwise: such a line goes to Python. Literals, and a number
 # that may overflow a double (an exponent of 3 digits, an integer of 300) or a trailing comma after the
 # character that starts it (a regular expression that starts with a literal is 4x faster in DuckDB).
-_PARSER_LITERALS = ("NaN", "Infinity", "\\", "chr(13)")  # \ also: an escape could spell a study code
+_PARSER_LITERALS = ("nan", "inf", "\\", "chr(13)")  # on the lower-cased line; \ also: an escape could spell a code
 _UNHASHABLE = r'"(?:code|system)"\s*:\s*[\[{]'  # a code or system that is an array or object
-_BIG = r"-?(?:[0-9.]+[eE][+-]?[0-9]{3}|[0-9]{300})"
+_BIG = r"-?(?:[0-9][0-9.]*[eE]|[0-9]{300})"  # any exponent (a long mantissa with a short one overflows too)
 _PARSER_PATTERNS = (rf":\s*{_BIG}", rf"\[\s*{_BIG}", rf",\s*(?:{_BIG}|[\]}}])")
 _MAX_DEPTH_TEXT = 1000  # lines with this many '[' or '{' may nest deeper than orjson reads
 
@@ -222,7 +222,8 @@ class NoiseScan:
         def per_type(cases: list[str]) -> str:
             return f"CASE rtype {' '.join(cases)} END" if cases else "NULL"
 
-        literals = [f"contains(l, {x if x.startswith('chr(') else _q(x)})" for x in _PARSER_LITERALS]
+        literals = [f"contains(lower(l), {_q(x)})" if not x.startswith("chr(") else f"contains(l, {x})"
+                    for x in _PARSER_LITERALS]
         patterns = [f"regexp_matches(l, {_q(x)})" for x in _PARSER_PATTERNS]
         guard = " OR ".join([*literals, *patterns, f"(strlen(l) > {2 * _MAX_DEPTH_TEXT} AND strlen(l) - "
                              f"strlen(replace(replace(l, '[', ''), '{{', '')) >= {_MAX_DEPTH_TEXT})"])
