@@ -1044,7 +1044,7 @@ class _Run:
             report.skipped[result.kind or "filtered"][rtype] += 1
             return
         if result.zero_float:  # rare: was the 0 read from a literal that underflowed (1e-400)?
-            bad = underflowing_numbers(item.file, item.line, item.entry, self.unit_texts)
+            bad = underflowing_numbers(item.file, item.line, item.entry, self.unit_texts, item.source)
             if bad:
                 self.seen[key] = digest << 2 | _REJECTED
                 if rtype == "Patient":

@@ -60,7 +60,8 @@ class Item:
     (decompressed) file; ``entry``: the Bundle entry path, e.g. ``entry[3]`` (None outside Bundles);
     ``refs``: the enclosing Bundle's ``fullUrl -> "Type/id"`` map (None outside Bundles);
     ``raw``: the undecodable text, for unreadable items; ``fallback_id``: the id a Bundle entry gets from
-    its ``urn:uuid`` fullUrl or ``request.url`` when the resource itself has none (transaction Bundles).
+    its ``urn:uuid`` fullUrl or ``request.url`` when the resource itself has none (transaction Bundles);
+    ``source``: the NDJSON line it was parsed from (without a BOM), for checks that need the text.
     """
 
     resource: dict[str, Any] | None
@@ -72,6 +73,7 @@ class Item:
     refs: dict[str, str] | None = None
     fallback_id: str | None = None
     raw: str | None = None
+    source: bytes | None = None
 
 
 def is_ndjson(path: Path) -> bool:
@@ -293,7 +295,7 @@ def _line_items(file: str, lines: Iterable[tuple[int, int, bytes]], keep: _Keep,
             elif rtype == "Bundle":
                 yield from _expand(res, file, lineno, start, "", keep, note)
             elif consume is None or rtype.__class__ is not str or not consume(res, rtype):
-                yield Item(res, file, lineno, start)
+                yield Item(res, file, lineno, start, source=raw)
             elif note is not None:
                 note(res, rtype, res.get("id"), lineno, None)
         else:
