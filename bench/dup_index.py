@@ -63,7 +63,7 @@ def child(kind: str, n: int) -> dict:
                 "INSERT INTO idx SELECT ['Observation','Condition','Encounter','Procedure'][1 + i % 4], "
                 f"printf('%08x-4a1b-4c2d-8e3f-%012x', i % {n}, (i % {n}) * 7), "
                 f"CAST(i % {n} * (CASE WHEN i >= {n} AND i % 2 = 1 THEN -1 ELSE 1 END) AS BIGINT), "
-                f"false, 0, i, NULL, i FROM range({n + n // 100}) t(i)")
+                f"false, 0, i, NULL, i, false FROM range({n + n // 100}) t(i)")
             disk = _disk(index.dir)
             groups = sum(1 for _ in index.groups())
             disk = max(disk, _disk(index.dir))

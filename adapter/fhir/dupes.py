@@ -70,6 +70,10 @@ class DuplicateIndex:
         self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("CREATE TABLE idx (rtype VARCHAR, rid VARCHAR, digest BIGINT, study BOOLEAN, "
                          "file_idx INTEGER, line BIGINT, entry VARCHAR, seq BIGINT, lazy BOOLEAN)")
+        # one transaction while reading: a commit per appended batch (the WAL written and synced each time)
+        # took 20 ms per 12k rows, 1.4 s of the main process in a 3.4 s ingest of 1e6 resources
+        self.con.execute("BEGIN TRANSACTION")
+        self._open = True
         self._cols: tuple[list, ...] = tuple([] for _ in _COLUMNS)
         self.n = 0
 
@@ -123,7 +127,7 @@ class DuplicateIndex:
         """Give a content digest to the copies added by :meth:`add_lazy` whose (type, id) another copy shares.
         ``digests(places)`` gets their (file, line) in file order and yields one digest each. Returns how
         many were digested."""
-        self.flush()
+        self._commit()
         con = self.con
         con.execute("CREATE OR REPLACE TABLE dup AS SELECT hash(rtype, rid) AS h FROM idx GROUP BY h "
                     "HAVING COUNT(*) > 1")
@@ -153,6 +157,13 @@ class DuplicateIndex:
                     "WHERE idx.lazy AND idx.file_idx = d.file_idx AND idx.line = d.line")
         con.execute("DROP TABLE lazy_digest")
         return n
+
+    def _commit(self) -> None:
+        """End the reading transaction (before another cursor reads the table)."""
+        self.flush()
+        if self._open:
+            self.con.execute("COMMIT")
+            self._open = False
 
     def _store_digests(self, places: list[tuple[int, int]], digests: list[int | None]) -> int:
         if not digests:
