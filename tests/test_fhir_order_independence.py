@@ -82,3 +82,32 @@ def test_duplicate_copies_are_listed_in_input_order_with_worker_processes(db: Da
         for d in r["duplicate_ids"]["listed"]:
             d["locations"] = [Path(x).name for x in d["locations"]]
     assert one == two
+
+
+def test_many_duplicate_non_study_ids_with_worker_processes(db: Database, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export read twice: every non-study id repeats. The workers hand those ids over without a digest,
+    which is taken from the lines afterwards; with more than a batch of them the index is rewritten by a join
+    (an UPDATE ran out of memory at 1e6). Same outcome as one process."""
+    import blina_study.adapter.fhir.dupes as dupes
+
+    monkeypatch.setattr(dupes, "BATCH", 4)  # so that 12 repeated ids take the many-digests path
+    noise = [vital(f"v{i}", f"2020-0{1 + i % 9}-01") for i in range(12)]
+    reports = []
+    for workers in (1, 2):
+        folder = tmp_path / f"w{workers}"
+        folder.mkdir()
+        a = write_ndjson(folder / "a.ndjson", [patient("P"), quantity_obs("x", "P", "8122-4", 950, "/uL",
+                                                                             date="2020-03-01"), *noise])
+        changed = dict(noise[5], valueQuantity={"value": 99, "unit": "cm"})  # one id with other content
+        b = write_ndjson(folder / "b.ndjson", [*noise[:5], changed, *noise[6:]])
+        rep = ingest(db, a, b, workers=workers)
+        assert rep.duplicate_ids["identical"] == 11 and rep.duplicate_ids["conflicting"] == 1, rep.duplicate_ids
+        assert rep.skipped["duplicate"] == {"Observation": 11}
+        assert sorted(r.where for r in rep.rejected) == sorted([f"{a}:8", f"{b}:6"])
+        reports.append(_report(rep))
+    one, two = reports
+    for r in (one, two):
+        for d in r["duplicate_ids"]["listed"]:
+            d["locations"] = [Path(x).name for x in d["locations"]]
+    assert one == two

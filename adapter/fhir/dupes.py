@@ -153,8 +153,15 @@ class DuplicateIndex:
                 done.clear()
         n += self._store_digests(places[: len(done)], done)
         cur.close()
-        con.execute("UPDATE idx SET digest = d.digest, lazy = false FROM lazy_digest d "
-                    "WHERE idx.lazy AND idx.file_idx = d.file_idx AND idx.line = d.line")
+        if n <= BATCH:  # the common case: none or a few
+            con.execute("UPDATE idx SET digest = d.digest, lazy = false FROM lazy_digest d "
+                        "WHERE idx.lazy AND idx.file_idx = d.file_idx AND idx.line = d.line")
+        elif n:  # many (an export read twice): the index rewritten by a join that spills (UPDATE's ran out of memory)
+            con.execute("CREATE TABLE idx_digested AS SELECT i.rtype, i.rid, coalesce(i.digest, d.digest) AS digest, "
+                        "i.study, i.file_idx, i.line, i.entry, i.seq, i.lazy AND d.line IS NULL AS lazy FROM idx i "
+                        "LEFT JOIN lazy_digest d ON i.lazy AND i.file_idx = d.file_idx AND i.line = d.line")
+            con.execute("DROP TABLE idx")
+            con.execute("ALTER TABLE idx_digested RENAME TO idx")
         con.execute("DROP TABLE lazy_digest")
         return n
 
