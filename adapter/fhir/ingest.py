@@ -710,6 +710,7 @@ class _RangeScan:
     noted: pa.Table  # rtype, rid, line (within the range) of the resources taken here
     checked: dict[int, str | None]  # line -> validation problem (None: valid) of the study-relevant lines
     errors: dict[int, str]  # line -> why the line's resource could not be read (a malformed element)
+    digests: dict[int, int]  # line -> content digest of the study-relevant lines (see _digest)
 
 
 _worker_mapper: ResourceMapper | None = None
@@ -738,6 +739,8 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     noted_lines: list[int] = []
     checked: dict[int, str | None] = {}
     errors: dict[int, str] = {}
+    digests: dict[int, int] = {}
+    dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
     validation_problem = mapper.validation_problem
     n_lines = 0
     next_offset = start
@@ -771,8 +774,12 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
                 if sink.error is not None:
                     errors[n_lines], sink.error = sink.error, None
                 else:
-                    # validation is pure and the costliest step: done here, used by the main process if it
-                    # maps this resource (a duplicate or not-done one is not mapped, its result goes unused)
+                    # the content digest and validation are pure and costly: done here, used by the main
+                    # process (a duplicate or not-done resource is not validated there: the result goes unused)
+                    try:
+                        digests[n_lines] = hash(dumps(res, option=sort_keys))
+                    except TypeError:  # nested deeper than orjson writes: the main process rejects it
+                        pass
                     try:
                         checked[n_lines] = validation_problem(res)
                     except _RECORD_ERRORS as exc:
@@ -781,7 +788,7 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     # as Arrow columns: built here, in parallel, and handed to the duplicate index without a Python loop
     noted = pa.table([pa.array(noted_types, pa.string()), pa.array(noted_ids, pa.string()),
                       pa.array(noted_lines, pa.int64())], names=["rtype", "rid", "line"])
-    return _RangeScan(n_lines, not_relevant, sink.followup, kept, noted, checked, errors)
+    return _RangeScan(n_lines, not_relevant, sink.followup, kept, noted, checked, errors, digests)
 
 
 class _Run:
@@ -805,6 +812,7 @@ class _Run:
         self.sink = _NoiseSink(mapper, self.not_relevant)
         self.checked: dict[int, str | None] = {}  # line -> validation problem, found by a worker (this range)
         self.errors: dict[int, str] = {}  # line -> malformed element, found by a worker (this range)
+        self.digests: dict[int, int] = {}  # line -> content digest, by a worker (this range)
         self.index = index
         self.file_idx = 0  # the file being read (for note)
         self.unit_texts = UnitTexts()  # raw lines read again (rare: a zero that may have underflowed)
@@ -943,9 +951,10 @@ class _Run:
                 lines = [(first + n, offset, raw) for n, offset, raw in scan.kept]
                 self.checked = {first + n: problem for n, problem in scan.checked.items()}
                 self.errors = {first + n: why for n, why in scan.errors.items()}
+                self.digests = {first + n: d for n, d in scan.digests.items()}
                 self._read_items(iter_line_items(str(path), lines, self.mapper.wanted, skipped_counts, self.note),
                                  file_idx, skipped_counts)
-                self.checked, self.errors = {}, {}
+                self.checked, self.errors, self.digests = {}, {}, {}
             ok = True
         finally:
             pool.shutdown(wait=ok, cancel_futures=not ok)
@@ -984,11 +993,13 @@ class _Run:
                 continue
             res["id"] = rid
             key = f"{rtype}/{rid}"
-            try:
-                digest = hash(dumps(res, option=sort_keys))
-            except TypeError as exc:  # nested deeper than orjson serialises
-                self.reject(item.file, item.line, item.entry, key, reason_for(res, exc), res)
-                continue
+            digest = self.digests.get(item.line) if item.entry is None else None  # a worker's, of this line
+            if digest is None:
+                try:
+                    digest = hash(dumps(res, option=sort_keys))
+                except TypeError as exc:  # nested deeper than orjson serialises
+                    self.reject(item.file, item.line, item.entry, key, reason_for(res, exc), res)
+                    continue
             self.index.add(rtype, rid, digest, True, file_idx, item.line, item.entry)
             prev = seen.get(key)
             if prev is not None:
