@@ -136,7 +136,11 @@ def test_reader_yields_one_item_per_line(tmp_path_factory: Any, lines: list[byte
     items = list(iter_items(path))
     expected = []
     for i, ln in enumerate(lines, 1):
-        text = ln[3:] if ln.startswith(b"\xef\xbb\xbf") else ln  # a BOM opening a line is dropped
+        # one BOM opening a line is dropped: on the first line of a file written with one, that is the file's
+        if i == 1 and bom:
+            text = ln
+        else:
+            text = ln[3:] if ln.startswith(b"\xef\xbb\xbf") else ln
         if not text.strip():
             continue
         try:

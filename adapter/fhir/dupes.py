@@ -26,6 +26,7 @@ took most of the ingest's main-process time at 1e6 resources.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,7 +35,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 __all__ = ["BATCH", "Copy", "DuplicateIndex"]
 
@@ -74,6 +74,7 @@ class DuplicateIndex:
         # took 20 ms per 12k rows, 1.4 s of the main process in a 3.4 s ingest of 1e6 resources
         self.con.execute("BEGIN TRANSACTION")
         self._open = True
+        self._lazy_files: list[tuple[str, int, int, int]] = []  # (Parquet file, file, first line, first seq)
         self._cols: tuple[list, ...] = tuple([] for _ in _COLUMNS)
         self.n = 0
 
@@ -93,23 +94,32 @@ class DuplicateIndex:
         if len(c[0]) >= BATCH:
             self.flush()
 
-    def add_lazy(self, noted: pa.Table, file_idx: int, first_line: int) -> None:
-        """Add NDJSON resources that are not study-relevant, as a table of ``rtype``, ``rid`` and ``line``
-        (within a range that starts after line ``first_line``), built by the reading worker, without their
-        digest: it is taken from the line only when the id is read more than once
-        (:meth:`fill_lazy_digests`), which spares a sorted serialisation and a hash per resource."""
-        k = noted.num_rows
-        if not k:
+    def add_lazy(self, parquet: str, lines: int, file_idx: int, first_line: int) -> None:
+        """Add NDJSON resources that are not study-relevant: a Parquet file (in :attr:`dir`, written by a
+        reading worker) of ``rtype``, ``rid`` and ``line`` within a range of ``lines`` lines that starts
+        after line ``first_line`` of file ``file_idx``; loaded with the others in one statement before the
+        groups are read. They come without their digest: it is taken from the line only when the id is read
+        more than once (:meth:`fill_lazy_digests`), which spares a sorted serialisation and a hash each."""
+        self._lazy_files.append((parquet, file_idx, first_line, self.n))
+        self.n += lines + 1  # seq = the range's first + its line
+
+    def _load_lazy(self) -> None:
+        if not self._lazy_files:
             return
-        line = pc.add(noted.column("line").cast(pa.int64()), first_line)
-        batch = pa.table([noted.column("rtype"), noted.column("rid"), pa.nulls(k, pa.int64()),
-                          pa.repeat(False, k), pa.repeat(pa.scalar(file_idx, pa.int32()), k), line,
-                          pa.nulls(k, pa.string()), pa.array(range(self.n, self.n + k), pa.int64()),
-                          pa.repeat(True, k)], names=list(_COLUMNS))
-        self.n += k
-        self.con.register("_batch", batch)
-        self.con.execute(f"INSERT INTO idx SELECT {', '.join(_COLUMNS)} FROM _batch")
-        self.con.unregister("_batch")
+        con = self.con
+        con.execute("CREATE TEMP TABLE lazy_file (path VARCHAR, file_idx INTEGER, first_line BIGINT, seq BIGINT)")
+        con.executemany("INSERT INTO lazy_file VALUES (?, ?, ?, ?)", self._lazy_files)
+        con.execute(f"SET threads = {max(1, min(os.cpu_count() or 1, 4))}")  # the reading workers are done
+        try:
+            con.execute("INSERT INTO idx SELECT p.rtype, p.rid, NULL, false, f.file_idx, f.first_line + p.line, NULL, "
+                        "f.seq + p.line, true FROM read_parquet($files, filename = true) p JOIN lazy_file f "
+                        "ON p.filename = f.path", {"files": [f[0] for f in self._lazy_files]})
+        finally:
+            con.execute("SET threads = 1")
+        con.execute("DROP TABLE lazy_file")
+        for path, *_ in self._lazy_files:
+            Path(path).unlink(missing_ok=True)
+        self._lazy_files.clear()
 
     def flush(self) -> None:
         if not self._cols[0]:
@@ -168,6 +178,7 @@ class DuplicateIndex:
     def _commit(self) -> None:
         """End the reading transaction (before another cursor reads the table)."""
         self.flush()
+        self._load_lazy()
         if self._open:
             self.con.execute("COMMIT")
             self._open = False
@@ -190,6 +201,7 @@ class DuplicateIndex:
         found by streaming the whole index in key order (an external sort): within the memory limit where
         the join's hash table would not be."""
         self.flush()
+        self._load_lazy()
         con = self.con
         # grouped by a 64-bit hash of the key (a small aggregate state, where the strings did not fit 64 MB at
         # 1e7 resources); a hash shared by two keys only makes a candidate, the exact grouping is below
