@@ -288,6 +288,8 @@ class ResourceMapper:
         # types the reader must hand over: mapped ones, and others whose dates count for follow-up
         self.wanted: frozenset[str] = self.relevant | frozenset(config.followup)
         self._plans = {name: self._plan(view, self.rules) for name, view in views.items()}
+        self._window = (self.rules.earliest[:10], self.rules.latest[:10])  # see followup_dates
+        self._status_elements: dict[str, str] = {}  # resource type -> its status element (cache)
         self.study_codes = study_codes
         self.any_system_codes = any_system_codes
         self._value_sets: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
@@ -351,6 +353,7 @@ class ResourceMapper:
         if ref.__class__ is not str or not ref.startswith("Patient/") or "\x00" in ref:
             return None  # Bundle-internal urn references are resolved only for loaded records
         first = last = None
+        earliest, latest = self._window  # Rules.outside_window of a YYYY-MM-DD prefix, inlined (once per record)
         for el in spec[1]:
             v = resource.get(el)
             if v is None:
@@ -358,7 +361,7 @@ class ResourceMapper:
             for d in (v,) if v.__class__ is str else (v.get("start"), v.get("end")) if v.__class__ is dict else ():
                 if d.__class__ is str and len(d) >= 10:  # a partial date says too little: ignored
                     d = d[:10]
-                    if self.rules.outside_window(d):  # implausible (year 1, 9999): ignored
+                    if d < earliest or d > latest:  # implausible (year 1, 9999): ignored
                         continue
                     if first is None:
                         first = last = d
@@ -441,7 +444,10 @@ class ResourceMapper:
         return None
 
     def _not_done(self, resource: dict[str, Any]) -> str | None:
-        element = self.config.status_element(resource["resourceType"])
+        rtype = resource["resourceType"]
+        element = self._status_elements.get(rtype)
+        if element is None:
+            element = self._status_elements[rtype] = self.config.status_element(rtype)
         value = resource.get(element)
         if isinstance(value, str):
             return value if value in self.config.not_done_status else None
