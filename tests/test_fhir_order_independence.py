@@ -58,6 +58,14 @@ def test_a_malformed_status_rejects_the_record_whatever_comes_before(db: Databas
     assert period == [("2019-01-01", "2021-06-01")]
 
 
+def _assert_same(one: dict, two: dict) -> None:
+    """The one-process and two-process reports, equal once the runs' folders are left out."""
+    for r in (one, two):
+        for d in r["duplicate_ids"]["listed"]:
+            d["locations"] = [Path(x).name for x in d["locations"]]
+    assert one == two
+
+
 def vital(oid: str, date: str) -> dict:
     return {"resourceType": "Observation", "id": oid, "status": "final",
             "code": {"coding": [{"system": LOINC, "code": "8302-2"}]}, "subject": {"reference": "Patient/P"},
@@ -77,11 +85,7 @@ def test_duplicate_copies_are_listed_in_input_order_with_worker_processes(db: Da
         listed = {d["resource_key"]: d["locations"] for d in rep.duplicate_ids["listed"]}
         assert listed == {"Observation/x": [f"{path}:2", f"{path}:3"], "Observation/y": [f"{path}:4", f"{path}:5"]}
         reports.append(_report(rep))
-    one, two = reports
-    for r in (one, two):
-        for d in r["duplicate_ids"]["listed"]:
-            d["locations"] = [Path(x).name for x in d["locations"]]
-    assert one == two
+    _assert_same(*reports)
 
 
 def test_many_duplicate_non_study_ids_with_worker_processes(db: Database, tmp_path: Path,
@@ -106,8 +110,4 @@ def test_many_duplicate_non_study_ids_with_worker_processes(db: Database, tmp_pa
         assert rep.skipped["duplicate"] == {"Observation": 11}
         assert sorted(r.where for r in rep.rejected) == sorted([f"{a}:8", f"{b}:6"])
         reports.append(_report(rep))
-    one, two = reports
-    for r in (one, two):
-        for d in r["duplicate_ids"]["listed"]:
-            d["locations"] = [Path(x).name for x in d["locations"]]
-    assert one == two
+    _assert_same(*reports)
