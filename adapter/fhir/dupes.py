@@ -17,7 +17,8 @@ The content digest is the 64-bit hash of the resource serialised with sorted key
 copies that differ only in key order or white space are the same content; a resource that cannot be
 serialised (nested deeper than orjson writes) gets no digest (NULL) and never counts as identical.
 The NDJSON resources that worker processes take as not study-relevant come without a digest
-(:meth:`DuplicateIndex.add_lazy`, an Arrow table per range): almost no id is read twice, so the digest
+(:meth:`DuplicateIndex.add_lazy`, a Parquet file per range that DuckDB loads in one statement after
+reading): almost no id is read twice, so the digest
 of such a copy is computed, from its line read again, only when another copy shares its id
 (:meth:`DuplicateIndex.fill_lazy_digests`, before :meth:`DuplicateIndex.groups`).
 Batches are Arrow arrays (pyarrow, already a dependency): building pandas object columns from the lists

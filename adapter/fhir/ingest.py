@@ -522,31 +522,19 @@ def _digest(res: dict) -> int | None:
 
 def _line_digests(files: list[Path]) -> Callable[[Iterator[tuple[int, int]]], Iterator[int | None]]:
     """The content digests (:func:`_digest`) of NDJSON lines given as (file, line) in file order, read forward
-    in one pass per file (for :meth:`DuplicateIndex.fill_lazy_digests`)."""
+    in one pass per file by :class:`UnitTexts` (for :meth:`DuplicateIndex.fill_lazy_digests`)."""
 
     def digests(places: Iterator[tuple[int, int]]) -> Iterator[int | None]:
-        fh, current, pos = None, -1, 0
+        texts = UnitTexts()
         try:
             for file_idx, line in places:
-                if file_idx != current or line <= pos:
-                    if fh is not None:
-                        fh.close()
-                    path = files[file_idx]
-                    fh = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
-                    current, pos = file_idx, 0
-                raw = b""
-                while pos < line:
-                    raw = fh.readline()
-                    pos += 1
-                if raw.startswith(BOM):
-                    raw = raw[3:]
+                raw = texts.raw(str(files[file_idx]), line) or b""
                 try:
-                    yield _digest(orjson.loads(raw))
+                    yield _digest(orjson.loads(raw[3:] if raw.startswith(BOM) else raw))
                 except orjson.JSONDecodeError:  # cannot happen for a line a worker parsed: never identical
                     yield None
         finally:
-            if fh is not None:
-                fh.close()
+            texts.close()
 
     return digests
 
@@ -645,8 +633,7 @@ class _NoiseSink:
 
     def __init__(self, mapper: ResourceMapper, not_relevant: Counter) -> None:
         self.relevant, self.is_study = mapper.relevant, mapper.is_study
-        # status_skip is _not_done (one call less per record: this is the hot path of noise)
-        self.candidate, self.status_skip = mapper.followup_dates, mapper._not_done
+        self.candidate, self.status_skip = mapper.followup_dates, mapper.status_skip
         self.not_relevant = not_relevant
         self.n = 0
         self.followup: dict[str, list[str | None]] = {}  # patient id -> [first, last], either may be None
@@ -710,8 +697,7 @@ class _RangeScan:
     not_relevant: Counter  # by type: the noise and the types no view maps and follow-up does not read
     followup: dict[str, list[str | None]]
     kept: list[tuple[int, int, bytes]]
-    noted: tuple[str, int] | None  # a Parquet file of (rtype, rid, line within the range) of the resources
-    # taken here, and its rows (None: none)
+    noted: str | None  # a Parquet file of (rtype, rid, line within the range) of the resources taken here
     checked: dict[int, str | None]  # line -> validation problem (None: valid) of the study-relevant lines
     errors: dict[int, str]  # line -> why the line's resource could not be read (a malformed element)
     digests: dict[int, int]  # line -> content digest of the study-relevant lines (see _digest)
@@ -746,7 +732,6 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
     checked: dict[int, str | None] = {}
     errors: dict[int, str] = {}
     digests: dict[int, int] = {}
-    dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
     validation_problem = mapper.validation_problem
     n_lines = 0
     next_offset = start
@@ -782,10 +767,9 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
                 else:
                     # the content digest and validation are pure and costly: done here, used by the main
                     # process (a duplicate or not-done resource is not validated there: the result goes unused)
-                    try:
-                        digests[n_lines] = hash(dumps(res, option=sort_keys))
-                    except TypeError:  # nested deeper than orjson writes: the main process rejects it
-                        pass
+                    digest = _digest(res)
+                    if digest is not None:  # None: nested deeper than orjson writes (the main process rejects it)
+                        digests[n_lines] = digest
                     try:
                         checked[n_lines] = validation_problem(res)
                     except _RECORD_ERRORS as exc:
@@ -798,7 +782,7 @@ def _scan_range(path: str, start: int, end: int | None) -> _RangeScan:
         out = _worker_folder / f"noted-{os.getpid()}-{next(_worker_files)}.parquet"
         pq.write_table(pa.table([pa.array(noted_types, pa.string()), pa.array(noted_ids, pa.string()),
                                  pa.array(noted_lines, pa.int64())], names=["rtype", "rid", "line"]), out)
-        noted = (str(out), len(noted_types))
+        noted = str(out)
     return _RangeScan(n_lines, not_relevant, sink.followup, kept, noted, checked, errors, digests)
 
 
@@ -957,7 +941,7 @@ class _Run:
                 self.not_relevant.update(scan.not_relevant)
                 self.sink.merge(scan.followup)
                 if scan.noted is not None:
-                    self.index.add_lazy(scan.noted[0], scan.n_lines, file_idx, first)
+                    self.index.add_lazy(scan.noted, scan.n_lines, file_idx, first)
                 self.file_idx = file_idx
                 skipped_counts: dict[str, int] = {}
                 lines = [(first + n, offset, raw) for n, offset, raw in scan.kept]

@@ -343,8 +343,8 @@ class ResourceMapper:
         """(patient id, first date, last date) of a record that is not loaded, for follow-up (3b.10).
 
         The dates are ``YYYY-MM-DD`` prefixes, not yet checked: see :func:`valid_day`. Whether the record
-        was done (3b.3, :meth:`status_skip`) is the caller's check: the ingest makes it only when the dates
-        would move the patient's first or last date."""
+        was done (3b.3, :meth:`status_skip`) is the caller's check: the ingest makes it for every dated
+        record."""
         spec = self.config.followup.get(resource["resourceType"])
         if spec is None:
             return None
@@ -443,7 +443,8 @@ class ResourceMapper:
                             f"{RULES_FILE} periods.{name})")
         return None
 
-    def _not_done(self, resource: dict[str, Any]) -> str | None:
+    def status_skip(self, resource: dict[str, Any]) -> str | None:
+        """The not-done status of a resource (protocol 3b.3), or None."""
         rtype = resource["resourceType"]
         element = self._status_elements.get(rtype)
         if element is None:
@@ -457,10 +458,6 @@ class ResourceMapper:
                 if code in self.config.not_done_status:
                     return code
         return None
-
-    def status_skip(self, resource: dict[str, Any]) -> str | None:
-        """The not-done status of a resource (protocol 3b.3), or None."""
-        return self._not_done(resource)
 
     def validation_problem(self, resource: dict[str, Any]) -> str | None:
         """Why ``resource`` is not valid FHIR R4, or None when it is (or when this mapper does not validate):
