@@ -2,9 +2,8 @@
 input, on DuckDB and on PostgreSQL: the reader with two processes (``workers=2``, NDJSON ranges of a few kB so
 that files are split into several ranges read side by side). It found that a line starting with a UTF-8 BOM
 was parsed by the workers without removing it: a non-study record on such a line was loaded as a study
-record (issue 14). The harness also compares an alternative reader when ``ingest_fhir`` takes ``reader=``
-(none does: the DuckDB line classifier, bench/duckdb_line_scan.py, was measured and not adopted; run against
-a reconstruction of it, this file found the parser differences its guards missed).
+record (issue 14). (Run against a reconstruction of the DuckDB line classifier that was measured and not
+adopted, bench/duckdb_line_scan.py, it also found the parser differences that classifier's guards missed.)
 
 Compared, per input and engine, each reading into a CDM of its own (DuckDB: a fresh database file;
 PostgreSQL: fresh CDM and vocabulary schemas of the test's fresh database): the whole report (``to_dict()``
@@ -22,16 +21,13 @@ shared file) with ids of its own (``<case>.``), so cases cannot interact; ``BLIN
 every case of a group as a test of its own (to find which case of a group differs).
 
 Not vacuous: each comparison checks that the reference outcome has what the input was built for (study
-records loaded, noise counted, rejections, follow-up rows, duplicate groups) and, for the DuckDB reader, that
-it took noise lines in SQL (a spy on ``NoiseScan.scan``) and, on clean exports, read every file itself (a
-run that fell back to Python would compare Python with itself).
+records loaded, noise counted, rejections, follow-up rows, duplicate groups).
 """
 
 from __future__ import annotations
 
 import copy
 import gzip
-import inspect
 import io
 import json
 import os
@@ -76,9 +72,7 @@ SITE = "s1"
 BOM = b"\xef\xbb\xbf"
 SYNTHEA = find_shared() / "external" / "synthea-bulk-10"
 SPLIT = os.environ.get("BLINA_READER_EQ_SPLIT") == "1"
-# the DuckDB reader (ingest_fhir(reader="duckdb")) when this checkout has it; else only workers are compared
-HAS_READER = "reader" in inspect.signature(ingest_fhir).parameters
-REFERENCE = ("python", 1)  # (reader, workers) of the outcome every other reading must give
+REFERENCE_WORKERS = 1  # the reading every other one must give the outcome of
 # columns of CDM_SOURCE that record the day of the run (adapter.provenance.record_fhir_ingest)
 NOW_COLUMNS = {"cdm_source": {"source_release_date", "cdm_release_date"}}
 HEIGHT, HEART = "8302-2", "8867-4"  # LOINC codes the study does not read (noise)
@@ -219,8 +213,6 @@ class Expect:
     rejected: bool = False
     followup: bool = False
     duplicates: bool = False
-    scanned: bool = True  # the DuckDB run took noise lines in SQL
-    all_scanned: bool = False  # ... and read every NDJSON file (a clean export: none may fall back to Python)
     error: str | None = None  # the ingest raises: a text of the message
 
 
@@ -230,9 +222,6 @@ class Input:
 
     build: Callable[[Path], tuple[list[Path], dict[str, Any]]]
     expect: Expect = field(default_factory=Expect)
-    # the DuckDB reader with workers=2 too: only files it cannot scan are read by worker processes, so this is
-    # for the inputs that have such files (CRLF, invalid UTF-8, long lines, a bad .gz, 20 MB)
-    duckdb_workers2: bool = False
     chunk: int | None = 4096  # ingest._CHUNK_BYTES for workers=2: several ranges per file (None: the module's)
 
 
@@ -247,7 +236,7 @@ class LinesCase:
 Case = Callable[[Path, str], None] | LinesCase  # a writer of one case's files into a folder (ids prefixed)
 
 
-def group(cases: dict[str, Case], expect: Expect, duckdb_workers2: bool = False) -> dict[str, Input]:
+def group(cases: dict[str, Case], expect: Expect) -> dict[str, Input]:
     """One input holding every case in a sub-folder of its own; with BLINA_READER_EQ_SPLIT=1, one input
     per case (its expectations are then not checked: a single case need not have all of them)."""
     def build_all(names: list[str]) -> Callable[[Path], tuple[list[Path], dict[str, Any]]]:
@@ -266,9 +255,8 @@ def group(cases: dict[str, Case], expect: Expect, duckdb_workers2: bool = False)
         return build
 
     if SPLIT:
-        return {name: Input(build_all([name]), Expect(loaded=False, noise=False, scanned=False), duckdb_workers2)
-                for name in cases}
-    return {"": Input(build_all(sorted(cases)), expect, duckdb_workers2)}
+        return {name: Input(build_all([name]), Expect(loaded=False, noise=False)) for name in cases}
+    return {"": Input(build_all(sorted(cases)), expect)}
 
 
 # ---------------------------------------------------------------- 1. the inputs of the other ingest tests
@@ -1104,27 +1092,25 @@ def _inputs() -> dict[str, Input]:
 
     dupes = Expect(rejected=True, followup=True, duplicates=True)
     add("existing", group(_existing_cases(), dupes))
-    clean = Expect(followup=True, all_scanned=True)
+    clean = Expect(followup=True)
     inputs["clean-input"] = Input(_build_clean_input, clean)
     inputs["bulk-export"] = Input(_build_bulk_export, clean)
     inputs["overlay"] = Input(_build_overlay, clean)
     inputs["synth-center2"] = Input(_build_synth, clean)
     inputs["synthea-bulk-10"] = Input(_build_synthea, clean)
     full = Expect(rejected=True, followup=True)
-    add("lines", group(_line_cases(), full, duckdb_workers2=True))
+    add("lines", group(_line_cases(), full))
     add("json", group(_json_cases(), full))
     add("keys", group(_key_cases(), full))
     add("dates", group(_date_ref_id_cases(), full))
-    add("dupes", group(_duplicate_cases(), dupes, duckdb_workers2=True))
-    add("files", group(_file_cases(), full, duckdb_workers2=True))
+    add("dupes", group(_duplicate_cases(), dupes))
+    add("files", group(_file_cases(), full))
     inputs["explicit-txt"] = Input(_build_explicit_txt, full)
     # a .gz file Python's gzip cannot read fails the run (nothing stored); trailing zeros it reads
     for kind, error in (("truncated", "cannot read the file"), ("trailing-garbage", "cannot read the file"),
                         ("not-gzip", "cannot read the file"), ("trailing-zeros", None)):
-        inputs[f"gz-{kind}"] = Input(_gz_fault(kind), Expect(error=error, scanned=error is None, followup=True),
-                                     duckdb_workers2=kind == "truncated")
-    inputs["big-20mb"] = Input(_build_big, Expect(rejected=True, followup=True, duplicates=True, all_scanned=True),
-                               duckdb_workers2=True, chunk=None)
+        inputs[f"gz-{kind}"] = Input(_gz_fault(kind), Expect(error=error, followup=True))
+    inputs["big-20mb"] = Input(_build_big, Expect(rejected=True, followup=True, duplicates=True), chunk=None)
     inputs["same-file-twice"] = Input(_build_same_file_twice, Expect(rejected=True, followup=True))
     return inputs
 
@@ -1140,7 +1126,6 @@ class Outcome:
     report: dict[str, Any] | None = None
     quarantine: list[str] = field(default_factory=list)
     tables: dict[str, list[tuple]] = field(default_factory=dict)
-    scans: list[tuple[str, int | None]] = field(default_factory=list)  # (file, noise lines taken or None)
 
 
 def _tables(db: Any, schema: str) -> dict[str, list[tuple]]:
@@ -1159,8 +1144,8 @@ def _tables(db: Any, schema: str) -> dict[str, list[tuple]]:
     return out
 
 
-def _run(engine_url: str, tmp_path: Path, label: str, paths: list[Path], kw: dict[str, Any], reader: str,
-         workers: int, scans: list[tuple[str, int | None]]) -> Outcome:
+def _run(engine_url: str, tmp_path: Path, label: str, paths: list[Path], kw: dict[str, Any], workers: int
+         ) -> Outcome:
     duck = not engine_url.startswith("postgresql")
     url = str(tmp_path / f"{label}.duckdb") if duck else engine_url
     cdm, vocab = ("cdm", "vocab") if duck else (f"cdm_{label}", f"vocab_{label}")
@@ -1170,12 +1155,9 @@ def _run(engine_url: str, tmp_path: Path, label: str, paths: list[Path], kw: dic
         create_cdm(db)
         load_study_vocabulary(db)
         quarantine = io.StringIO()
-        scans.clear()
         try:
-            if HAS_READER:
-                kw["reader"] = reader
             rep = ingest_fhir(db, paths, site_id=SITE, quarantine=quarantine, workers=workers, **kw)
-        except Exception as exc:  # noqa: BLE001 - an error is an outcome too, compared between the readers
+        except Exception as exc:  # noqa: BLE001 - an error is an outcome too, compared between the readings
             out.error = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, BlinaError):
                 out.error += "\n" + "".join(traceback.format_exception(exc)[-3:])
@@ -1187,32 +1169,10 @@ def _run(engine_url: str, tmp_path: Path, label: str, paths: list[Path], kw: dic
             out.report.pop("seconds")
         # records end with a line feed; split on it only (U+2028 or U+0085 inside a record are not line ends)
         out.quarantine = quarantine.getvalue().split("\n")[:-1]
-        out.scans = list(scans)
         out.tables = _tables(db, cdm)
     finally:
         db.close()
     return out
-
-
-def _spy_on_scan(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None]]:
-    """Record what the DuckDB reader's scan took per file (noise lines, or None: the file went to Python), so
-    that a DuckDB run that took nothing in SQL is found (its comparison would test Python against itself)."""
-    try:
-        from blina_study.adapter.fhir import prescan
-    except ImportError:  # pragma: no cover - the reader's module was renamed: this spy must follow it
-        pytest.fail("ingest_fhir has reader= but blina_study.adapter.fhir.prescan.NoiseScan.scan is not there: "
-                    "adapt _spy_on_scan (it checks that the DuckDB reader took lines in SQL)")
-
-    scans: list[tuple[str, int | None]] = []
-    original = prescan.NoiseScan.scan
-
-    def scan(self: Any, path: Path, *args: Any, **kwargs: Any) -> Any:
-        found = original(self, path, *args, **kwargs)
-        scans.append((str(path), None if found is None else int(found.n_noise)))
-        return found
-
-    monkeypatch.setattr(prescan.NoiseScan, "scan", scan)
-    return scans
 
 
 def _short(value: Any, n: int = 600) -> str:
@@ -1274,7 +1234,7 @@ def _check_reference(name: str, ref: Outcome, expect: Expect) -> None:
     """The reference outcome has what the input was built for: the comparison compares something."""
     if expect.error is not None or ref.error is not None:
         assert expect.error is not None and ref.error is not None and expect.error in ref.error, (
-            f"{name}: expected an error with {expect.error!r}, the python reader gave {ref.error!r}")
+            f"{name}: expected an error with {expect.error!r}, the one-process reading gave {ref.error!r}")
         return
     rep = ref.report
     assert rep is not None and rep["resources_read"] > 0, f"{name}: nothing read"
@@ -1293,49 +1253,24 @@ def _check_reference(name: str, ref: Outcome, expect: Expect) -> None:
         assert rep["duplicate_ids"]["listed"], f"{name}: no duplicate id"
 
 
-def _describe_scans(out: Outcome) -> str:
-    return "; ".join(f"{Path(f).name}: {'python (fallback)' if n is None else f'{n} noise lines in SQL'}"
-                     for f, n in out.scans) or "(no scan)"
-
-
-def _variants(inp: Input) -> list[tuple[str, int]]:
-    """The readings compared with the reference: the Python reader with two processes, and the DuckDB reader
-    (when this checkout has it) with one and, for some inputs, two."""
-    out = [("python", 2)]
-    if HAS_READER:
-        out += [("duckdb", 1)] + ([("duckdb", 2)] if inp.duckdb_workers2 else [])
-    return out
-
-
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_every_reading_gives_the_reference_outcome(engine_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    name: str) -> None:
     inp = INPUTS[name]
     paths, kw = inp.build(tmp_path / "input")
-    scans = _spy_on_scan(monkeypatch) if HAS_READER else []
     if inp.chunk is not None:  # workers=2: ranges of a few kB, every file is read in several parallel parts
         monkeypatch.setattr(ingest_module, "_CHUNK_BYTES", inp.chunk)
     engine = "duckdb" if not engine_url.startswith("postgresql") else "postgresql"
-    out = {(r, w): _run(engine_url, tmp_path, f"{r}_w{w}", paths, copy.deepcopy(kw), r, w, scans)
-           for r, w in [REFERENCE, *_variants(inp)]}
+    out = {w: _run(engine_url, tmp_path, f"python_w{w}", paths, copy.deepcopy(kw), w)
+           for w in (REFERENCE_WORKERS, 2)}
 
-    ref = out[REFERENCE]
+    ref = out[REFERENCE_WORKERS]
     _check_reference(name, ref, inp.expect)
     problems = []
-    for (reader, workers), got in out.items():
-        if (reader, workers) == REFERENCE:
+    for workers, got in out.items():
+        if workers == REFERENCE_WORKERS:
             continue
-        where = f"reader={reader} workers={workers} vs reader=python workers=1"
-        if reader == "python":
-            assert not got.scans, f"{name}: the python reader ran the DuckDB scan"
-        else:
-            where += f" (DuckDB scan: {_describe_scans(got)})"
-            if inp.expect.scanned and not any(n for _, n in got.scans):
-                problems.append(f"{where}: the DuckDB reader took no noise line in SQL (the comparison would test "
-                                "the Python reader against itself)")
-            if inp.expect.all_scanned and not (got.scans and all(n is not None for _, n in got.scans)):
-                problems.append(f"{where}: a file of this clean export fell back to the Python reader, so the "
-                                "comparison does not test the DuckDB reader on it")
+        where = f"workers={workers} vs workers={REFERENCE_WORKERS}"
         diffs = _differences(ref, got)
         if diffs:
             problems.append(f"{where}:\n  " + "\n  ".join(diffs))
