@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from blina_study.adapter.db import Database
 
 
@@ -46,3 +48,18 @@ def concept_id(db: Database, vocab: str, code: str) -> int:
 def insert_row(db: Database, table: str, row: dict) -> None:
     db.execute(f"insert into {db.qualified('cdm', table)} ({', '.join(row)}) "
                f"values ({', '.join(':' + k for k in row)})", row)
+
+
+def synth_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The generator's reference cohort (seed 42) as the study's ``course`` and ``patient`` tables, with a
+    ``person_id`` per (site, MRN) as an extract gives it."""
+    from blina_study.adapter.synth import build_cohort
+    from blina_study.analysis.io import coerce_table
+
+    res = build_cohort()
+    course, patient = pd.DataFrame(res.courses), pd.DataFrame(res.patient_rows)
+    ids = {k: i + 1 for i, k in enumerate(sorted(set(zip(patient.site_id, patient.person_source_value,
+                                                          strict=True))))}  # fmt: skip
+    for df in (course, patient):
+        df["person_id"] = [ids[k] for k in zip(df.site_id, df.person_source_value, strict=True)]
+    return coerce_table(course, "course"), coerce_table(patient, "patient")

@@ -8,22 +8,14 @@ import json
 
 import pandas as pd
 import pytest
+from _helpers import synth_tables
 
 from blina_study.adapter.cli import main
-from blina_study.analysis.io import coerce_table
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    from blina_study.adapter.synth import build_cohort
-
-    res = build_cohort()
-    course, patient = pd.DataFrame(res.courses), pd.DataFrame(res.patient_rows)
-    ids = {k: i + 1 for i, k in enumerate(sorted(set(zip(patient.site_id, patient.person_source_value,
-                                                          strict=True))))}  # fmt: skip
-    for df in (course, patient):
-        df["person_id"] = [ids[k] for k in zip(df.site_id, df.person_source_value, strict=True)]
-    course, patient = coerce_table(course, "course"), coerce_table(patient, "patient")
+    course, patient = synth_tables()
     out = tmp_path_factory.mktemp("coxcli")
     course.to_parquet(out / "course.parquet")
     patient.to_parquet(out / "patient.parquet")

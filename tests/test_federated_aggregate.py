@@ -15,8 +15,8 @@ import math
 import zipfile
 
 import numpy as np
-import pandas as pd
 import pytest
+from _helpers import synth_tables
 from scipy import stats
 
 from blina_study.adapter.cli import main
@@ -31,7 +31,6 @@ from blina_study.analysis.federated.package import (
     scan_package,
 )
 from blina_study.analysis.federated.pooling import pool_stratified_logrank
-from blina_study.analysis.io import coerce_table
 
 MIN_CELL = 5
 INFO = {
@@ -52,15 +51,7 @@ COUNTS = {"n", "n_events", "n_at_risk", "n_zero"}
 
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory):
-    from blina_study.adapter.synth import build_cohort
-
-    res = build_cohort()
-    course, patient = pd.DataFrame(res.courses), pd.DataFrame(res.patient_rows)
-    ids = {k: i + 1 for i, k in enumerate(sorted(set(zip(patient.site_id, patient.person_source_value,
-                                                          strict=True))))}  # fmt: skip
-    for df in (course, patient):
-        df["person_id"] = [ids[k] for k in zip(df.site_id, df.person_source_value, strict=True)]
-    course, patient = coerce_table(course, "course"), coerce_table(patient, "patient")
+    course, patient = synth_tables()
     frames = {}
     for s in sorted(patient["site_id"].unique()):
         frames[s] = (course[course["site_id"] == s].copy(), patient[patient["site_id"] == s].copy())

@@ -16,9 +16,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import synth_tables
 
 from blina_study.analysis.federated import pool_site_statistics, site_statistics
-from blina_study.analysis.io import coerce_table
 from blina_study.analysis.tables import analyze
 
 TOL = 1e-9
@@ -29,14 +29,7 @@ CYTOKINE_GROUPS = {"CR": "responder", "no CR": "poor_responder",
 
 @pytest.fixture(scope="module")
 def cohort() -> tuple[pd.DataFrame, pd.DataFrame]:
-    from blina_study.adapter.synth import build_cohort
-
-    res = build_cohort()
-    course, patient = pd.DataFrame(res.courses), pd.DataFrame(res.patient_rows)
-    ids = {k: i + 1 for i, k in enumerate(sorted(set(zip(patient.site_id, patient.person_source_value, strict=True))))}
-    for df in (course, patient):
-        df["person_id"] = [ids[k] for k in zip(df.site_id, df.person_source_value, strict=True)]
-    return coerce_table(course, "course"), coerce_table(patient, "patient")
+    return synth_tables()
 
 
 def _resplit(course, patient, assignment: dict[int, str]):
